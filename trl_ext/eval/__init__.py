@@ -1,0 +1,1 @@
+"""Evaluation: scoring, Beta intervals, dominance, Pareto frontier, reports."""
