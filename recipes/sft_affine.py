@@ -1,0 +1,138 @@
+"""Stage 1 of the two-stage pipeline (seed 004): supervised fine-tuning (LoRA) on reasoning tasks.
+
+    accelerate launch recipes/sft_affine.py --config recipes/configs/sft_affine_tiny.yaml
+    accelerate launch --config_file accelerate_configs/multi_gpu.yaml recipes/sft_affine.py \
+        --config recipes/configs/sft_affine.yaml --model_name_or_path Qwen/Qwen2.5-0.5B-Instruct
+
+Steps: load (or collect) the train/validation JSONL in TRL's conversational prompt-completion format;
+load the model (LoRA by default, ``--load_in_4bit`` for QLoRA); train with ``SFTConfig`` (cosine schedule
+with a floor ``min_lr_ratio``, warm-up, gradient checkpointing, bf16 where supported, evaluation and
+best model by eval loss); save the adapter and tokenizer; write ``loss_log.csv`` and ``loss_curve.png``;
+then evaluate on freshly generated held-out tasks and write ``eval_results.json`` beside the model.
+Every field of the three argument classes is a YAML key and a command-line flag.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from accelerate import PartialState
+from transformers import set_seed
+from trl import SFTConfig, SFTTrainer, TrlParser, get_peft_config
+
+from trl_ext.callbacks import LossLogCallback
+from trl_ext.data.affine_args import AffineTaskArguments
+from trl_ext.data.affine_data import collect_affine, load_affine_dataset, write_affine_dataset
+from trl_ext.eval.report import format_report, save_report
+from trl_ext.eval.tasks import evaluate_model_on_tasks, heldout_instances
+from trl_ext.models import load_causal_lm, load_tokenizer, resolve_model_name_or_path
+from trl_ext.recipe_utils import LoRAModelConfig, apply_min_lr_ratio, resolve_precision, teardown_distributed
+
+logger = logging.getLogger("sft_affine")
+
+
+@dataclass
+class SFTAffineArguments(AffineTaskArguments):
+    """Data and final-evaluation arguments of the SFT recipe (task selection comes from the base class)."""
+
+    data_dir: str = field(
+        default="data/affine",
+        metadata={"help": "Folder with train.jsonl and validation.jsonl; collected there first if missing."},
+    )
+    num_samples: int = field(default=10000, metadata={"help": "Examples to collect when data_dir is empty."})
+    collect_seed: int = field(default=42, metadata={"help": "Seed of the data collection."})
+    val_fraction: float = field(default=0.1, metadata={"help": "Validation share of the collected data."})
+    min_lr_ratio: float = field(
+        default=0.1, metadata={"help": "Floor of the cosine schedule as a fraction of learning_rate (0: none)."}
+    )
+    heldout_samples: int = field(
+        default=50, metadata={"help": "Held-out tasks generated per task for the final evaluation (0: skip)."}
+    )
+    heldout_seed: int = field(default=20_261_121, metadata={"help": "Seed of the held-out tasks."})
+    heldout_batch_size: int = field(default=8, metadata={"help": "Generation batch size of the final evaluation."})
+    heldout_max_new_tokens: int = field(default=256, metadata={"help": "Tokens generated per held-out answer."})
+
+
+def prepare_data(args: SFTAffineArguments):
+    """Load ``data_dir``, collecting it first (on the main process) when it holds no data."""
+    data_dir = Path(args.data_dir)
+    state = PartialState()
+    with state.main_process_first():
+        if state.is_main_process and not (data_dir / "train.jsonl").exists():
+            logger.info("no data in %s: collecting %d samples", data_dir, args.num_samples)
+            train, val = collect_affine(args.task_params(), args.num_samples, args.collect_seed, args.val_fraction)
+            write_affine_dataset(data_dir, train, val)
+    data = load_affine_dataset(data_dir)
+    keep = ["prompt", "completion"]
+    return data.remove_columns([c for c in data["train"].column_names if c not in keep])
+
+
+def main(script_args: SFTAffineArguments, training_args: SFTConfig, model_args: LoRAModelConfig) -> dict | None:
+    set_seed(training_args.seed)
+    apply_min_lr_ratio(training_args, script_args.min_lr_ratio)
+    resolve_precision(training_args)
+    task_params = script_args.task_params()  # fail early on unknown tasks
+
+    model_path = resolve_model_name_or_path(model_args.model_name_or_path)
+    tokenizer = load_tokenizer(model_path, revision=model_args.model_revision)
+    model = load_causal_lm(
+        model_path,
+        dtype=model_args.dtype,
+        load_in_4bit=model_args.load_in_4bit,
+        load_in_8bit=model_args.load_in_8bit,
+        bnb_4bit_quant_type=model_args.bnb_4bit_quant_type,
+        use_bnb_nested_quant=model_args.use_bnb_nested_quant,
+        attn_implementation=model_args.attn_implementation,
+        revision=model_args.model_revision,
+    )
+    data = prepare_data(script_args)
+
+    trainer = SFTTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=data["train"],
+        eval_dataset=data["validation"] if training_args.eval_strategy != "no" else None,
+        processing_class=tokenizer,
+        peft_config=get_peft_config(model_args),
+        callbacks=[LossLogCallback()],
+    )
+    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    trainer.save_model(training_args.output_dir)
+
+    report = None
+    if script_args.heldout_samples > 0 and trainer.accelerator.is_main_process:
+        report = evaluate_saved_model(training_args.output_dir, script_args, task_params)
+    trainer.accelerator.wait_for_everyone()
+    return report
+
+
+def evaluate_saved_model(model_dir: str, script_args: SFTAffineArguments, task_params: dict) -> dict:
+    """Reload the saved model (adapter + base) and evaluate it on held-out tasks; write ``eval_results.json``."""
+    model = load_causal_lm(model_dir)
+    tokenizer = load_tokenizer(model_dir, padding_side="left")
+    instances = heldout_instances(task_params, script_args.heldout_samples, script_args.heldout_seed)
+    report = evaluate_model_on_tasks(
+        model,
+        tokenizer,
+        instances,
+        model_name=str(model_dir),
+        batch_size=script_args.heldout_batch_size,
+        max_new_tokens=script_args.heldout_max_new_tokens,
+        metadata={"task_params": task_params, "heldout_seed": script_args.heldout_seed},
+    )
+    save_report(report, Path(model_dir) / "eval_results.json")
+    print(format_report(report))
+    return report
+
+
+if __name__ == "__main__":
+    parser = TrlParser((SFTAffineArguments, SFTConfig, LoRAModelConfig))
+    script_args, training_args, model_args = parser.parse_args_and_config()
+    logging.basicConfig(level=logging.INFO if PartialState().is_main_process else logging.WARNING)
+    result = main(script_args, training_args, model_args)
+    if result is not None:
+        print(json.dumps(result["aggregate"], indent=2))
+    teardown_distributed()

@@ -1,0 +1,46 @@
+"""trl_ext: trainer extensions for Hugging Face TRL.
+
+Public names are imported lazily: ``import trl_ext`` loads no torch, transformers or TRL, and touches no
+network. ``from trl_ext import LossLogCallback`` imports only what that name needs.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+_LAZY: dict[str, str] = {
+    # callbacks
+    "LossLogCallback": "trl_ext.callbacks.loss_log",
+    # models
+    "TinyModelConfig": "trl_ext.models.tiny_model",
+    "build_tiny_model": "trl_ext.models.tiny_model",
+    "get_tiny_model_path": "trl_ext.models.tiny_model",
+    # tasks
+    "Task": "trl_ext.data.tasks.base",
+    "TaskInstance": "trl_ext.data.tasks.base",
+    "get_task": "trl_ext.data.tasks.registry",
+    "available_tasks": "trl_ext.data.tasks.registry",
+}
+
+__all__ = sorted(_LAZY) + ["__version__"]
+
+if TYPE_CHECKING:  # pragma: no cover
+    from trl_ext.callbacks.loss_log import LossLogCallback
+    from trl_ext.data.tasks.base import Task, TaskInstance
+    from trl_ext.data.tasks.registry import available_tasks, get_task
+    from trl_ext.models.tiny_model import TinyModelConfig, build_tiny_model, get_tiny_model_path
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'trl_ext' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -1,0 +1,81 @@
+"""Batched answer generation for evaluation (chat template, left padding, progress bar)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+Message = dict[str, str]
+
+
+def _render(tokenizer, prompt: str | Sequence[Message]) -> str:
+    if isinstance(prompt, str):
+        prompt = [{"role": "user", "content": prompt}]
+    return tokenizer.apply_chat_template(list(prompt), tokenize=False, add_generation_prompt=True)
+
+
+def generate_completions(
+    model,
+    tokenizer,
+    prompts: Sequence[str | Sequence[Message]],
+    *,
+    batch_size: int = 8,
+    max_new_tokens: int = 256,
+    do_sample: bool = False,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    show_progress: bool = True,
+    desc: str = "generating",
+) -> list[str]:
+    """Generate one completion per prompt and return the decoded new text, in the input order.
+
+    A prompt is a string (sent as one user message) or a list of chat messages; it is rendered with
+    the tokenizer's chat template and a generation prompt. Prompts are batched by length (longest first,
+    so memory peaks early and padding is small) with left padding, and the original order is restored.
+    Greedy decoding unless ``do_sample``. Special tokens are stripped from the output.
+    """
+    import torch
+    from tqdm.auto import tqdm
+
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    texts = [_render(tokenizer, p) for p in prompts]
+    encoded = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+    order = sorted(range(len(texts)), key=lambda i: -len(encoded[i]))
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    device = next(model.parameters()).device
+    gen_kwargs: dict[str, Any] = {
+        "max_new_tokens": max_new_tokens,
+        "do_sample": do_sample,
+        "pad_token_id": pad_id,
+        "eos_token_id": tokenizer.eos_token_id,
+    }
+    if do_sample:
+        gen_kwargs.update(temperature=temperature, top_p=top_p)
+    else:
+        gen_kwargs.update(temperature=None, top_p=None, top_k=None)
+    results: list[str] = [""] * len(texts)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            for start in tqdm(
+                range(0, len(order), batch_size), desc=desc, disable=not show_progress, unit="batch"
+            ):
+                idx = order[start : start + batch_size]
+                width = max(len(encoded[i]) for i in idx)
+                input_ids = torch.full((len(idx), width), pad_id, dtype=torch.long)
+                attention = torch.zeros((len(idx), width), dtype=torch.long)
+                for row, i in enumerate(idx):
+                    ids = encoded[i]
+                    input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
+                    attention[row, width - len(ids) :] = 1
+                out = model.generate(
+                    input_ids=input_ids.to(device), attention_mask=attention.to(device), **gen_kwargs
+                )
+                new_tokens = out[:, width:]
+                for row, i in enumerate(idx):
+                    results[i] = tokenizer.decode(new_tokens[row], skip_special_tokens=True)
+    finally:
+        model.train(was_training)
+    return results

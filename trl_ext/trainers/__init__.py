@@ -1,0 +1,1 @@
+"""One module per trainer: a config dataclass and a thin trainer subclass."""
