@@ -25,7 +25,17 @@ _LAZY: dict[str, str] = {
     "available_tasks": "trl_ext.data.tasks.registry",
 }
 
-__all__ = sorted(_LAZY) + ["__version__"]
+__all__ = [
+    "LossLogCallback",
+    "Task",
+    "TaskInstance",
+    "TinyModelConfig",
+    "__version__",
+    "available_tasks",
+    "build_tiny_model",
+    "get_task",
+    "get_tiny_model_path",
+]
 
 if TYPE_CHECKING:  # pragma: no cover
     from trl_ext.callbacks.loss_log import LossLogCallback

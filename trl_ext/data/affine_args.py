@@ -6,40 +6,64 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
+def _int_or_range(name: str, value: Any) -> int | tuple[int, int] | None:
+    """``None`` -> None; ``5`` or ``[5]`` -> 5; ``[lo, hi]`` -> ``(lo, hi)``; otherwise ValueError naming ``name``."""
+    if value is None or isinstance(value, int):
+        return value
+    values = list(value)
+    if len(values) == 1:
+        return int(values[0])
+    if len(values) == 2:
+        return int(values[0]), int(values[1])
+    raise ValueError(f"--{name} takes one int or two ints `lo hi`, got {values!r}")
+
+
 @dataclass
 class AffineTaskArguments:
     """Which tasks to generate and with which parameters.
 
     Every field is a flag of the recipes (``--tasks sat --sat_n 10 ...``) and a key of their YAML configs.
+    SAT fields left at ``None`` use the task's defaults (n=15, k=10, ratio 4.26) or the preset's values;
+    fields that are set override the preset.
     """
 
-    tasks: list[str] = field(
-        default_factory=lambda: ["sat"],
-        metadata={"help": "Task names to generate (see `trl_ext.data.tasks.available_tasks()`)."},
+    tasks: list[str] = field(default_factory=lambda: ["sat"], metadata={"help": "Registered task names to sample."})
+    sat_n: list[int] | None = field(
+        default=None, metadata={"help": "SAT variables: one int, or two ints `lo hi` (inclusive range). Default 15."}
     )
-    sat_n: int = field(default=15, metadata={"help": "SAT: number of variables n (Affine default 15)."})
-    sat_k: int = field(default=10, metadata={"help": "SAT: literals per clause k (Affine default 10)."})
-    sat_clause_ratio: float = field(
-        default=4.26, metadata={"help": "SAT: clauses per variable; m = floor(ratio * n) (Affine default 4.26)."}
+    sat_k: list[int] | None = field(
+        default=None, metadata={"help": "SAT literals per clause: one int, or `lo hi`. Default 10."}
+    )
+    sat_clause_ratio: float | None = field(
+        default=None, metadata={"help": "SAT clauses per variable, m = floor(ratio * n). Default 4.26."}
+    )
+    sat_num_clauses: int | None = field(
+        default=None, metadata={"help": "SAT fixed clause count m; overrides sat_clause_ratio."}
     )
     sat_preset: str | None = field(
-        default=None,
-        metadata={"help": "SAT: 'document' draws n in 10..20, k in 3..5, ratio 4.2 per instance (overrides n/k)."},
+        default=None, metadata={"help": "SAT preset: None or 'document' (n 10..20, k 3..5, ratio 4.2)."}
     )
 
     def task_params(self) -> dict[str, dict[str, Any]]:
-        """``{task name: constructor kwargs}`` for every selected task (validated by the registry)."""
+        """``{task name: get_task keyword arguments}``; unknown or repeated task names are errors.
+
+        Only ``sat`` has parameters here (unset ones are omitted so the task's defaults apply).
+        """
         from trl_ext.data.tasks import get_task_class
 
         params: dict[str, dict[str, Any]] = {}
         for name in self.tasks:
+            if name in params:
+                raise ValueError(f"--tasks lists {name!r} twice")
             get_task_class(name)  # unknown names fail here, with the list of known ones
-            if name == "sat":
-                params[name] = (
-                    {"preset": self.sat_preset}
-                    if self.sat_preset
-                    else {"n": self.sat_n, "k": self.sat_k, "clause_ratio": self.sat_clause_ratio}
-                )
-            else:
-                params[name] = {}
+            params[name] = {}
+        if "sat" in params:
+            sat = {
+                "n": _int_or_range("sat_n", self.sat_n),
+                "k": _int_or_range("sat_k", self.sat_k),
+                "clause_ratio": self.sat_clause_ratio,
+                "num_clauses": self.sat_num_clauses,
+                "preset": self.sat_preset,
+            }
+            params["sat"] = {key: value for key, value in sat.items() if value is not None}
         return params

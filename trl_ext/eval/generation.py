@@ -59,9 +59,7 @@ def generate_completions(
     model.eval()
     try:
         with torch.inference_mode():
-            for start in tqdm(
-                range(0, len(order), batch_size), desc=desc, disable=not show_progress, unit="batch"
-            ):
+            for start in tqdm(range(0, len(order), batch_size), desc=desc, disable=not show_progress, unit="batch"):
                 idx = order[start : start + batch_size]
                 width = max(len(encoded[i]) for i in idx)
                 input_ids = torch.full((len(idx), width), pad_id, dtype=torch.long)
@@ -70,9 +68,7 @@ def generate_completions(
                     ids = encoded[i]
                     input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
                     attention[row, width - len(ids) :] = 1
-                out = model.generate(
-                    input_ids=input_ids.to(device), attention_mask=attention.to(device), **gen_kwargs
-                )
+                out = model.generate(input_ids=input_ids.to(device), attention_mask=attention.to(device), **gen_kwargs)
                 new_tokens = out[:, width:]
                 for row, i in enumerate(idx):
                     results[i] = tokenizer.decode(new_tokens[row], skip_special_tokens=True)

@@ -207,7 +207,7 @@ def get_tiny_model_path(config: TinyModelConfig | None = None, cache_dir: str | 
 
 
 def main(argv: list[str] | None = None) -> None:
-    """CLI: ``trl-ext-tiny-model --output_dir DIR [--hidden_size 64 ...]`` (or ``python -m trl_ext.models.tiny_model``)."""
+    """CLI: ``trl-ext-tiny-model --output_dir DIR [--hidden_size 64 ...]``."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--output_dir", required=True, help="folder to write the checkpoint to")
     defaults = TinyModelConfig()

@@ -1,0 +1,1 @@
+"""Datasets, collators, samplers and task generators."""
