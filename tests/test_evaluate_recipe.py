@@ -1,0 +1,72 @@
+"""recipes/evaluate_affine.py: report with Beta intervals, baseline comparison, and its errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.conftest import load_recipe, run_script
+from trl_ext.eval import beta_interval
+from trl_ext.eval.report import build_report, load_report, save_report
+
+
+def test_cli_writes_report_and_compares_with_baseline(tmp_path, tiny_model_path):
+    baseline = build_report("always-right", {"sat": [1.0] * 6})
+    save_report(baseline, tmp_path / "baseline.json")
+    out = tmp_path / "report.json"
+    proc = run_script(
+        ["recipes/evaluate_affine.py", "--model", "tiny", "--sat_n", "5", "--sat_k", "3", "--num_samples", "6",
+         "--max_new_tokens", "24", "--batch_size", "4", "--baseline", str(tmp_path / "baseline.json"),
+         "--output", str(out)]
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = load_report(out)
+    sat = report["environments"]["sat"]
+    assert sat["n"] == 6
+    assert (sat["ci_low"], sat["ci_high"]) == pytest.approx(beta_interval(sat["total"], 6, 0.8))
+    assert len(report["samples"]) == 6 and all(s["task"] == "sat" for s in report["samples"])
+    comparison = report["baseline_comparison"]
+    # an untrained model cannot beat a baseline that solved everything
+    assert comparison["environments"]["sat"]["winner"] in {"baseline", "tie"}
+    assert comparison["dominates"] is False
+    assert "80% CI" in proc.stdout
+
+
+def test_scores_are_recomputed_from_completions(tmp_path, tiny_model_path, monkeypatch):
+    """Patch generation to return the expert answer for half the prompts: the report must score exactly that."""
+    import trl_ext.eval.generation as generation
+    from trl_ext.data.tasks import get_task
+    from trl_ext.eval.tasks import heldout_instances
+
+    recipe = load_recipe("evaluate_affine")
+    args = recipe.EvaluateArguments(
+        model="tiny", tasks=["sat"], sat_n=[5], sat_k=[3], num_samples=8, output=str(tmp_path / "r.json")
+    )
+    instances = heldout_instances(args.task_params(), 8, args.seed)
+    answers = {inst.prompt: inst.expert_answer for inst in instances}
+
+    def fake_generate(model, tokenizer, prompts, **kwargs):
+        return [answers[p] if i % 2 == 0 else "UNSAT" for i, p in enumerate(prompts)]
+
+    monkeypatch.setattr(generation, "generate_completions", fake_generate)
+    report = recipe.main(args)
+    assert report["scores"]["sat"] == [1.0, 0.0] * 4
+    assert report["environments"]["sat"]["mean"] == 0.5
+    task = get_task("sat", n=5, k=3)
+    assert [task.score(i, answers[i.prompt]) for i in instances] == [1.0] * 8
+    assert json.loads((tmp_path / "r.json").read_text())["environments"]["sat"]["accuracy"] == 0.5
+
+
+def test_errors_name_the_offending_input(tmp_path, tiny_model_path):
+    from trl_ext.models import ModelNotFoundError
+
+    recipe = load_recipe("evaluate_affine")
+    with pytest.raises(ValueError, match="--model is required"):
+        recipe.main(recipe.EvaluateArguments())
+    with pytest.raises(FileNotFoundError, match="missing_baseline.json"):
+        recipe.main(recipe.EvaluateArguments(model="tiny", baseline=str(tmp_path / "missing_baseline.json")))
+    with pytest.raises(ModelNotFoundError, match="./nowhere/model"):
+        recipe.main(recipe.EvaluateArguments(model="./nowhere/model"))
+    with pytest.raises(ValueError, match="unknown task 'abd'"):
+        recipe.main(recipe.EvaluateArguments(model="tiny", tasks=["abd"]))

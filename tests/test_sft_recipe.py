@@ -1,0 +1,162 @@
+"""The sft_affine recipe end to end on the tiny model, resume, and its errors on bad input."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+from safetensors.torch import load_file
+
+from tests.conftest import REPO, load_recipe, run_script
+from trl_ext.callbacks import read_loss_log
+from trl_ext.eval.report import load_report
+
+TINY = str(REPO / "recipes/configs/sft_affine_tiny.yaml")
+
+
+def _sft(tmp_path, *extra: str):
+    args = ["recipes/sft_affine.py", "--config", TINY, "--data_dir", str(tmp_path / "data"), *extra]
+    proc = run_script(args)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return proc
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, tiny_model_path):
+    tmp = tmp_path_factory.mktemp("sft")
+    out = tmp / "model"
+    proc = _sft(
+        tmp,
+        "--output_dir", str(out), "--num_samples", "120", "--max_steps", "12", "--logging_steps", "2",
+        "--eval_steps", "6", "--save_steps", "6", "--save_total_limit", "1", "--heldout_samples", "4",
+    )  # fmt: skip
+    return tmp, out, proc
+
+
+def test_recipe_writes_adapter_logs_plot_and_report(tiny_run, tiny_model_path):
+    tmp, out, proc = tiny_run
+    assert (tmp / "data" / "train.jsonl").exists() and (tmp / "data" / "validation.jsonl").exists()
+    adapter_cfg = json.loads((out / "adapter_config.json").read_text())
+    assert adapter_cfg["r"] == 16 and adapter_cfg["lora_alpha"] == 32
+    assert set(adapter_cfg["target_modules"]) == {
+        "q_proj",
+        "k_proj",
+        "v_proj",
+        "o_proj",
+        "gate_proj",
+        "up_proj",
+        "down_proj",
+    }
+    assert adapter_cfg["base_model_name_or_path"] == str(tiny_model_path)
+    weights = load_file(out / "adapter_model.safetensors")
+    lora_b = [w for k, w in weights.items() if "lora_B" in k]
+    assert lora_b and any(w.abs().max() > 0 for w in lora_b)  # B starts at zero: training moved it
+    assert (out / "tokenizer.json").exists() and (out / "chat_template.jinja").exists()
+    # checkpoints: save_total_limit=1 with the best model kept
+    assert len(list(out.glob("checkpoint-*"))) <= 2
+    columns, rows = read_loss_log(out / "loss_log.csv")
+    losses = [r["loss"] for r in rows if "loss" in r]
+    assert len(losses) == 6 and losses[-1] < losses[0]
+    assert [r["step"] for r in rows if "eval_loss" in r] == [6.0, 12.0]
+    assert (out / "loss_curve.png").stat().st_size > 1000
+    report = load_report(out / "eval_results.json")
+    sat = report["environments"]["sat"]
+    assert sat["n"] == 4 and 0.0 <= sat["ci_low"] < sat["ci_high"] <= 1.0
+    assert len(report["samples"]) == 4
+
+
+def test_learning_rate_follows_cosine_with_floor(tiny_run):
+    _, out, _ = tiny_run
+    _, rows = read_loss_log(out / "loss_log.csv")
+    logged = [r["learning_rate"] for r in rows if "learning_rate" in r]
+    # independent schedule: linear warm-up over 5 steps, then cosine from 2e-3 down to the floor 0.1 * 2e-3
+    lr_max, lr_min, warmup, total = 2e-3, 2e-4, 5, 12
+    schedule = [
+        lr_max * t / warmup
+        if t < warmup
+        else lr_min + (lr_max - lr_min) * 0.5 * (1 + math.cos(math.pi * (t - warmup) / (total - warmup)))
+        for t in range(total + 1)
+    ]
+    for lr in logged:
+        assert min(abs(lr - s) for s in schedule) < 1e-9, lr
+    after_warmup = [lr for lr in logged if lr < lr_max * (warmup - 1) / warmup or lr == logged[-1]][1:]
+    assert after_warmup == sorted(after_warmup, reverse=True)
+    assert min(logged) >= lr_min - 1e-12
+
+
+def test_resume_reproduces_losses(tmp_path, tiny_model_path):
+    common = ("--num_samples", "80", "--max_steps", "8", "--logging_steps", "1", "--eval_strategy", "no",
+              "--save_steps", "4", "--save_total_limit", "3", "--load_best_model_at_end", "false",
+              "--heldout_samples", "0")  # fmt: skip
+    full = tmp_path / "full"
+    _sft(tmp_path, "--output_dir", str(full), *common)
+    resumed = tmp_path / "resumed"
+    _sft(tmp_path, "--output_dir", str(resumed), "--resume_from_checkpoint", str(full / "checkpoint-4"), *common)
+    _, a = read_loss_log(full / "loss_log.csv")
+    _, b = read_loss_log(resumed / "loss_log.csv")
+    loss_a = {r["step"]: r["loss"] for r in a if "loss" in r}
+    loss_b = {r["step"]: r["loss"] for r in b if "loss" in r}
+    assert sorted(loss_b) == [5.0, 6.0, 7.0, 8.0]
+    for step, value in loss_b.items():
+        assert value == pytest.approx(loss_a[step], rel=1e-5), step
+    wa, wb = load_file(full / "adapter_model.safetensors"), load_file(resumed / "adapter_model.safetensors")
+    for key in wa:
+        assert (wa[key] - wb[key]).abs().max() < 1e-5, key
+
+
+# ---- bad input: each error names the offending item -------------------------------------------------
+
+
+def _parse(recipe, argv):
+    from trl import SFTConfig, TrlParser
+
+    from trl_ext.recipe_utils import LoRAModelConfig
+
+    return TrlParser((recipe.SFTAffineArguments, SFTConfig, LoRAModelConfig)).parse_args_and_config(argv)
+
+
+def test_unknown_config_field_is_named(tmp_path):
+    recipe = load_recipe("sft_affine")
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text((REPO / "recipes/configs/sft_affine_tiny.yaml").read_text() + "\nlearning_rat: 0.1\n")
+    with pytest.raises(ValueError, match="learning_rat"):
+        _parse(recipe, ["--config", str(cfg)])
+    with pytest.raises(ValueError, match="--num_sampels"):
+        _parse(recipe, ["--config", TINY, "--num_sampels", "3"])
+
+
+def _main_with(recipe, tmp_path, *extra):
+    script_args, training_args, model_args = _parse(
+        recipe, ["--config", TINY, "--output_dir", str(tmp_path / "o"), "--data_dir", str(tmp_path / "d"), *extra]
+    )
+    return recipe.main(script_args, training_args, model_args)
+
+
+def test_unknown_task_is_named(tmp_path, tiny_model_path):
+    recipe = load_recipe("sft_affine")
+    with pytest.raises(ValueError, match="unknown task 'sudoku'; known tasks: sat"):
+        _main_with(recipe, tmp_path, "--tasks", "sudoku")
+
+
+def test_missing_model_path_is_named(tmp_path, tiny_model_path):
+    from trl_ext.models import ModelNotFoundError
+
+    recipe = load_recipe("sft_affine")
+    with pytest.raises(ModelNotFoundError, match="model path './no/such/model' does not exist"):
+        _main_with(recipe, tmp_path, "--model_name_or_path", "./no/such/model")
+
+
+def test_malformed_data_row_is_named(tmp_path, tiny_model_path):
+    from trl_ext.data.affine_data import collect_affine, write_affine_dataset
+
+    train, val = collect_affine({"sat": {"n": 5, "k": 3}}, 20, 0, 0.1, progress=False)
+    write_affine_dataset(tmp_path / "d", train, val)
+    lines = (tmp_path / "d" / "train.jsonl").read_text().splitlines()
+    row = json.loads(lines[2])
+    del row["completion"]
+    lines[2] = json.dumps(row)
+    (tmp_path / "d" / "train.jsonl").write_text("\n".join(lines) + "\n")
+    recipe = load_recipe("sft_affine")
+    with pytest.raises(ValueError, match=r"train.jsonl, line 3 \(id '.*'\): field 'completion'"):
+        _main_with(recipe, tmp_path)
