@@ -21,7 +21,7 @@ from pathlib import Path
 
 from accelerate import PartialState
 from transformers import set_seed
-from trl import SFTConfig, SFTTrainer, TrlParser, get_peft_config
+from trl import SFTConfig, SFTTrainer, get_peft_config
 
 from trl_ext.callbacks import LossLogCallback
 from trl_ext.data.affine_args import AffineTaskArguments
@@ -29,7 +29,14 @@ from trl_ext.data.affine_data import collect_affine, load_affine_dataset, write_
 from trl_ext.eval.report import format_report, save_report
 from trl_ext.eval.tasks import evaluate_model_on_tasks, heldout_instances
 from trl_ext.models import load_causal_lm, load_tokenizer, resolve_model_name_or_path
-from trl_ext.recipe_utils import LoRAModelConfig, apply_min_lr_ratio, resolve_precision, teardown_distributed
+from trl_ext.recipe_utils import (
+    LoRAModelConfig,
+    apply_min_lr_ratio,
+    describe_launch,
+    recipe_parser,
+    resolve_precision,
+    teardown_distributed,
+)
 
 logger = logging.getLogger("sft_affine")
 
@@ -99,6 +106,7 @@ def main(script_args: SFTAffineArguments, training_args: SFTConfig, model_args: 
         peft_config=get_peft_config(model_args),
         callbacks=[LossLogCallback()],
     )
+    describe_launch(trainer)
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     trainer.save_model(training_args.output_dir)
 
@@ -129,7 +137,7 @@ def evaluate_saved_model(model_dir: str, script_args: SFTAffineArguments, task_p
 
 
 if __name__ == "__main__":
-    parser = TrlParser((SFTAffineArguments, SFTConfig, LoRAModelConfig))
+    parser = recipe_parser(SFTAffineArguments, SFTConfig, LoRAModelConfig)
     script_args, training_args, model_args = parser.parse_args_and_config()
     logging.basicConfig(level=logging.INFO if PartialState().is_main_process else logging.WARNING)
     result = main(script_args, training_args, model_args)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass, field
+from typing import Any
 
-from trl import ModelConfig
+from trl import ModelConfig, TrlParser
 
 logger = logging.getLogger(__name__)
 
@@ -86,3 +88,57 @@ def teardown_distributed() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()
+
+
+def _has_accelerator() -> bool:
+    import torch
+
+    if torch.cuda.is_available():
+        return True
+    xpu = getattr(torch, "xpu", None)
+    mps = getattr(torch.backends, "mps", None)
+    return bool((xpu is not None and xpu.is_available()) or (mps is not None and mps.is_available()))
+
+
+def cpu_distributed_defaults() -> dict[str, Any]:
+    """TrainingArguments defaults that make a multi-process launch on a machine without GPUs really distributed.
+
+    Measured with transformers 5.23 / accelerate 1.15: when ``accelerate launch`` (multi_gpu or DeepSpeed
+    config) or ``torchrun`` starts several processes on a CPU-only machine,
+
+    * DDP: unless ``use_cpu=True``, accelerate's state is ``DistributedType.NO`` and every process trains
+      alone on the *same* batches (no sharding, no gradient all-reduce) without any error;
+    * DeepSpeed: unless a backend is given, the state reports one process and DeepSpeed stops on its batch
+      size check; ``use_cpu=True`` would instead silently drop DeepSpeed for DDP. ``ddp_backend="gloo"``
+      gives a real 2-process DeepSpeed engine.
+
+    Returns ``{}`` on a machine with an accelerator or in a single process. Values set in the YAML config or
+    on the command line still win (these are parser defaults).
+    """
+    if _has_accelerator() or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return {}
+    if os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true":
+        return {"ddp_backend": "gloo"}
+    return {"use_cpu": True}
+
+
+def recipe_parser(*dataclass_types) -> TrlParser:
+    """A ``TrlParser`` over ``dataclass_types`` with :func:`cpu_distributed_defaults` applied."""
+    parser = TrlParser(dataclass_types)
+    defaults = cpu_distributed_defaults()
+    if defaults:
+        parser.set_defaults_with_config(**defaults)
+    return parser
+
+
+def describe_launch(trainer) -> str:
+    """Print (main process) and return how the run is distributed, e.g. ``DEEPSPEED (ZeRO-2) x 2 processes``."""
+    acc = trainer.accelerator
+    kind = acc.distributed_type.value
+    plugin = getattr(acc.state, "deepspeed_plugin", None)
+    if plugin is not None:
+        kind += f" (ZeRO-{plugin.zero_stage})"
+    text = f"{kind} x {acc.num_processes} process{'es' if acc.num_processes > 1 else ''} on {acc.device}"
+    if acc.is_main_process:
+        print(f"[trl_ext] launch: {text}", flush=True)
+    return text

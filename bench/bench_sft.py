@@ -1,0 +1,569 @@
+"""Step-time overhead of the SFT recipe's trainer set-up (trl_ext) against plain TRL ``SFTTrainer``.
+
+What is compared
+    * ``trl_ext``: the configuration of ``recipes/sft_affine.py`` -- TRL ``SFTTrainer`` with
+      ``trl_ext.callbacks.LossLogCallback`` and the recipe's ``SFTConfig`` (``sft_affine_tiny.yaml`` values),
+      the cosine schedule given a floor by ``trl_ext.recipe_utils.apply_min_lr_ratio(args, 0.1)`` and
+      ``resolve_precision`` (bf16 off on CPU).
+    * ``plain``: the same TRL ``SFTTrainer``, model, data, seed and ``SFTConfig``, with no trl_ext piece:
+      plain ``cosine`` schedule and no extra callback.
+
+    Both arms train the embedded tiny model (``trl_ext.models.get_tiny_model_path()``, built under
+    ``$TRL_EXT_CACHE`` on first use) with the same LoRA adapter (r 16, alpha 32, dropout 0.05 on all
+    attention and MLP projections) on SAT rows from ``collect_affine({"sat": {"n": 5, "k": 3}}, ...)``
+    (``prompt``/``completion`` columns only). ``logging_steps=1``, so ``LossLogCallback.on_log`` appends a
+    CSV row at every step; no evaluation, no checkpoints, no reporting integration.
+
+How
+    One process; the arms alternate (trl_ext, plain, trl_ext, plain, ...) for ``--repeats`` rounds. Every run
+    reloads the model from disk (same initial weights), re-seeds, and builds a fresh trainer in its own
+    temporary output folder. A timing callback, registered last, records ``time.perf_counter()`` at
+    ``on_step_begin`` and again in its own ``on_log`` -- i.e. after every other callback's ``on_log``,
+    including ``LossLogCallback``'s -- so a step time is forward + backward + clipping + optimizer and
+    scheduler step + ``on_step_end`` + the per-step log (``.item()`` syncs, every ``on_log``). Fetching
+    the next batch happens before ``on_step_begin`` and is the same in both arms; it is not counted.
+    The first ``--skip_steps`` steps of every run (default 1) are warm-up and are dropped. transformers'
+    ``PrinterCallback`` (``disable_tqdm=True`` prints every log dict to stdout) is removed in both arms.
+    ``LossLogCallback.on_log`` and ``on_train_end`` (the PNG plot) are additionally wrapped with a timer,
+    so the table shows how much of the trl_ext step time is spent in the callback itself.
+
+    Each step is also timed in process CPU time (``time.process_time``): on a busy machine (other jobs on the
+    same cores) wall time also counts the time the process waited for a core, CPU time does not.
+
+    Memory: the peak resident set size of each run is Linux's ``VmHWM`` from ``/proc/self/status``, reset
+    before the run by writing ``5`` to ``/proc/self/clear_refs`` (it covers model load, trainer build and
+    training; the interpreter, torch and whatever earlier runs left in the allocator are part of it, hence
+    also ``+RSS``, the peak minus the RSS at the run's start). Where the reset is not allowed, the largest RSS
+    sampled from ``/proc/self/statm`` at each step end is shown instead. The whole process's peak is
+    ``resource.getrusage(RUSAGE_SELF).ru_maxrss`` combined with the ``VmHWM`` read before each reset (Linux
+    lowers ``ru_maxrss`` together with ``VmHWM``). Neither tracemalloc nor psutil is used.
+
+Reading the output
+    ``step ms`` is the median wall time over all timed steps of all rounds of an arm; ``p10``/``p90`` show the
+    spread; ``cpu ms`` is the median CPU time. The ratios trl_ext/plain come in two forms, each for wall and
+    CPU time: ``median of rounds`` is the median over rounds of (trl_ext median / plain median) in that round,
+    which alternation makes robust to slow drifts of the machine; ``ratio of medians`` divides the pooled
+    medians. The issue's target is ratio <= 1.05 (judged on the median of rounds). ``on_log ms`` is the median
+    time of one ``LossLogCallback.on_log`` call (its share of a step is printed); ``train_end ms`` the time
+    of its end-of-training PNG plot, which is outside the step times but inside ``train() s``. ``step-1
+    loss`` must be identical in every run (same weights, same data, same seed): the arms differ only in the
+    learning-rate schedule and the callback. The 1-minute load average is printed: above the number of
+    cores, wall times are inflated by other processes and their ratio is noisy -- compare the CPU column.
+
+    .venv/bin/python bench/bench_sft.py                      # 20 steps x 5 rounds, 1 thread
+    .venv/bin/python bench/bench_sft.py --threads 2 --json /tmp/bench_sft.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import math
+import os
+import platform
+import re
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+TARGET_RATIO = 1.05
+ARMS = ("trl_ext", "plain")
+LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+MIN_LR_RATIO = 0.1
+
+# Training settings of recipes/configs/sft_affine_tiny.yaml that matter for a step (no eval, no saving here).
+RECIPE_SFT_SETTINGS: dict[str, Any] = {
+    "gradient_accumulation_steps": 1,
+    "learning_rate": 2.0e-3,
+    "lr_scheduler_type": "cosine",
+    "warmup_steps": 5,
+    "weight_decay": 0.01,
+    "max_grad_norm": 1.0,
+    "gradient_checkpointing": False,
+    "bf16": False,
+    "max_length": 512,
+    "dataloader_num_workers": 0,
+}
+
+
+# ---------------------------------------------------------------------------------------------- memory
+
+
+def _status_kib(key: str) -> int | None:
+    """A ``kB`` field of ``/proc/self/status`` (e.g. ``VmHWM``, ``VmRSS``), or None off Linux."""
+    try:
+        text = Path("/proc/self/status").read_text()
+    except OSError:
+        return None
+    match = re.search(rf"^{key}:\s+(\d+)\s+kB", text, re.MULTILINE)
+    return int(match.group(1)) if match else None
+
+
+def current_rss_mib() -> float | None:
+    """Current resident set size from ``/proc/self/statm`` (MiB), or None off Linux."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+_PEAK_BEFORE_RESETS_MIB = 0.0
+"""Largest ``VmHWM`` seen just before a reset: the process peak that the resets would otherwise hide."""
+
+
+def reset_peak_rss() -> bool:
+    """Reset the kernel's peak-RSS counter (``VmHWM``) to the current RSS; False when not allowed."""
+    global _PEAK_BEFORE_RESETS_MIB
+    _PEAK_BEFORE_RESETS_MIB = max(_PEAK_BEFORE_RESETS_MIB, peak_rss_mib() or 0.0)
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        return False
+    return _status_kib("VmHWM") is not None
+
+
+def peak_rss_mib() -> float | None:
+    """``VmHWM`` (peak RSS since the last :func:`reset_peak_rss`) in MiB."""
+    kib = _status_kib("VmHWM")
+    return kib / 1024 if kib is not None else None
+
+
+def process_peak_rss_mib() -> float:
+    """Peak RSS of the whole process: ``resource.getrusage(RUSAGE_SELF).ru_maxrss``, combined with the ``VmHWM``
+    values read before each reset (on Linux ``ru_maxrss`` follows ``VmHWM`` down when it is reset)."""
+    maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    maxrss_mib = maxrss / 2**20 if sys.platform == "darwin" else maxrss / 1024
+    return max(maxrss_mib, _PEAK_BEFORE_RESETS_MIB, peak_rss_mib() or 0.0)
+
+
+# ---------------------------------------------------------------------------------------------- timing
+
+
+@dataclass
+class RunResult:
+    """Measurements of one training run (one arm in one round)."""
+
+    arm: str
+    round: int
+    step_s: dict[int, float] = field(default_factory=dict)
+    """Step number -> wall seconds (``perf_counter``) from ``on_step_begin`` to the end of that step's ``on_log``."""
+    step_cpu_s: dict[int, float] = field(default_factory=dict)
+    """The same interval in CPU seconds of the process (``time.process_time``, all threads)."""
+    callback_on_log_s: list[float] = field(default_factory=list)
+    """Seconds of each per-step ``LossLogCallback.on_log`` call (trl_ext arm only)."""
+    callback_train_end_s: float | None = None
+    step1_loss: float | None = None
+    build_s: float = 0.0
+    train_s: float = 0.0
+    start_rss_mib: float | None = None
+    peak_rss_mib: float | None = None
+    peak_rss_source: str = ""
+
+    def timed_steps(self, skip: int, cpu: bool = False) -> list[float]:
+        """Step times (wall, or CPU with ``cpu``) of the steps after the first ``skip``."""
+        times = self.step_cpu_s if cpu else self.step_s
+        return [t for step, t in sorted(times.items()) if step > skip]
+
+
+def make_step_timer(result: RunResult) -> Any:
+    """A ``TrainerCallback`` that fills ``result.step_s`` (register it last, so its ``on_log`` runs last)."""
+    from transformers import TrainerCallback
+
+    class StepTimer(TrainerCallback):
+        def __init__(self) -> None:
+            self._t0: float | None = None
+            self._c0 = 0.0
+            self.rss_samples: list[float] = []
+
+        def on_step_begin(self, args, state, control, **kwargs):
+            self._c0 = time.process_time()
+            self._t0 = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            rss = current_rss_mib()
+            if rss is not None:
+                self.rss_samples.append(rss)
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            # per-step logs carry "loss"; the end-of-training summary carries "train_loss" instead
+            if self._t0 is None or not logs or "loss" not in logs:
+                return
+            t1, c1 = time.perf_counter(), time.process_time()
+            result.step_s[state.global_step] = t1 - self._t0
+            result.step_cpu_s[state.global_step] = c1 - self._c0
+            self._t0 = None
+            if state.global_step == 1:
+                result.step1_loss = float(logs["loss"])
+
+    return StepTimer()
+
+
+def instrument(callback: Any, event: str, sink: Callable[[float, dict[str, Any]], None]) -> None:
+    """Wrap ``callback.<event>`` so that each call reports its duration (and kwargs) to ``sink``."""
+    original = getattr(callback, event)
+
+    def timed(*args: Any, **kwargs: Any) -> Any:
+        t0 = time.perf_counter()
+        try:
+            return original(*args, **kwargs)
+        finally:
+            sink(time.perf_counter() - t0, kwargs)
+
+    setattr(callback, event, timed)
+
+
+# ---------------------------------------------------------------------------------------------- runs
+
+
+def build_dataset(num_samples: int, seed: int) -> Any:
+    """The recipe's data: SAT (n 5, k 3) rows in conversational prompt-completion form, train split."""
+    from datasets import Dataset
+
+    from trl_ext.data.affine_data import collect_affine
+
+    train_rows, _ = collect_affine({"sat": {"n": 5, "k": 3}}, num_samples, seed, 0.1, progress=False)
+    return Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in train_rows])
+
+
+def make_sft_config(arm: str, output_dir: str, opts: argparse.Namespace) -> Any:
+    """The recipe's ``SFTConfig`` (trl_ext arm: min-lr cosine + precision resolution; plain arm: as is)."""
+    from trl import SFTConfig
+
+    args = SFTConfig(
+        output_dir=output_dir,
+        per_device_train_batch_size=opts.batch_size,
+        max_steps=opts.steps,
+        logging_steps=1,
+        eval_strategy="no",
+        save_strategy="no",
+        report_to="none",
+        use_cpu=True,
+        disable_tqdm=True,
+        seed=opts.seed,
+        **RECIPE_SFT_SETTINGS,
+    )
+    if arm == "trl_ext":
+        from trl_ext.recipe_utils import apply_min_lr_ratio, resolve_precision
+
+        apply_min_lr_ratio(args, MIN_LR_RATIO)
+        resolve_precision(args)
+    return args
+
+
+def run_once(arm: str, rnd: int, model_path: Path, dataset: Any, workdir: Path, opts: argparse.Namespace) -> RunResult:
+    """Build a fresh trainer for ``arm`` from the saved weights and train ``opts.steps`` steps."""
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback, set_seed
+    from trl import SFTTrainer
+
+    result = RunResult(arm=arm, round=rnd)
+    gc.collect()
+    can_reset = reset_peak_rss()
+    result.start_rss_mib = current_rss_mib()
+    t0 = time.perf_counter()
+
+    set_seed(opts.seed)
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    model = AutoModelForCausalLM.from_pretrained(model_path)
+    peft_config = LoraConfig(
+        r=16, lora_alpha=32, lora_dropout=0.05, target_modules=list(LORA_TARGETS), task_type="CAUSAL_LM"
+    )
+    timer = make_step_timer(result)
+    callbacks: list[Any] = []
+    if arm == "trl_ext":
+        from trl_ext.callbacks import LossLogCallback
+
+        loss_log = LossLogCallback()
+
+        def on_log_sink(seconds: float, kwargs: dict[str, Any]) -> None:
+            if "loss" in (kwargs.get("logs") or {}):
+                result.callback_on_log_s.append(seconds)
+
+        def train_end_sink(seconds: float, kwargs: dict[str, Any]) -> None:
+            result.callback_train_end_s = seconds
+
+        instrument(loss_log, "on_log", on_log_sink)
+        instrument(loss_log, "on_train_end", train_end_sink)
+        callbacks.append(loss_log)
+    callbacks.append(timer)  # last: its on_log runs after LossLogCallback's
+
+    trainer = SFTTrainer(
+        model=model,
+        args=make_sft_config(arm, str(workdir / f"{arm}-{rnd}"), opts),
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        peft_config=peft_config,
+        callbacks=callbacks,
+    )
+    trainer.remove_callback(PrinterCallback)
+    t1 = time.perf_counter()
+    trainer.train()
+    t2 = time.perf_counter()
+
+    result.build_s, result.train_s = t1 - t0, t2 - t1
+    if can_reset:
+        result.peak_rss_mib, result.peak_rss_source = peak_rss_mib(), "VmHWM"
+    elif timer.rss_samples:
+        result.peak_rss_mib, result.peak_rss_source = max(timer.rss_samples), "statm-sampled"
+    del trainer, model
+    gc.collect()
+    return result
+
+
+# ---------------------------------------------------------------------------------------------- report
+
+
+def quantile(values: list[float], q: float) -> float:
+    """Linear-interpolation quantile (``q`` in [0, 1]) of a non-empty list."""
+    xs = sorted(values)
+    pos = (len(xs) - 1) * q
+    lo, hi = math.floor(pos), math.ceil(pos)
+    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
+
+
+def summarise(results: list[RunResult], skip: int) -> dict[str, Any]:
+    """Per-arm statistics and the two trl_ext/plain ratios."""
+    summary: dict[str, Any] = {"arms": {}}
+    for arm in ARMS:
+        runs = [r for r in results if r.arm == arm]
+        steps = [t for r in runs for t in r.timed_steps(skip)]
+        cpu_steps = [t for r in runs for t in r.timed_steps(skip, cpu=True)]
+        on_log = [t for r in runs for t in r.callback_on_log_s[skip:]]
+        train_end = [r.callback_train_end_s for r in runs if r.callback_train_end_s is not None]
+        rss = [r.peak_rss_mib for r in runs if r.peak_rss_mib is not None]
+        summary["arms"][arm] = {
+            "timed_steps": len(steps),
+            "step_ms_median": 1e3 * statistics.median(steps),
+            "step_ms_p10": 1e3 * quantile(steps, 0.1),
+            "step_ms_p90": 1e3 * quantile(steps, 0.9),
+            "round_step_ms_medians": [1e3 * statistics.median(r.timed_steps(skip)) for r in runs],
+            "cpu_step_ms_median": 1e3 * statistics.median(cpu_steps),
+            "round_cpu_step_ms_medians": [1e3 * statistics.median(r.timed_steps(skip, cpu=True)) for r in runs],
+            "callback_on_log_ms_median": 1e3 * statistics.median(on_log) if on_log else None,
+            "callback_train_end_ms_median": 1e3 * statistics.median(train_end) if train_end else None,
+            "train_s_median": statistics.median(r.train_s for r in runs),
+            "build_s_median": statistics.median(r.build_s for r in runs),
+            "peak_rss_mib_median": statistics.median(rss) if rss else None,
+            "peak_rss_mib_max": max(rss) if rss else None,
+            "peak_minus_start_rss_mib_median": statistics.median(
+                r.peak_rss_mib - r.start_rss_mib for r in runs if r.peak_rss_mib is not None and r.start_rss_mib
+            )
+            if rss
+            else None,
+            "peak_rss_source": runs[0].peak_rss_source,
+            "step1_losses": [r.step1_loss for r in runs],
+        }
+    a, b = summary["arms"]["trl_ext"], summary["arms"]["plain"]
+    per_round = [x / y for x, y in zip(a["round_step_ms_medians"], b["round_step_ms_medians"])]
+    summary["ratio_per_round"] = per_round
+    summary["ratio_median_of_rounds"] = statistics.median(per_round)
+    summary["ratio_of_medians"] = a["step_ms_median"] / b["step_ms_median"]
+    cpu_per_round = [x / y for x, y in zip(a["round_cpu_step_ms_medians"], b["round_cpu_step_ms_medians"])]
+    summary["cpu_ratio_per_round"] = cpu_per_round
+    summary["cpu_ratio_median_of_rounds"] = statistics.median(cpu_per_round)
+    summary["cpu_ratio_of_medians"] = a["cpu_step_ms_median"] / b["cpu_step_ms_median"]
+    summary["target_ratio"] = TARGET_RATIO
+    summary["meets_target"] = summary["ratio_median_of_rounds"] <= TARGET_RATIO
+    summary["meets_target_cpu"] = summary["cpu_ratio_median_of_rounds"] <= TARGET_RATIO
+    losses = a["step1_losses"] + b["step1_losses"]
+    summary["step1_loss_identical"] = len(set(losses)) == 1
+    summary["process_peak_rss_mib"] = process_peak_rss_mib()
+    return summary
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def print_report(summary: dict[str, Any], opts: argparse.Namespace) -> None:
+    """The result table, the ratios, the target check and the memory figures."""
+    a, b = summary["arms"]["trl_ext"], summary["arms"]["plain"]
+    print()
+    print(
+        f"SFT step time: trl_ext recipe set-up vs plain TRL SFTTrainer  "
+        f"({opts.repeats} rounds x {opts.steps} steps, first {opts.skip_steps} dropped, "
+        f"batch {opts.batch_size}, {opts.threads} torch thread(s))"
+    )
+    header = (
+        f"{'arm':<8} {'step ms':>8} {'p10':>7} {'p90':>7} {'cpu ms':>7} {'n':>4} {'on_log ms':>10} "
+        f"{'train_end ms':>13} {'train() s':>10} {'peak RSS MiB':>13} {'+RSS MiB':>9}"
+    )
+    print(header)
+    print("-" * len(header))
+    for name, arm in (("trl_ext", a), ("plain", b)):
+        print(
+            f"{name:<8} {arm['step_ms_median']:>8.2f} {arm['step_ms_p10']:>7.2f} {arm['step_ms_p90']:>7.2f} "
+            f"{arm['cpu_step_ms_median']:>7.2f} {arm['timed_steps']:>4d} "
+            f"{_fmt(arm['callback_on_log_ms_median'], '.3f'):>10} "
+            f"{_fmt(arm['callback_train_end_ms_median'], '.1f'):>13} {arm['train_s_median']:>10.2f} "
+            f"{_fmt(arm['peak_rss_mib_median'], '.1f'):>13} {_fmt(arm['peak_minus_start_rss_mib_median'], '.1f'):>9}"
+        )
+    print("-" * len(header))
+    print("ratio trl_ext/plain        wall (step ms)   cpu (cpu ms)")
+    for label, wall_key, cpu_key in (
+        ("median of rounds", "ratio_median_of_rounds", "cpu_ratio_median_of_rounds"),
+        ("ratio of medians", "ratio_of_medians", "cpu_ratio_of_medians"),
+    ):
+        print(f"  {label:<24} {summary[wall_key]:>14.3f} {summary[cpu_key]:>14.3f}")
+    print(f"  per round (wall)         {'  '.join(f'{r:.3f}' for r in summary['ratio_per_round'])}")
+    print(f"  per round (cpu)          {'  '.join(f'{r:.3f}' for r in summary['cpu_ratio_per_round'])}")
+    wall = "MET" if summary["meets_target"] else "NOT MET"
+    cpu = "MET" if summary["meets_target_cpu"] else "NOT MET"
+    print(f"target (issue): ratio <= {TARGET_RATIO:.2f}, median of rounds -> wall {wall}, cpu {cpu}")
+    on_log = a["callback_on_log_ms_median"]
+    if on_log is not None:
+        share = on_log / a["step_ms_median"]
+        print(f"LossLogCallback.on_log: {on_log:.3f} ms per step = {100 * share:.2f} % of a trl_ext step")
+    print(
+        f"memory: peak RSS per run from {a['peak_rss_source']} (median over runs; max trl_ext "
+        f"{_fmt(a['peak_rss_mib_max'], '.1f')}, plain {_fmt(b['peak_rss_mib_max'], '.1f')} MiB); '+RSS' = peak minus "
+        f"RSS at the run's start; whole process (getrusage ru_maxrss + VmHWM): "
+        f"{summary['process_peak_rss_mib']:.1f} MiB"
+    )
+    same = "yes" if summary["step1_loss_identical"] else "NO (runs are not comparable!)"
+    print(f"step-1 loss identical in every run: {same} ({a['step1_losses'][0]})")
+    load = summary.get("loadavg")
+    if load is not None:
+        cores = os.cpu_count() or 1
+        note = "  <- the machine is busy: wall-time ratios are noisy, see the cpu column" if max(load) > cores else ""
+        print(f"1-min load average at start / end: {load[0]:.2f} / {load[1]:.2f} on {cores} cores{note}")
+
+
+def _loadavg() -> float | None:
+    """1-minute load average (None where the platform has none)."""
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
+
+
+def environment() -> dict[str, Any]:
+    """Versions and machine facts stored in the JSON output."""
+    import peft
+    import torch
+    import transformers
+    import trl
+
+    return {
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "versions": {
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+            "trl": trl.__version__,
+            "peft": peft.__version__,
+        },
+    }
+
+
+# ---------------------------------------------------------------------------------------------- main
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--steps", type=int, default=20, help="Optimizer steps per run (max_steps).")
+    parser.add_argument("--repeats", type=int, default=5, help="Rounds; each runs trl_ext then plain.")
+    parser.add_argument("--batch_size", type=int, default=8, help="per_device_train_batch_size (recipe: 8).")
+    parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads.")
+    parser.add_argument("--skip_steps", type=int, default=1, help="Warm-up steps per run left out of the timing.")
+    parser.add_argument("--seed", type=int, default=42, help="Training seed (recipe: 42).")
+    parser.add_argument("--collect_seed", type=int, default=42, help="Seed of the data collection (recipe: 42).")
+    parser.add_argument("--json", type=Path, default=None, help="Also write every number to this JSON file.")
+    opts = parser.parse_args(argv)
+    if opts.steps <= opts.skip_steps:
+        parser.error("--steps must be larger than --skip_steps")
+    if opts.repeats < 1 or opts.batch_size < 1 or opts.threads < 1 or opts.skip_steps < 0:
+        parser.error("--repeats, --batch_size and --threads must be >= 1, --skip_steps >= 0")
+    return opts
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    opts = parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    import datasets
+    import torch
+    from transformers.utils import logging as hf_logging
+
+    from trl_ext.models import get_tiny_model_path
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    datasets.disable_progress_bars()
+    torch.set_num_threads(opts.threads)
+
+    t_start = time.perf_counter()
+    load_start = _loadavg()
+    model_path = get_tiny_model_path()
+    # enough rows that a run never crosses an epoch boundary (the recipe collects 400)
+    num_samples = max(400, math.ceil(opts.steps * opts.batch_size / 0.9) + 1)
+    dataset = build_dataset(num_samples, opts.collect_seed)
+    print(f"model {model_path}; {len(dataset)} training rows; {opts.threads} torch thread(s)", flush=True)
+
+    results: list[RunResult] = []
+    with tempfile.TemporaryDirectory(prefix="bench_sft_") as tmp:
+        for rnd in range(opts.repeats):
+            for arm in ARMS:
+                res = run_once(arm, rnd, model_path, dataset, Path(tmp), opts)
+                results.append(res)
+                med = 1e3 * statistics.median(res.timed_steps(opts.skip_steps))
+                print(
+                    f"round {rnd + 1}/{opts.repeats} {arm:<8} median step {med:7.2f} ms  "
+                    f"train() {res.train_s:5.2f} s  build {res.build_s:5.2f} s",
+                    flush=True,
+                )
+
+    summary = summarise(results, opts.skip_steps)
+    summary["wall_s"] = time.perf_counter() - t_start
+    load_end = _loadavg()
+    summary["loadavg"] = [load_start, load_end] if load_start is not None and load_end is not None else None
+    print_report(summary, opts)
+    print(f"total wall time {summary['wall_s']:.1f} s")
+
+    if opts.json is not None:
+        payload = {
+            "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(opts).items()},
+            "recipe_sft_settings": RECIPE_SFT_SETTINGS,
+            "min_lr_ratio": MIN_LR_RATIO,
+            "num_samples": num_samples,
+            "environment": environment(),
+            "summary": summary,
+            "runs": [
+                {
+                    "arm": r.arm,
+                    "round": r.round,
+                    "step_s": {str(k): v for k, v in sorted(r.step_s.items())},
+                    "step_cpu_s": {str(k): v for k, v in sorted(r.step_cpu_s.items())},
+                    "callback_on_log_s": r.callback_on_log_s,
+                    "callback_train_end_s": r.callback_train_end_s,
+                    "step1_loss": r.step1_loss,
+                    "build_s": r.build_s,
+                    "train_s": r.train_s,
+                    "start_rss_mib": r.start_rss_mib,
+                    "peak_rss_mib": r.peak_rss_mib,
+                    "peak_rss_source": r.peak_rss_source,
+                }
+                for r in results
+            ],
+        }
+        opts.json.parent.mkdir(parents=True, exist_ok=True)
+        opts.json.write_text(json.dumps(payload, indent=2))
+        print(f"wrote {opts.json}")
+    return summary
+
+
+if __name__ == "__main__":
+    main()
