@@ -160,3 +160,23 @@ def test_malformed_data_row_is_named(tmp_path, tiny_model_path):
     recipe = load_recipe("sft_affine")
     with pytest.raises(ValueError, match=r"train.jsonl, line 3 \(id '.*'\): field 'completion'"):
         _main_with(recipe, tmp_path)
+
+
+def test_qlora_4bit_loads_quantised_and_trains(tmp_path, tiny_model_path):
+    import bitsandbytes as bnb
+
+    from trl_ext.models import load_causal_lm
+
+    model = load_causal_lm(str(tiny_model_path), load_in_4bit=True)
+    linear4 = [m for m in model.modules() if isinstance(m, bnb.nn.Linear4bit)]
+    assert len(linear4) == 14  # 7 projections x 2 layers, all in nf4
+    assert linear4[0].weight.quant_type == "nf4"
+    out = tmp_path / "qlora"
+    _sft(
+        tmp_path, "--output_dir", str(out), "--num_samples", "40", "--load_in_4bit", "true", "--max_steps", "3",
+        "--eval_strategy", "no", "--save_strategy", "no", "--load_best_model_at_end", "false", "--logging_steps", "1",
+        "--heldout_samples", "2",
+    )  # fmt: skip
+    weights = load_file(out / "adapter_model.safetensors")
+    assert any(w.abs().max() > 0 for k, w in weights.items() if "lora_B" in k)
+    assert load_report(out / "eval_results.json")["environments"]["sat"]["n"] == 2
