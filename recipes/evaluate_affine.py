@@ -22,7 +22,7 @@ from trl import TrlParser
 from trl_ext.data.affine_args import AffineTaskArguments
 from trl_ext.eval.report import compare_reports, format_report, load_report, save_report
 from trl_ext.eval.tasks import evaluate_model_on_tasks, heldout_instances
-from trl_ext.models import load_causal_lm, load_tokenizer, resolve_model_name_or_path
+from trl_ext.models import load_for_inference, load_tokenizer, resolve_model_name_or_path
 
 
 @dataclass
@@ -47,7 +47,7 @@ def main(args: EvaluateArguments) -> dict:
     task_params = args.task_params()
     baseline = load_report(args.baseline) if args.baseline else None  # fail before the slow part
     path = resolve_model_name_or_path(args.model)
-    model = load_causal_lm(path, dtype=args.dtype, load_in_4bit=args.load_in_4bit)
+    model = load_for_inference(path, dtype=args.dtype, load_in_4bit=args.load_in_4bit)
     tokenizer = load_tokenizer(path, padding_side="left")
     instances = heldout_instances(task_params, args.num_samples, args.seed)
     report = evaluate_model_on_tasks(

@@ -28,7 +28,7 @@ from trl_ext.data.affine_args import AffineTaskArguments
 from trl_ext.data.affine_data import collect_affine, load_affine_dataset, write_affine_dataset
 from trl_ext.eval.report import format_report, save_report
 from trl_ext.eval.tasks import evaluate_model_on_tasks, heldout_instances
-from trl_ext.models import load_causal_lm, load_tokenizer, resolve_model_name_or_path
+from trl_ext.models import load_causal_lm, load_for_inference, load_tokenizer, resolve_model_name_or_path
 from trl_ext.recipe_utils import (
     LoRAModelConfig,
     apply_min_lr_ratio,
@@ -112,14 +112,17 @@ def main(script_args: SFTAffineArguments, training_args: SFTConfig, model_args: 
 
     report = None
     if script_args.heldout_samples > 0 and trainer.accelerator.is_main_process:
-        report = evaluate_saved_model(training_args.output_dir, script_args, task_params)
+        report = evaluate_saved_model(training_args.output_dir, script_args, task_params, model_args)
     trainer.accelerator.wait_for_everyone()
     return report
 
 
-def evaluate_saved_model(model_dir: str, script_args: SFTAffineArguments, task_params: dict) -> dict:
-    """Reload the saved model (adapter + base) and evaluate it on held-out tasks; write ``eval_results.json``."""
-    model = load_causal_lm(model_dir)
+def evaluate_saved_model(
+    model_dir: str, script_args: SFTAffineArguments, task_params: dict, model_args: LoRAModelConfig
+) -> dict:
+    """Reload the saved model (adapter + base, as trained: same dtype, 4-bit for QLoRA) on the accelerator and
+    evaluate it on held-out tasks; write ``eval_results.json`` beside it."""
+    model = load_for_inference(model_dir, dtype=model_args.dtype, load_in_4bit=model_args.load_in_4bit)
     tokenizer = load_tokenizer(model_dir, padding_side="left")
     instances = heldout_instances(task_params, script_args.heldout_samples, script_args.heldout_seed)
     report = evaluate_model_on_tasks(

@@ -6,6 +6,7 @@ import json
 import math
 
 import pytest
+import yaml
 from safetensors.torch import load_file
 
 from tests.conftest import REPO, load_recipe, run_script
@@ -71,7 +72,9 @@ def test_learning_rate_follows_cosine_with_floor(tiny_run):
     _, rows = read_loss_log(out / "loss_log.csv")
     logged = [r["learning_rate"] for r in rows if "learning_rate" in r]
     # independent schedule: linear warm-up over 5 steps, then cosine from 2e-3 down to the floor 0.1 * 2e-3
-    lr_max, lr_min, warmup, total = 2e-3, 2e-4, 5, 12
+    config = yaml.safe_load(open(TINY))
+    lr_max, warmup, total = config["learning_rate"], config["warmup_steps"], 12
+    lr_min = config["min_lr_ratio"] * lr_max
     schedule = [
         lr_max * t / warmup
         if t < warmup

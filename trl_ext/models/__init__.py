@@ -2,8 +2,10 @@
 
 from trl_ext.models.loading import (
     ModelNotFoundError,
+    default_device,
     is_peft_adapter_dir,
     load_causal_lm,
+    load_for_inference,
     load_tokenizer,
     resolve_model_name_or_path,
 )
@@ -14,9 +16,11 @@ __all__ = [
     "ModelNotFoundError",
     "TinyModelConfig",
     "build_tiny_model",
+    "default_device",
     "get_tiny_model_path",
     "is_peft_adapter_dir",
     "load_causal_lm",
+    "load_for_inference",
     "load_tokenizer",
     "resolve_model_name_or_path",
 ]

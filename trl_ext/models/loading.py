@@ -42,6 +42,29 @@ def resolve_model_name_or_path(name: str | None) -> str:
     return name
 
 
+def default_device() -> str:
+    """``cuda`` (local rank's device under a launcher) when available, else ``mps``, else ``cpu``."""
+    import torch
+
+    if torch.cuda.is_available():
+        return f"cuda:{int(os.environ.get('LOCAL_RANK', 0)) % torch.cuda.device_count()}"
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def load_for_inference(name_or_path: str, *, dtype: str | None = None, load_in_4bit: bool = False):
+    """Load a model (or adapter folder) for generation: eval mode, on :func:`default_device`.
+
+    Quantised models are placed by bitsandbytes and not moved.
+    """
+    model = load_causal_lm(name_or_path, dtype=dtype, load_in_4bit=load_in_4bit)
+    if not load_in_4bit:
+        model = model.to(default_device())
+    return model.eval()
+
+
 def is_peft_adapter_dir(path: str) -> bool:
     """True when ``path`` is a folder holding a PEFT adapter (``adapter_config.json``)."""
     return (Path(path) / "adapter_config.json").is_file()
