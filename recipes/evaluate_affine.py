@@ -21,8 +21,8 @@ from trl import TrlParser
 
 from trl_ext.data.affine_args import AffineTaskArguments
 from trl_ext.eval.report import compare_reports, format_report, load_report, save_report
-from trl_ext.eval.tasks import evaluate_model_on_tasks, heldout_instances
-from trl_ext.models import load_for_inference, load_tokenizer, resolve_model_name_or_path
+from trl_ext.eval.tasks import evaluate_heldout
+from trl_ext.models import resolve_model_name_or_path
 
 
 @dataclass
@@ -46,19 +46,17 @@ def main(args: EvaluateArguments) -> dict:
         raise ValueError("--model is required (a model folder, adapter folder, hub id or 'tiny')")
     task_params = args.task_params()
     baseline = load_report(args.baseline) if args.baseline else None  # fail before the slow part
-    path = resolve_model_name_or_path(args.model)
-    model = load_for_inference(path, dtype=args.dtype, load_in_4bit=args.load_in_4bit)
-    tokenizer = load_tokenizer(path, padding_side="left")
-    instances = heldout_instances(task_params, args.num_samples, args.seed)
-    report = evaluate_model_on_tasks(
-        model,
-        tokenizer,
-        instances,
+    report = evaluate_heldout(
+        resolve_model_name_or_path(args.model),
+        task_params,
+        num_per_task=args.num_samples,
+        seed=args.seed,
         model_name=args.model,
         batch_size=args.batch_size,
         max_new_tokens=args.max_new_tokens,
         level=args.level,
-        metadata={"task_params": task_params, "seed": args.seed},
+        dtype=args.dtype,
+        load_in_4bit=args.load_in_4bit,
     )
     comparison = None
     if baseline is not None:

@@ -27,8 +27,8 @@ from trl_ext.callbacks import LossLogCallback
 from trl_ext.data.affine_args import AffineTaskArguments
 from trl_ext.data.affine_data import collect_affine, load_affine_dataset, write_affine_dataset
 from trl_ext.eval.report import format_report, save_report
-from trl_ext.eval.tasks import evaluate_model_on_tasks, heldout_instances
-from trl_ext.models import load_causal_lm, load_for_inference, load_tokenizer, resolve_model_name_or_path
+from trl_ext.eval.tasks import evaluate_heldout
+from trl_ext.models import load_causal_lm, load_tokenizer, resolve_model_name_or_path
 from trl_ext.recipe_utils import (
     LoRAModelConfig,
     apply_min_lr_ratio,
@@ -120,19 +120,17 @@ def main(script_args: SFTAffineArguments, training_args: SFTConfig, model_args: 
 def evaluate_saved_model(
     model_dir: str, script_args: SFTAffineArguments, task_params: dict, model_args: LoRAModelConfig
 ) -> dict:
-    """Reload the saved model (adapter + base, as trained: same dtype, 4-bit for QLoRA) on the accelerator and
-    evaluate it on held-out tasks; write ``eval_results.json`` beside it."""
-    model = load_for_inference(model_dir, dtype=model_args.dtype, load_in_4bit=model_args.load_in_4bit)
-    tokenizer = load_tokenizer(model_dir, padding_side="left")
-    instances = heldout_instances(task_params, script_args.heldout_samples, script_args.heldout_seed)
-    report = evaluate_model_on_tasks(
-        model,
-        tokenizer,
-        instances,
-        model_name=str(model_dir),
+    """Reload the saved model (adapter + base, as trained: same dtype, 4-bit for QLoRA) on the accelerator,
+    evaluate it on held-out tasks and write ``eval_results.json`` beside it."""
+    report = evaluate_heldout(
+        model_dir,
+        task_params,
+        num_per_task=script_args.heldout_samples,
+        seed=script_args.heldout_seed,
         batch_size=script_args.heldout_batch_size,
         max_new_tokens=script_args.heldout_max_new_tokens,
-        metadata={"task_params": task_params, "heldout_seed": script_args.heldout_seed},
+        dtype=model_args.dtype,
+        load_in_4bit=model_args.load_in_4bit,
     )
     save_report(report, Path(model_dir) / "eval_results.json")
     print(format_report(report))

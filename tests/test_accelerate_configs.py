@@ -310,26 +310,19 @@ def test_deepspeed_yaml_builds_plugin_like_a_worker(name, monkeypatch, at_repo_r
 
 
 @pytest.mark.parametrize(
-    "key, value", [("zero_stage", 2), ("gradient_clipping", 1.0), ("offload_param_device", "cpu")]
+    "section, key, value",
+    [
+        ("deepspeed_config", "zero_stage", 2),
+        ("deepspeed_config", "gradient_clipping", 1.0),
+        ("deepspeed_config", "offload_param_device", "cpu"),
+        (None, "mixed_precision", "bf16"),  # a top-level precision is refused too
+    ],
 )
-def test_deepspeed_yaml_rejects_keys_next_to_config_file(key, value, tmp_path, monkeypatch, at_repo_root):
+def test_deepspeed_yaml_rejects_keys_next_to_config_file(section, key, value, tmp_path, monkeypatch, at_repo_root):
     from accelerate.utils import DeepSpeedPlugin
 
     cfg = yaml.safe_load((CONFIG_DIR / "deepspeed_zero2.yaml").read_text())
-    cfg["deepspeed_config"][key] = value
-    bad = tmp_path / "bad.yaml"
-    bad.write_text(yaml.safe_dump(cfg))
-    launcher, args = _replay_launch(monkeypatch, bad)
-    _worker_env(monkeypatch, launcher, args)
-    with pytest.raises(ValueError, match="When using `deepspeed_config_file`"):
-        DeepSpeedPlugin()
-
-
-def test_deepspeed_yaml_rejects_top_level_mixed_precision(tmp_path, monkeypatch, at_repo_root):
-    from accelerate.utils import DeepSpeedPlugin
-
-    cfg = yaml.safe_load((CONFIG_DIR / "deepspeed_zero2.yaml").read_text())
-    cfg["mixed_precision"] = "bf16"
+    (cfg[section] if section else cfg)[key] = value
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump(cfg))
     launcher, args = _replay_launch(monkeypatch, bad)

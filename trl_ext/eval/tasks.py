@@ -82,3 +82,35 @@ def evaluate_model_on_tasks(
             position[inst.task] += 1
         report["samples"] = samples
     return report
+
+
+def evaluate_heldout(
+    model_path: str,
+    task_params: Mapping[str, Mapping[str, Any]],
+    *,
+    num_per_task: int,
+    seed: int,
+    model_name: str | None = None,
+    batch_size: int = 8,
+    max_new_tokens: int = 256,
+    level: float = 0.8,
+    dtype: str | None = None,
+    load_in_4bit: bool = False,
+) -> dict[str, Any]:
+    """Load ``model_path`` (model or adapter folder, hub id) for inference and evaluate it on
+    ``num_per_task`` fresh instances per task drawn with ``seed``; returns the report (not saved)."""
+    from trl_ext.models import load_for_inference, load_tokenizer
+
+    model = load_for_inference(model_path, dtype=dtype, load_in_4bit=load_in_4bit)
+    tokenizer = load_tokenizer(model_path, padding_side="left")
+    instances = heldout_instances(task_params, num_per_task, seed)
+    return evaluate_model_on_tasks(
+        model,
+        tokenizer,
+        instances,
+        model_name=model_name or str(model_path),
+        batch_size=batch_size,
+        max_new_tokens=max_new_tokens,
+        level=level,
+        metadata={"task_params": {k: dict(v) for k, v in task_params.items()}, "seed": seed},
+    )
