@@ -25,7 +25,7 @@ from trl import SFTConfig, SFTTrainer, get_peft_config
 
 from trl_ext.callbacks import LossLogCallback
 from trl_ext.data.affine_args import AffineTaskArguments
-from trl_ext.data.affine_data import collect_affine, load_affine_dataset, write_affine_dataset
+from trl_ext.data.affine_data import load_or_collect_affine
 from trl_ext.eval.report import format_report, save_report
 from trl_ext.eval.tasks import evaluate_heldout
 from trl_ext.models import load_causal_lm, load_tokenizer, resolve_model_name_or_path
@@ -64,15 +64,10 @@ class SFTAffineArguments(AffineTaskArguments):
 
 
 def prepare_data(args: SFTAffineArguments):
-    """Load ``data_dir``, collecting it first (on the main process) when it holds no data."""
-    data_dir = Path(args.data_dir)
-    state = PartialState()
-    with state.main_process_first():
-        if state.is_main_process and not (data_dir / "train.jsonl").exists():
-            logger.info("no data in %s: collecting %d samples", data_dir, args.num_samples)
-            train, val = collect_affine(args.task_params(), args.num_samples, args.collect_seed, args.val_fraction)
-            write_affine_dataset(data_dir, train, val)
-    data = load_affine_dataset(data_dir)
+    """Load ``data_dir`` (collected first when empty) and keep the prompt and completion columns."""
+    data = load_or_collect_affine(
+        args.data_dir, args.task_params(), args.num_samples, args.collect_seed, args.val_fraction
+    )
     keep = ["prompt", "completion"]
     return data.remove_columns([c for c in data["train"].column_names if c not in keep])
 

@@ -12,6 +12,11 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 _LAZY: dict[str, str] = {
+    # trainers
+    "PPOConfig": "trl_ext.trainers.ppo_config",
+    "PPOTrainer": "trl_ext.trainers.ppo_trainer",
+    "load_policy_with_value_head": "trl_ext.trainers.ppo_trainer",
+    "ValueHead": "trl_ext.models.value_head",
     # callbacks
     "LossLogCallback": "trl_ext.callbacks.loss_log",
     # models
@@ -27,6 +32,9 @@ _LAZY: dict[str, str] = {
 
 __all__ = [
     "LossLogCallback",
+    "PPOConfig",
+    "PPOTrainer",
+    "ValueHead",
     "Task",
     "TaskInstance",
     "TinyModelConfig",
@@ -35,6 +43,7 @@ __all__ = [
     "build_tiny_model",
     "get_task",
     "get_tiny_model_path",
+    "load_policy_with_value_head",
 ]
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -42,6 +51,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from trl_ext.data.tasks.base import Task, TaskInstance
     from trl_ext.data.tasks.registry import available_tasks, get_task
     from trl_ext.models.tiny_model import TinyModelConfig, build_tiny_model, get_tiny_model_path
+    from trl_ext.models.value_head import ValueHead
+    from trl_ext.trainers.ppo_config import PPOConfig
+    from trl_ext.trainers.ppo_trainer import PPOTrainer, load_policy_with_value_head
 
 
 def __getattr__(name: str) -> Any:

@@ -285,3 +285,25 @@ def load_affine_dataset(data_dir: str | Path):
         ]
         splits[split] = Dataset.from_list(columns, features=features)
     return DatasetDict(splits)
+
+
+def load_or_collect_affine(
+    data_dir: str | Path,
+    task_params: dict[str, dict[str, Any]],
+    num_samples: int,
+    seed: int,
+    val_fraction: float = 0.1,
+):
+    """:func:`load_affine_dataset` of ``data_dir``, collecting it there first when it holds no ``train.jsonl``.
+
+    Under a multi-process launch the main process collects while the others wait, then every process loads.
+    """
+    from accelerate import PartialState
+
+    data_dir = Path(data_dir)
+    state = PartialState()
+    with state.main_process_first():
+        if state.is_main_process and not (data_dir / TRAIN_FILE).exists():
+            train, val = collect_affine(task_params, num_samples, seed, val_fraction)
+            write_affine_dataset(data_dir, train, val)
+    return load_affine_dataset(data_dir)

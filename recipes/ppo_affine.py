@@ -1,0 +1,142 @@
+"""Stage 2 of the two-stage pipeline (seed 004): PPO with a value head on the reasoning tasks.
+
+    accelerate launch recipes/ppo_affine.py --config recipes/configs/ppo_affine_tiny.yaml
+    accelerate launch --config_file accelerate_configs/multi_gpu.yaml recipes/ppo_affine.py \
+        --config recipes/configs/ppo_affine.yaml --model_name_or_path outputs/sft_affine
+
+Starts from the SFT adapter of ``recipes/sft_affine.py`` (an adapter folder is merged into its base and saved
+as ``<output_dir>/init_policy``, which is then the reference model) or from any base model; trains a new LoRA
+(default) or every weight with :class:`trl_ext.PPOTrainer`, rewarding each completion with its task's scorer;
+evaluates on held-out tasks before (``eval_before.json``) and after (``eval_results.json``, with the comparison
+to the starting policy) and writes ``loss_log.csv`` / ``loss_curve.png``. Every field of the argument classes is
+a YAML key and a command-line flag.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from accelerate import PartialState
+from datasets import Dataset
+from transformers import set_seed
+from trl import get_peft_config
+
+from trl_ext.callbacks import LossLogCallback
+from trl_ext.data.affine_args import AffineTaskArguments
+from trl_ext.data.affine_data import load_or_collect_affine
+from trl_ext.data.task_rewards import make_task_reward, prompt_only_rows
+from trl_ext.eval.report import compare_reports, format_report, save_report
+from trl_ext.eval.tasks import evaluate_heldout
+from trl_ext.models import load_causal_lm, load_tokenizer
+from trl_ext.models.policy_init import prepare_init_policy
+from trl_ext.models.value_head import has_value_head
+from trl_ext.recipe_utils import (
+    LoRAModelConfig,
+    describe_launch,
+    recipe_parser,
+    resolve_precision,
+    teardown_distributed,
+)
+from trl_ext.trainers import PPOConfig, PPOTrainer
+
+logger = logging.getLogger("ppo_affine")
+
+
+@dataclass
+class PPOAffineArguments(AffineTaskArguments):
+    """Data and evaluation arguments of the PPO recipe (task selection comes from the base class)."""
+
+    data_dir: str = field(
+        default="data/affine",
+        metadata={
+            "help": "Folder with train.jsonl / validation.jsonl (prompts are taken from them); collected if missing."
+        },
+    )
+    num_samples: int = field(default=10000, metadata={"help": "Examples to collect when data_dir is empty."})
+    collect_seed: int = field(default=42, metadata={"help": "Seed of the data collection."})
+    val_fraction: float = field(default=0.1, metadata={"help": "Validation share of the collected data."})
+    heldout_samples: int = field(
+        default=50, metadata={"help": "Held-out tasks per task for the evaluations before and after (0: skip)."}
+    )
+    heldout_seed: int = field(default=20_261_121, metadata={"help": "Seed of the held-out tasks."})
+    heldout_batch_size: int = field(default=8, metadata={"help": "Generation batch size of the evaluations."})
+    heldout_max_new_tokens: int = field(default=256, metadata={"help": "Tokens generated per held-out answer."})
+
+
+def _evaluate(path: str, args: PPOAffineArguments, task_params: dict, model_args: LoRAModelConfig) -> dict:
+    return evaluate_heldout(
+        path,
+        task_params,
+        num_per_task=args.heldout_samples,
+        seed=args.heldout_seed,
+        batch_size=args.heldout_batch_size,
+        max_new_tokens=args.heldout_max_new_tokens,
+        dtype=model_args.dtype,
+        load_in_4bit=model_args.load_in_4bit,
+    )
+
+
+def main(script_args: PPOAffineArguments, training_args: PPOConfig, model_args: LoRAModelConfig) -> dict | None:
+    set_seed(training_args.seed)
+    resolve_precision(training_args)
+    task_params = script_args.task_params()  # fail early on unknown tasks
+    output_dir = Path(training_args.output_dir)
+    state = PartialState()
+
+    init_path = prepare_init_policy(model_args.model_name_or_path, output_dir / "init_policy", dtype=model_args.dtype)
+    if training_args.value_init_path is None and has_value_head(init_path):
+        training_args.value_init_path = init_path  # continuing a PPO run: keep its value function
+    data = load_or_collect_affine(
+        script_args.data_dir, task_params, script_args.num_samples, script_args.collect_seed, script_args.val_fraction
+    )
+    train_dataset = Dataset.from_list(prompt_only_rows(data["train"]))
+
+    before = None
+    if script_args.heldout_samples > 0 and state.is_main_process:
+        before = _evaluate(init_path, script_args, task_params, model_args)
+        save_report(before, output_dir / "eval_before.json")
+    state.wait_for_everyone()
+
+    model = load_causal_lm(
+        init_path,
+        dtype=model_args.dtype,
+        load_in_4bit=model_args.load_in_4bit,
+        load_in_8bit=model_args.load_in_8bit,
+        bnb_4bit_quant_type=model_args.bnb_4bit_quant_type,
+        use_bnb_nested_quant=model_args.use_bnb_nested_quant,
+        attn_implementation=model_args.attn_implementation,
+    )
+    trainer = PPOTrainer(
+        model=model,
+        reward_funcs=make_task_reward(task_params),
+        args=training_args,
+        train_dataset=train_dataset,
+        processing_class=load_tokenizer(init_path, padding_side="left"),
+        peft_config=get_peft_config(model_args),
+        callbacks=[LossLogCallback()],
+    )
+    describe_launch(trainer)
+    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    trainer.save_model(str(output_dir))
+
+    report = None
+    if before is not None and trainer.accelerator.is_main_process:
+        report = _evaluate(str(output_dir), script_args, task_params, model_args)
+        report["baseline_comparison"] = compare_reports(report, before)
+        save_report(report, output_dir / "eval_results.json")
+        print(format_report(report, report["baseline_comparison"]))
+    trainer.accelerator.wait_for_everyone()
+    return report
+
+
+if __name__ == "__main__":
+    parser = recipe_parser(PPOAffineArguments, PPOConfig, LoRAModelConfig)
+    script_args, training_args, model_args = parser.parse_args_and_config()
+    logging.basicConfig(level=logging.INFO if PartialState().is_main_process else logging.WARNING)
+    result = main(script_args, training_args, model_args)
+    if result is not None:
+        print(json.dumps(result["aggregate"], indent=2))
+    teardown_distributed()
