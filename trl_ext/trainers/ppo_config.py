@@ -102,6 +102,13 @@ class PPOConfig(GRPOConfig):
     disable_dropout: bool = field(
         default=True, metadata={"help": "Disable dropout so rollout and update log-probs and values agree."}
     )
+    ddp_find_unused_parameters: bool | None = field(
+        default=False,
+        metadata={
+            "help": "DDP's unused-parameter search. Off for PPO: the value head runs inside the policy's forward but "
+            "its output is not the forward's return value, so the search would wrongly mark it unused."
+        },
+    )
 
     def __post_init__(self) -> None:
         if self.num_ppo_epochs is not None:

@@ -113,8 +113,8 @@ class PPOTrainer(GRPOTrainer):
             )
         self.kl_ctl = make_kl_controller(args.kl_coef, args.adaptive_kl, args.kl_target, args.kl_horizon)
         self._ppo_stop_rollout = False
-        self._captured_hidden: list[torch.Tensor] = []
-        self._capture_hidden = False
+        self._captured_values: list[torch.Tensor] = []
+        self._capture_values = False
         self._last_rewards_per_func: torch.Tensor | None = None
         self._attach_value_function(model, value_model)
         self._register_hidden_state_hook()
@@ -152,7 +152,9 @@ class PPOTrainer(GRPOTrainer):
                 value_model = SeparateValueModel.from_pretrained(init_path)
                 init_path = None
             else:
-                value_model = ValueHead(hidden, self.args.value_head_hidden_size, self.args.detach_value_trunk)
+                with torch.random.fork_rng(devices=[]):  # the same initial head on every process
+                    torch.manual_seed(self.args.seed)
+                    value_model = ValueHead(hidden, self.args.value_head_hidden_size, self.args.detach_value_trunk)
         if isinstance(value_model, ValueHead) and value_model.input_size != hidden:
             raise ValueError(
                 f"value head input size {value_model.input_size} does not match the policy's hidden size {hidden}"
@@ -168,27 +170,41 @@ class PPOTrainer(GRPOTrainer):
         policy.add_module(VALUE_ATTR, value_model)
 
     def _register_hidden_state_hook(self) -> None:
+        """Compute values inside the policy's forward, from a forward hook on its backbone.
+
+        Running the value function inside the (DDP/DeepSpeed-wrapped) forward is what lets the wrappers see its
+        parameters: DDP refuses parameters used outside ``forward`` ("Expected to mark a variable ready only
+        once"), and ZeRO-3 gathers a submodule's weights only when it runs within the engine's forward. The hook
+        is active only while :meth:`_logps_and_values` asks for values, so generation and the adapter-disabled
+        reference forwards pass through untouched.
+        """
         policy = self.accelerator.unwrap_model(self.model)
         base = policy.get_base_model() if hasattr(policy, "get_base_model") else policy
         backbone = getattr(base, "base_model", None)
         if backbone is None or backbone is base:
             raise ValueError(f"cannot find the backbone of {type(base).__name__} to read its hidden states")
 
-        def hook(_module, _args, output):
-            if self._capture_hidden:
+        def hook(_module, args, kwargs, output):
+            if not self._capture_values:
+                return
+            value_fn = getattr(policy, VALUE_ATTR)
+            if isinstance(value_fn, SeparateValueModel):
+                input_ids = kwargs.get("input_ids", args[0] if args else None)
+                self._captured_values.append(value_fn(input_ids, kwargs.get("attention_mask")))
+            else:
                 hidden = output.last_hidden_state if hasattr(output, "last_hidden_state") else output[0]
-                self._captured_hidden.append(hidden)
+                self._captured_values.append(value_fn(hidden))
 
-        self._hidden_hook = backbone.register_forward_hook(hook)
+        self._hidden_hook = backbone.register_forward_hook(hook, with_kwargs=True)
 
     @contextmanager
     def _capturing(self):
-        self._captured_hidden = []
-        self._capture_hidden = True
+        self._captured_values = []
+        self._capture_values = True
         try:
             yield
         finally:
-            self._capture_hidden = False
+            self._capture_values = False
 
     def _logps_and_values(self, model, input_ids, attention_mask, logits_to_keep, **kwargs):
         """Per-token log-probs (and entropies) of the completion and the values of the states that emit them.
@@ -196,20 +212,14 @@ class PPOTrainer(GRPOTrainer):
         Position ``P − 1 + t`` of the full sequence (P prompt tokens) emits completion token ``t``, so the values are
         read at ``[-T − 1 : −1]``.
         """
-        value_fn = getattr(self.accelerator.unwrap_model(model), VALUE_ATTR)
         with self._capturing():
             logps, entropies, _ = self._get_per_token_logps_and_entropies(
                 model, input_ids, attention_mask, logits_to_keep, **kwargs
             )
-        if isinstance(value_fn, SeparateValueModel):
-            self._captured_hidden = []
-            values = value_fn(input_ids, attention_mask)
-        else:
-            hidden = torch.cat(self._captured_hidden, dim=0)
-            self._captured_hidden = []
-            if hidden.shape[0] != input_ids.shape[0]:
-                raise RuntimeError(f"captured hidden states for {hidden.shape[0]} rows, expected {input_ids.shape[0]}")
-            values = value_fn(hidden)
+        values = torch.cat(self._captured_values, dim=0)
+        self._captured_values = []
+        if values.shape[0] != input_ids.shape[0]:
+            raise RuntimeError(f"computed values for {values.shape[0]} rows, expected {input_ids.shape[0]}")
         return logps, entropies, values[:, -logits_to_keep - 1 : -1].float()
 
     # ------------------------------------------------------------------ rollout
