@@ -102,6 +102,7 @@ RESULT_MARKER = "BENCH_PPO_RESULT "
 DEFAULT_TRL112_VENV = Path("~/.cache/trl_ext/bench_trl112_venv").expanduser()
 TRL112_VERSION = "1.12.0"
 VENV_MARKER = ".bench_ppo_ready"
+REPO_ROOT = Path(__file__).resolve().parent.parent
 NUM_PROMPTS = 64
 NUM_TARGET_TOKENS = 32
 TARGET_SEED = 1234
@@ -352,11 +353,17 @@ def count_params(trainable: list[Any], frozen: list[Any]) -> dict[str, int]:
     return counts
 
 
+def _memory_point(stage: str) -> dict[str, Any]:
+    """RSS and number of loaded modules after ``stage`` (import, build, train)."""
+    return {f"rss_after_{stage}_mib": current_rss_mib(), f"modules_after_{stage}": len(sys.modules)}
+
+
 def _train_measured(trainer: Any, spec: dict[str, Any], result: dict[str, Any]) -> None:
     """``trainer.train()`` with the memory readings around it (and under cProfile with ``spec['profile']``)."""
     import gc
 
     gc.collect()
+    result.update(_memory_point("build"))
     result["peak_rss_setup_mib"] = peak_rss_mib()
     result["peak_rss_source"] = "VmHWM" if reset_peak_rss() else "ru_maxrss"
     result["rss_start_train_mib"] = current_rss_mib()
@@ -372,6 +379,8 @@ def _train_measured(trainer: Any, spec: dict[str, Any], result: dict[str, Any]) 
     else:
         trainer.train()
     result["train_s"] = time.perf_counter() - t0
+    result.update(_memory_point("train"))
+    result["top_level_modules"] = sorted({name.split(".")[0] for name in sys.modules})
     result["peak_rss_train_mib"] = peak_rss_mib()
     result["process_peak_rss_mib"] = max(
         result["peak_rss_setup_mib"] or 0.0, result["peak_rss_train_mib"] or 0.0, ru_maxrss_mib()
@@ -391,7 +400,7 @@ def worker_trl_ext(spec: dict[str, Any]) -> dict[str, Any]:
     from trl_ext import PPOConfig, PPOTrainer
 
     _silence_hf()
-    result: dict[str, Any] = {"import_s": time.perf_counter() - t_start, "rss_after_import_mib": current_rss_mib()}
+    result: dict[str, Any] = {"import_s": time.perf_counter() - t_start, **_memory_point("import")}
     t0 = time.perf_counter()
     targets = frozenset(spec["targets"])
     pad_id, eos_id = spec["pad_id"], spec["eos_id"]
@@ -516,7 +525,7 @@ def worker_trl112(spec: dict[str, Any]) -> dict[str, Any]:
     from trl.experimental.ppo import ppo_trainer as ppo_module
 
     _silence_hf()
-    result: dict[str, Any] = {"import_s": time.perf_counter() - t_start, "rss_after_import_mib": current_rss_mib()}
+    result: dict[str, Any] = {"import_s": time.perf_counter() - t_start, **_memory_point("import")}
     t0 = time.perf_counter()
     pad_id, eos_id = spec["pad_id"], spec["eos_id"]
     context_length = len(spec["prompt_ids"][0])
@@ -603,12 +612,14 @@ def worker_main(name: str, spec_path: Path) -> None:
 # ---------------------------------------------------------------------------------------------- parent side
 
 
-def ensure_trl112_venv(venv: Path, torch_version: str, transformers_version: str, find_links: Path | None) -> Path:
-    """Create (once) a venv with TRL 1.12.0 and this venv's torch/transformers; returns its python."""
+def ensure_venv(
+    venv: Path, trl_version: str, torch_version: str, transformers_version: str, find_links: Path | None
+) -> Path:
+    """Create (once) a venv with ``trl==trl_version`` and this venv's torch/transformers; returns its python."""
     python = venv / "bin" / "python"
     requirements = [
         f"torch=={torch_version}",
-        f"trl=={TRL112_VERSION}",
+        f"trl=={trl_version}",
         f"transformers=={transformers_version}",
         "accelerate",
         "peft",
@@ -617,7 +628,7 @@ def ensure_trl112_venv(venv: Path, torch_version: str, transformers_version: str
     marker = venv / VENV_MARKER
     if python.exists() and marker.exists() and marker.read_text().split() == requirements:
         return python
-    print(f"creating the TRL {TRL112_VERSION} venv in {venv} (once): {' '.join(requirements)}", flush=True)
+    print(f"creating the TRL {trl_version} venv in {venv} (once): {' '.join(requirements)}", flush=True)
     t0 = time.perf_counter()
     venv.parent.mkdir(parents=True, exist_ok=True)
     links = ["--find-links", str(find_links)] if find_links is not None and find_links.is_dir() else []
@@ -631,7 +642,7 @@ def ensure_trl112_venv(venv: Path, torch_version: str, transformers_version: str
         if not python.exists():
             subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
         subprocess.run([str(python), "-m", "pip", "install", "-q", *links, *requirements], check=True)
-    check = f"import trl, transformers; assert trl.__version__ == {TRL112_VERSION!r}, trl.__version__"
+    check = f"import trl, transformers; assert trl.__version__ == {trl_version!r}, trl.__version__"
     subprocess.run([str(python), "-c", check], check=True)
     marker.write_text("\n".join(requirements) + "\n")
     print(f"venv ready in {time.perf_counter() - t0:.0f} s", flush=True)
@@ -740,8 +751,9 @@ def run_worker(
         MKL_NUM_THREADS=str(threads),
         PYTHONWARNINGS="ignore",
     )
-    if arm == "trl_1.12":
-        env.pop("PYTHONPATH", None)  # nothing of the current venv may leak into the 1.12 venv
+    env.pop("PYTHONPATH", None)
+    if arm == "trl_ext" and str(python) != sys.executable:
+        env["PYTHONPATH"] = str(REPO_ROOT)  # trl_ext from this checkout, in another venv
     cmd = [str(python), str(Path(__file__).resolve()), "--worker", WORKER_OF_ARM[arm], "--spec", str(spec_path)]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
@@ -1050,6 +1062,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS), help="Arms to run (default both).")
     parser.add_argument("--trl112_venv", type=Path, default=DEFAULT_TRL112_VENV, help="Venv of the TRL 1.12 arm.")
     parser.add_argument(
+        "--trl_ext_venv",
+        type=Path,
+        default=None,
+        help="Run the trl_ext arm in this venv (created once like the 1.12 one, with this venv's TRL version; the "
+        "repository goes on PYTHONPATH) instead of the current interpreter: same packages in both arms.",
+    )
+    parser.add_argument(
         "--find_links", type=Path, default=Path("/opt/wheels"), help="Wheel folder holding the CPU torch wheel."
     )
     parser.add_argument("--timeout", type=float, default=1800.0, help="Seconds allowed per worker run.")
@@ -1086,6 +1105,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
 
     import torch
     import transformers
+    import trl
     from transformers import AutoTokenizer
     from transformers.utils import logging as hf_logging
 
@@ -1112,11 +1132,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
         "trl_ext_config": trl_ext_config,
         "trl112_config": trl112_config,
     }
+    find_links = opts.find_links if opts.find_links.is_dir() else None
     pythons = {"trl_ext": Path(sys.executable)}
+    if "trl_ext" in arms and opts.trl_ext_venv is not None:
+        pythons["trl_ext"] = ensure_venv(
+            opts.trl_ext_venv, trl.__version__, torch.__version__, transformers.__version__, find_links
+        )
     if "trl_1.12" in arms:
-        find_links = opts.find_links if opts.find_links.is_dir() else None
-        version = torch.__version__
-        pythons["trl_1.12"] = ensure_trl112_venv(opts.trl112_venv, version, transformers.__version__, find_links)
+        pythons["trl_1.12"] = ensure_venv(
+            opts.trl112_venv, TRL112_VERSION, torch.__version__, transformers.__version__, find_links
+        )
     print_settings(opts, base_spec, arms)
 
     results: list[dict[str, Any]] = []

@@ -300,3 +300,14 @@ def test_separate_value_model(tmp_path, tiny_model_path):
     assert isinstance(again.value_function, SeparateValueModel)
     for key, value in trainer.value_function.state_dict().items():
         assert torch.equal(again.value_function.state_dict()[key], value), key
+
+
+def test_missing_eos_penalty_and_reward_whitening(tmp_path, tiny_model_path):
+    trainer = _trainer(tmp_path, tiny_model_path, missing_eos_penalty=1.0, whiten_rewards=True, max_steps=8)
+    trainer.train()
+    rollouts = [h for h in trainer.state.log_history if "ppo/objective/scores" in h]
+    assert len(rollouts) == 2
+    for h in rollouts:  # score = reward − penalty · (share of completions that hit the length limit without EOS)
+        assert h["completions/clipped_ratio"] > 0
+        expected = h["reward"] - 1.0 * h["completions/clipped_ratio"]
+        assert h["ppo/objective/scores"] == pytest.approx(expected, abs=1e-5)
