@@ -37,7 +37,6 @@ from trl_ext.recipe_utils import (
     LoRAModelConfig,
     describe_launch,
     recipe_parser,
-    resolve_precision,
     teardown_distributed,
 )
 from trl_ext.trainers import PPOConfig, PPOTrainer
@@ -81,7 +80,6 @@ def _evaluate(path: str, args: PPOAffineArguments, task_params: dict, model_args
 
 def main(script_args: PPOAffineArguments, training_args: PPOConfig, model_args: LoRAModelConfig) -> dict | None:
     set_seed(training_args.seed)
-    resolve_precision(training_args)
     task_params = script_args.task_params()  # fail early on unknown tasks
     output_dir = Path(training_args.output_dir)
     state = PartialState()

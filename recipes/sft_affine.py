@@ -34,7 +34,6 @@ from trl_ext.recipe_utils import (
     apply_min_lr_ratio,
     describe_launch,
     recipe_parser,
-    resolve_precision,
     teardown_distributed,
 )
 
@@ -75,7 +74,6 @@ def prepare_data(args: SFTAffineArguments):
 def main(script_args: SFTAffineArguments, training_args: SFTConfig, model_args: LoRAModelConfig) -> dict | None:
     set_seed(training_args.seed)
     apply_min_lr_ratio(training_args, script_args.min_lr_ratio)
-    resolve_precision(training_args)
     task_params = script_args.task_params()  # fail early on unknown tasks
 
     model_path = resolve_model_name_or_path(model_args.model_name_or_path)

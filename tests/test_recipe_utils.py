@@ -90,3 +90,23 @@ def test_unreachable_hub_id_names_it(monkeypatch):
         load_causal_lm("trl-ext-test/no-such-model")
     with pytest.raises(ModelNotFoundError, match="trl-ext-test/no-such-model"):
         load_tokenizer("trl-ext-test/no-such-model")
+
+
+@pytest.mark.parametrize("recipe_name", ["sft_affine", "ppo_affine"])
+def test_real_configs_parse_here(recipe_name):
+    """The real-model configs ask for bf16; on hardware without it they still parse, in float32."""
+    from trl import SFTConfig
+
+    from tests.conftest import REPO, load_recipe
+    from trl_ext.recipe_utils import recipe_parser
+    from trl_ext.trainers import PPOConfig
+
+    recipe = load_recipe(recipe_name)
+    script_cls = recipe.SFTAffineArguments if recipe_name == "sft_affine" else recipe.PPOAffineArguments
+    config_cls = SFTConfig if recipe_name == "sft_affine" else PPOConfig
+    parser = recipe_parser(script_cls, config_cls, LoRAModelConfig)
+    _, training_args, model_args = parser.parse_args_and_config(
+        ["--config", str(REPO / f"recipes/configs/{recipe_name}.yaml")]
+    )
+    assert training_args.bf16 is (torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    assert model_args.lora_r == 64 and model_args.lora_alpha == 128

@@ -122,13 +122,35 @@ def cpu_distributed_defaults() -> dict[str, Any]:
     return {"use_cpu": True}
 
 
-def recipe_parser(*dataclass_types) -> TrlParser:
-    """A ``TrlParser`` over ``dataclass_types`` with :func:`cpu_distributed_defaults` applied."""
-    parser = TrlParser(dataclass_types)
-    defaults = cpu_distributed_defaults()
-    if defaults:
-        parser.set_defaults_with_config(**defaults)
-    return parser
+class RecipeParser(TrlParser):
+    """``TrlParser`` that also keeps recipe configs portable across hardware.
+
+    * :func:`cpu_distributed_defaults` become parser defaults (a YAML or command-line value still wins);
+    * bf16 is used only where supported: a config asking for ``bf16: true`` (the document's setting, and TRL's
+      default) is parsed with ``bf16: false`` on hardware without bf16 support, where transformers would otherwise
+      refuse the training arguments ("Your setup doesn't support bf16/gpu").
+    """
+
+    def __init__(self, dataclass_types, **kwargs: Any) -> None:
+        super().__init__(dataclass_types, **kwargs)
+        defaults = cpu_distributed_defaults()
+        if defaults:
+            self.set_defaults_with_config(**defaults)
+        self._has_bf16 = any("bf16" in getattr(t, "__dataclass_fields__", {}) for t in self.dataclass_types)
+
+    def parse_args_and_config(self, args=None, *rest: Any, **kwargs: Any):
+        import sys
+
+        args = list(sys.argv[1:] if args is None else args)
+        if self._has_bf16 and not bf16_supported():
+            logger.warning("bf16 is not supported on this hardware: training in float32")
+            args += ["--bf16", "false"]
+        return super().parse_args_and_config(args, *rest, **kwargs)
+
+
+def recipe_parser(*dataclass_types) -> RecipeParser:
+    """A :class:`RecipeParser` over ``dataclass_types``."""
+    return RecipeParser(dataclass_types)
 
 
 def describe_launch(trainer) -> str:
