@@ -1,4 +1,4 @@
-"""Worker for tests/test_ppo_distributed.py: a short PPO run that prints one JSON line per process."""
+"""Worker for tests/test_ppo_distributed.py: a short PPO run; each process writes ``rank<i>.json``."""
 
 from __future__ import annotations
 
@@ -40,13 +40,15 @@ def main(model_path: str, output_dir: str) -> None:
     head0, policy0 = checksum(trainer.value_function), checksum(trainer.model.model)
     trainer.train()
     acc = trainer.accelerator
-    print("PPO_DDP " + json.dumps({
+    result = json.dumps({
         "rank": acc.process_index, "world": acc.num_processes, "type": acc.distributed_type.value,
         "wrapper": type(trainer.model_wrapped).__name__,
         "head0": head0, "head": checksum(trainer.value_function),
         "policy0": policy0, "policy": checksum(trainer.model.model),
         "vf_loss": [h["ppo/loss/value"] for h in trainer.state.log_history if "ppo/loss/value" in h],
-    }), flush=True)  # fmt: skip
+    })  # fmt: skip
+    with open(os.path.join(output_dir, f"rank{acc.process_index}.json"), "w") as f:  # stdout lines would interleave
+        f.write(result)
     teardown_distributed()
 
 
