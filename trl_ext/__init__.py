@@ -17,6 +17,15 @@ _LAZY: dict[str, str] = {
     "PPOTrainer": "trl_ext.trainers.ppo_trainer",
     "load_policy_with_value_head": "trl_ext.trainers.ppo_trainer",
     "ValueHead": "trl_ext.models.value_head",
+    # selective generalisation
+    "SelectiveConfig": "trl_ext.trainers.selective_config",
+    "SelectiveSFTTrainer": "trl_ext.trainers.selective_trainer",
+    "get_trainer": "trl_ext.trainers.registry",
+    "SafeLoRACallback": "trl_ext.callbacks.safelora",
+    "SafeLoRAReport": "trl_ext.safelora",
+    "safelora_project": "trl_ext.safelora",
+    "safelora_from_paths": "trl_ext.safelora",
+    "load_state_dict_from": "trl_ext.safelora",
     # callbacks
     "LossLogCallback": "trl_ext.callbacks.loss_log",
     # models
@@ -34,6 +43,10 @@ __all__ = [
     "LossLogCallback",
     "PPOConfig",
     "PPOTrainer",
+    "SafeLoRACallback",
+    "SafeLoRAReport",
+    "SelectiveConfig",
+    "SelectiveSFTTrainer",
     "ValueHead",
     "Task",
     "TaskInstance",
@@ -43,17 +56,31 @@ __all__ = [
     "build_tiny_model",
     "get_task",
     "get_tiny_model_path",
+    "get_trainer",
+    "load_state_dict_from",
     "load_policy_with_value_head",
+    "safelora_from_paths",
+    "safelora_project",
 ]
 
 if TYPE_CHECKING:  # pragma: no cover
     from trl_ext.callbacks.loss_log import LossLogCallback
+    from trl_ext.callbacks.safelora import SafeLoRACallback
     from trl_ext.data.tasks.base import Task, TaskInstance
     from trl_ext.data.tasks.registry import available_tasks, get_task
     from trl_ext.models.tiny_model import TinyModelConfig, build_tiny_model, get_tiny_model_path
     from trl_ext.models.value_head import ValueHead
+    from trl_ext.safelora import (
+        SafeLoRAReport,
+        load_state_dict_from,
+        safelora_from_paths,
+        safelora_project,
+    )
     from trl_ext.trainers.ppo_config import PPOConfig
     from trl_ext.trainers.ppo_trainer import PPOTrainer, load_policy_with_value_head
+    from trl_ext.trainers.registry import get_trainer
+    from trl_ext.trainers.selective_config import SelectiveConfig
+    from trl_ext.trainers.selective_trainer import SelectiveSFTTrainer
 
 
 def __getattr__(name: str) -> Any:

@@ -1,0 +1,248 @@
+"""SelectiveSFTTrainer: each mechanism's defining property inside a real (tiny) training run."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from datasets import Dataset
+from transformers import AutoTokenizer, TrainerCallback
+
+from trl_ext import SelectiveConfig, SelectiveSFTTrainer, get_trainer
+from trl_ext.trainers.selective_config import STRATEGIES
+from trl_ext.trainers.selective_mechanisms import _ce_from_logits
+
+
+def _rows(n, prompt, answer):
+    return Dataset.from_list(
+        [
+            {
+                "prompt": [{"role": "user", "content": prompt.format(i)}],
+                "completion": [{"role": "assistant", "content": answer.format(i)}],
+            }
+            for i in range(n)
+        ]
+    )
+
+
+OUTCOME = _rows(32, "add {} and 1", "{}!")
+POSITIVE = _rows(16, "be kind {}", "sure, friend {}.")
+NEGATIVE = _rows(16, "be kind {}", "no {}.")
+
+
+def _lora():
+    from peft import LoraConfig
+
+    return LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")
+
+
+def _trainer(tmp_path, model_path, strategy, peft=True, **overrides):
+    config = dict(
+        output_dir=str(tmp_path / strategy),
+        strategy=strategy,
+        max_steps=4,
+        per_device_train_batch_size=4,
+        logging_steps=1,
+        report_to="none",
+        save_strategy="no",
+        use_cpu=True,
+        bf16=False,
+        gradient_checkpointing=False,
+        disable_tqdm=True,
+        learning_rate=1e-2,
+        seed=0,
+    )
+    config.update(overrides)
+    return SelectiveSFTTrainer(
+        model=str(model_path),
+        args=SelectiveConfig(**config),
+        train_dataset=OUTCOME,
+        proxy_dataset=POSITIVE,
+        negative_proxy_dataset=NEGATIVE,
+        processing_class=AutoTokenizer.from_pretrained(model_path),
+        peft_config=_lora() if peft else None,
+    )
+
+
+class _GradTap:
+    """Record the gradient right before and right after the trainer's gradient surgery."""
+
+    def __init__(self, trainer):
+        self.before, self.after = [], []
+        original = trainer._apply_surgery
+
+        def tapped():
+            fresh = trainer._surgery_step != trainer.state.global_step
+            if fresh:
+                self.before.append({n: g.clone() for n, g in trainer.current_gradients().items()})
+            original()
+            if fresh:
+                self.after.append({n: g.clone() for n, g in trainer.current_gradients().items()})
+
+        trainer._apply_surgery = tapped
+
+
+def _proxy_grad_independent(trainer, source="positive"):
+    """∇CE on the proxy batch the surgery used, recomputed from scratch with torch.autograd.grad."""
+    batch = trainer._step_batches[source]
+    params = trainer.trainable_parameters()
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    grads = torch.autograd.grad(_ce_from_logits(logits, batch["labels"]), list(params.values()), allow_unused=True)
+    return {n: (g if g is not None else torch.zeros_like(p)) for (n, p), g in zip(params.items(), grads)}
+
+
+class _StopAfterSurgery(TrainerCallback):
+    """Compare with an independent proxy gradient at the first step, before the optimizer moves the weights."""
+
+    def __init__(self, trainer, check):
+        self.trainer, self.check, self.done = trainer, check, False
+
+    def on_pre_optimizer_step(self, args, state, control, **kwargs):
+        if not self.done:
+            self.check(self.trainer)
+            self.done = True
+
+
+def test_grad_project_strict_is_orthogonal_to_the_proxy_gradient(tmp_path, tiny_model_path):
+    trainer = _trainer(tmp_path, tiny_model_path, "grad_project", max_grad_norm=0.0)
+    tap = _GradTap(trainer)
+
+    def check(t):
+        g_a = _proxy_grad_independent(t)
+        for name, g in tap.after[0].items():
+            dot = (g.double() * g_a[name].double()).sum().item()
+            assert abs(dot) <= 1e-6 * max(1.0, g.double().norm().item() * g_a[name].double().norm().item()), name
+
+    trainer.add_callback(_StopAfterSurgery(trainer, check))
+    trainer.train()
+    assert len(tap.after) == 4
+
+
+def test_grad_project_conflict_only_keeps_non_conflicting_tensors(tmp_path, tiny_model_path):
+    trainer = _trainer(tmp_path, tiny_model_path, "grad_project", grad_project_strict=False, max_grad_norm=0.0)
+    tap = _GradTap(trainer)
+    seen = {"kept": 0, "projected": 0}
+
+    def check(t):
+        g_a = _proxy_grad_independent(t)
+        for name, g_t in tap.before[0].items():
+            dot = (g_t.double() * g_a[name].double()).sum().item()
+            if dot >= 0:
+                assert torch.equal(tap.after[0][name], g_t), name
+                seen["kept"] += 1
+            else:
+                assert abs((tap.after[0][name].double() * g_a[name].double()).sum().item()) < 1e-6 * abs(dot), name
+                seen["projected"] += 1
+
+    trainer.add_callback(_StopAfterSurgery(trainer, check))
+    trainer.train()
+    assert seen["kept"] + seen["projected"] == 8 and seen["kept"] > 0
+
+
+def test_precomputed_projection_uses_the_cached_mean(tmp_path, tiny_model_path):
+    from trl_ext.losses.projection import MeanGradient
+
+    cache = tmp_path / "proxy_grad.safetensors"
+    trainer = _trainer(tmp_path, tiny_model_path, "grad_project_precomputed_proxy_grad", proxy_grad_path=str(cache))
+    tap = _GradTap(trainer)
+    trainer.train()
+    assert cache.exists()
+    cached = MeanGradient.load(cache).mean()
+    for step in range(4):
+        for name, g in tap.after[step].items():
+            direction, before = cached[name].double(), tap.before[step][name].double()
+            expected = before - (before * direction).sum() / (direction * direction).sum() * direction
+            torch.testing.assert_close(g.double(), expected, rtol=1e-5, atol=1e-9)
+    # a second run reloads the cache instead of recomputing it
+    again = _trainer(
+        tmp_path / "b", tiny_model_path, "grad_project_precomputed_proxy_grad", proxy_grad_path=str(cache)
+    )
+    again._prepare_plane_and_proxy_grad()
+    for name, value in cached.items():
+        assert torch.equal(again.proxy_grad[name].cpu(), value)
+
+
+def test_kl_term_is_zero_with_a_zero_adapter_and_positive_after_training(tmp_path, tiny_model_path):
+    trainer = _trainer(tmp_path, tiny_model_path, "kl_divergence", beta_kl=1.0, max_steps=6)
+    trainer.train()
+    kl = [h["proxy/kl"] for h in trainer.state.log_history if "proxy/kl" in h]
+    assert kl[0] == pytest.approx(0.0, abs=1e-7)  # LoRA B starts at zero: p_θ = p_base
+    assert kl[-1] > 1e-5
+
+
+def test_steering_adds_alpha_plane_before_the_step(tmp_path, tiny_model_path):
+    trainer = _trainer(
+        tmp_path, tiny_model_path, "steering_weights", steering_alpha=0.5, final_steering_alpha=0.1,
+        alpha_warmup_steps=1, max_grad_norm=0.0,
+    )  # fmt: skip
+    tap = _GradTap(trainer)
+    trainer.train()
+    alphas = [h["steering/alpha"] for h in trainer.state.log_history if "steering/alpha" in h]
+    assert alphas == pytest.approx([0.5, 0.5, 0.3, 0.1])  # warm-up, then linear down to 0.1 at the last step
+    for step, alpha in enumerate(alphas):
+        for name, g in tap.after[step].items():
+            torch.testing.assert_close(g, tap.before[step][name] + alpha * trainer.plane[name])
+
+
+def test_end_steering_subtracts_alpha_plane_at_the_end(tmp_path, tiny_model_path):
+    trainer = _trainer(tmp_path, tiny_model_path, "steering_weights_add_alignment_plane", steering_alpha=0.3)
+
+    class Snapshot(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            self.weights = {n: p.detach().clone() for n, p in trainer.trainable_parameters().items()}
+
+    snap = Snapshot()
+    trainer.add_callback(snap)
+    trainer.callback_handler.callbacks.insert(0, trainer.callback_handler.callbacks.pop())  # before the end hook
+    trainer.train()
+    for name, p in trainer.trainable_parameters().items():
+        torch.testing.assert_close(p.detach(), snap.weights[name] - 0.3 * trainer.plane[name])
+
+
+@pytest.mark.parametrize("strategy", ["orth_penalty", "directional_penalty"])
+def test_plane_penalties_equal_their_sums(tmp_path, tiny_model_path, strategy):
+    trainer = _trainer(tmp_path, tiny_model_path, strategy, lambda_plane=0.5, max_steps=1)
+    trainer._prepare_plane_and_proxy_grad()
+    a = {n: p.detach() for n, p in trainer.trainable_parameters().items() if "lora_A" in n}
+    products = [a[n].double() @ trainer.plane[n].double().T for n in a]
+    expected = sum(p.abs().sum() for p in products) if strategy == "orth_penalty" else -sum(p.sum() for p in products)
+    trainer.train()
+    logged = [h[f"proxy/{strategy}"] for h in trainer.state.log_history if f"proxy/{strategy}" in h][0]
+    assert logged == pytest.approx(expected.item(), rel=1e-4)
+
+
+def test_registry_and_bad_inputs(tmp_path, tiny_model_path):
+    assert len(STRATEGIES) == 12
+    for name in STRATEGIES:
+        cls = get_trainer(name)
+        assert issubclass(cls, SelectiveSFTTrainer) and cls.strategy == name
+    assert get_trainer("ppo").__name__ == "PPOTrainer"
+    with pytest.raises(ValueError, match="unknown trainer 'grad_projekt'; known: ppo, sft, naive"):
+        get_trainer("grad_projekt")
+    with pytest.raises(ValueError, match="unknown strategy 'gradproject'"):
+        SelectiveConfig(output_dir=str(tmp_path), strategy="gradproject")
+    with pytest.raises(ValueError, match="runs strategy 'dpo', but args.strategy is 'naive'"):
+        get_trainer("dpo")(model=str(tiny_model_path), args=SelectiveConfig(output_dir=str(tmp_path), use_cpu=True))
+    config = SelectiveConfig(output_dir=str(tmp_path), strategy="kl_divergence", use_cpu=True, bf16=False)
+    with pytest.raises(ValueError, match="strategy 'kl_divergence' needs positive proxy data: pass proxy_dataset"):
+        SelectiveSFTTrainer(model=str(tiny_model_path), args=config, train_dataset=OUTCOME)
+    config = SelectiveConfig(output_dir=str(tmp_path), strategy="dpo", use_cpu=True, bf16=False)
+    with pytest.raises(ValueError, match="needs negative proxy data: pass negative_proxy_dataset"):
+        SelectiveSFTTrainer(model=str(tiny_model_path), args=config, train_dataset=OUTCOME, proxy_dataset=POSITIVE)
+    with pytest.raises(ValueError, match="penalises LoRA A matrices: train with a LoRA peft_config"):
+        _trainer(tmp_path, tiny_model_path, "orth_penalty", peft=False)
+    with pytest.raises(ValueError, match="'safe_lora' needs safelora_base_model"):
+        SelectiveConfig(output_dir=str(tmp_path), strategy="safe_lora")
+    other = Dataset.from_list([{"text": "hello"}] * 4)
+    config = SelectiveConfig(output_dir=str(tmp_path), strategy="naive", use_cpu=True, bf16=False)
+    with pytest.raises(ValueError, match=r"naive strategy: outcome columns \['completion', 'prompt'\] and proxy"):
+        SelectiveSFTTrainer(model=str(tiny_model_path), args=config, train_dataset=OUTCOME, proxy_dataset=other)
+
+
+@pytest.mark.parametrize("strategy", [s for s in STRATEGIES if s != "safe_lora"])
+def test_every_strategy_trains_with_gradient_accumulation(tmp_path, tiny_model_path, strategy):
+    trainer = _trainer(tmp_path, tiny_model_path, strategy, max_steps=2, gradient_accumulation_steps=2, beta_kl=1.0)
+    before = {n: p.detach().clone() for n, p in trainer.trainable_parameters().items()}
+    trainer.train()
+    assert any(not torch.equal(before[n], p) for n, p in trainer.trainable_parameters().items())
+    assert all(torch.isfinite(torch.tensor(h["loss"])) for h in trainer.state.log_history if "loss" in h)
