@@ -5,10 +5,11 @@ What is compared
       MLP) on the policy's last hidden states, ``num_generations=1``, a python reward function.
     * ``trl_1.12``: ``trl.experimental.ppo.PPOTrainer`` of TRL 1.12.0 (removed in 1.13) in a separate venv that this
       script creates on first use (``--trl112_venv``, default ``~/.cache/trl_ext/bench_trl112_venv``: ``trl==1.12.0``,
-      the current venv's transformers and CPU torch, accelerate, peft, datasets; about a minute, once). Its value
-      model is a ``Qwen2ForSequenceClassification(num_labels=1)`` loaded from the tiny policy's folder (backbone =
-      the policy's weights, fresh ``score`` layer); its reward model is a module with the interface 1.12's
-      ``get_reward`` expects (a ``base_model_prefix`` backbone returning ``hidden_states`` and a ``score`` layer).
+      the current venv's transformers and CPU torch, accelerate, peft, datasets, bytecode compiled; about a minute,
+      once; not a dependency of trl_ext). Its value model is a ``Qwen2ForSequenceClassification(num_labels=1)``
+      loaded from the tiny policy's folder (backbone = the policy's weights, fresh ``score`` layer); its reward
+      model is a module with the interface 1.12's ``get_reward`` expects (a ``base_model_prefix`` backbone
+      returning ``hidden_states`` and a ``score`` layer) that computes the rule below.
 
     Both arms train the same policy (the embedded tiny model, ``trl_ext.models.get_tiny_model_path()``: Qwen2,
     hidden 64, 2 layers, vocabulary 613, built once under ``$TRL_EXT_CACHE`` and loaded from that folder by both
@@ -16,23 +17,27 @@ What is compared
     tokens (up to and including the first ``<|im_end|>``) that belong to a fixed set of 32 token ids. The trl_ext
     arm computes it in python from the completion ids; the 1.12 arm's reward module computes it in torch from the
     token ids it is given. Every 1.12 run first checks, through 1.12's own ``truncate_response`` and ``get_reward``,
-    that the module and the python rule give the same score on 64 test sequences (``reward check`` in the output).
-    Same hyper-parameters as far as the two APIs allow (printed at the start, see ``--help``): rollouts of 16
-    completions, 1 mini-batch, 4 PPO epochs, 16 response tokens at temperature 1, Adam(W) at lr 1e-3 without weight
-    decay, constant schedule, no gradient clipping, k1 KL penalty 0.05 in the reward, vf_coef 0.1, clip ranges
-    0.2 / 0.2, gamma 1, lambda 0.95, whitened advantages, raw rewards, no entropy bonus, 25 updates, fp32, 1 torch
-    thread. Round ``r`` uses seed ``--seed + r`` in both arms.
+    that the module and the python rule give the same score on 64 test sequences (``reward module vs python rule``
+    in the output). Same hyper-parameters as far as the two APIs allow (printed at the start, with both configs):
+    rollouts of 16 completions (one per prompt), 1 mini-batch, 4 PPO epochs, 16 response tokens at
+    temperature 1, AdamW at lr 1e-3 without weight decay, constant schedule, no gradient clipping, k1 KL penalty
+    0.05 in the reward, vf_coef 0.1, clip ranges 0.2 / 0.2, gamma 1, lambda 0.95, whitened advantages, raw
+    rewards, no entropy bonus, 25 updates, fp32, 1 torch thread. Round ``r`` uses seed ``--seed + r - 1`` in both
+    arms (CPU runs are deterministic: the same seed gives the same curve again).
 
     Differences that remain (they are the two designs, not settings):
     * value function: trl_ext reads the values from the policy's own forward (hook on the backbone, MLP head), so
       one trunk forward per micro-batch; 1.12 runs a second full trunk (the value model) in every rollout and
-      training forward, and trains it too (about twice the trunk parameters in Adam). Initial values differ (MLP
-      head vs. a fresh linear ``score``).
+      training forward and trains it too (twice the trainable parameters, so twice the gradients and Adam
+      moments). ``--trl_ext_value separate`` gives the trl_ext arm a value model with its own trunk as well
+      (``value_model_name_or_path`` = the policy folder), ``detached`` keeps the head but stops its gradient at
+      the trunk. Initial values differ (MLP head vs. a fresh linear ``score``).
     * rollout: 1.12 takes the rollout log-probs from the generation scores and runs two extra forwards (reference
       model, value model) plus the reward module; trl_ext runs GRPO's generation, then GRPO's no-grad forwards
-      (reference log-probs, and the "old" log-probs because ``num_ppo_epochs > 1``) and its own no-grad forward for
-      the log-probs and values: three trunk forwards. 1.12's forwards compute full ``(B, L, V)`` logits; trl_ext's
-      use TRL's fused LM head (only the completion positions).
+      (reference log-probs, and the "old" log-probs, computed because ``num_ppo_epochs > 1`` and then replaced by
+      trl_ext's own) and its own no-grad forward for the log-probs and values: three trunk forwards. 1.12's
+      forwards compute full ``(B, L, V)`` logits; trl_ext's use TRL's fused (chunked) LM head on the completion
+      positions only.
     * reward placement: trl_ext adds the score on the last completion token (the ``<|im_end|>`` when there is one);
       1.12 adds it at ``sequence_length + 1``, one position past the ``<|im_end|>`` (a padded position that still
       carries a value), unless the response fills ``response_length``.
@@ -41,36 +46,48 @@ What is compared
     * batching: 1.12 reshuffles the rollout in every PPO epoch, trl_ext (GRPO) once per rollout; identical with one
       mini-batch. Prompt order comes from each trainer's own sampler. 1.12 steps its scheduler once per update
       (constant here). Both use ``transformers.Trainer.create_optimizer`` (AdamW, weight decay 0).
-    * loop: trl_ext runs inside ``transformers.Trainer`` (callbacks and grad-norm per step, metrics gathered per
-      step, logging once per update); 1.12 has its own loop (one log per update, ``gc.collect()`` per update).
+    * loop: trl_ext runs inside ``transformers.Trainer`` (callbacks, and a gradient-norm computation per optimizer
+      step even without clipping; logging once per update); 1.12 has its own loop, which logs once per update and
+      calls ``gc.collect()`` twice per update (timed as the ``gc.collect`` phase; ``w/o gc`` leaves it out).
 
 How
-    Each run is a fresh subprocess: this file with ``--worker trl_ext`` (current interpreter) or ``--worker trl112``
-    (the 1.12 venv's interpreter); it reads a JSON spec and prints one ``BENCH_PPO_RESULT {json}`` line. Runs
-    alternate trl_ext, trl_1.12, trl_ext, ... for ``--repeats`` rounds. A callback takes ``time.perf_counter()``
-    and ``time.process_time()`` at ``on_train_begin`` and at the ``on_step_end`` that closes each update (1.12:
-    every step; trl_ext: every ``epochs x mini-batches`` optimizer steps), so the time of update ``k`` is the loop
-    period from the end of update ``k-1`` to the end of update ``k``: rollout, PPO epochs, logging and callbacks.
-    The first ``--skip_updates`` updates of each run are warm-up and are dropped. The phases of each update are
-    timed by wrapping the trainers' functions (generation, each no-grad forward, reward, training forward,
-    backward, optimizer step; ``other`` = the rest of the period). Memory: peak RSS of the worker process
-    (``VmHWM`` read at the end, combined with ``getrusage`` ``ru_maxrss``: interpreter, imports, models, training)
-    and ``+RSS train``: ``VmHWM`` reset through ``/proc/self/clear_refs`` just before ``train()``, minus the RSS
-    at that moment (what training itself adds). No psutil, no tracemalloc.
+    Each run is a fresh subprocess: this file with ``--worker trl_ext`` (current interpreter, or ``--trl_ext_venv``)
+    or ``--worker trl112`` (the 1.12 venv's interpreter); it reads a JSON spec and prints one ``BENCH_PPO_RESULT
+    {json}`` line. Runs alternate trl_ext, trl_1.12, trl_ext, ... for ``--repeats`` rounds. A callback takes
+    ``time.perf_counter()`` and ``time.process_time()`` at ``on_train_begin`` and at the ``on_step_end`` that closes
+    each update (1.12: every step; trl_ext: every ``epochs x mini-batches`` optimizer steps), so the time of update
+    ``k`` is the loop period from the end of update ``k-1`` to the end of update ``k``: rollout, PPO epochs,
+    logging and callbacks. The first ``--skip_updates`` updates of each run are warm-up and are dropped. The phases
+    of each update are timed by wrapping the trainers' functions (generation, each no-grad forward, reward,
+    training forward, backward, optimizer step, ``gc.collect``; ``other`` = the rest of the period). Memory, per
+    worker process: ``peak RSS`` is ``VmHWM`` (combined with ``getrusage`` ``ru_maxrss``): interpreter, imports,
+    models and training; ``after import`` is the RSS once torch, transformers, TRL and the trainer module are
+    imported, ``peak-import`` the difference (what the models, the trainer and training add); ``+RSS train`` is
+    the peak during ``train()`` (``VmHWM`` reset through ``/proc/self/clear_refs`` just before) minus the RSS at
+    its start. ``fp32 state`` counts the weights of every model the trainer holds plus gradient and two Adam
+    moments of every trainable parameter: what scales with the model size (the tiny model's is a few MiB, so its
+    RSS is dominated by the libraries). No psutil, no tracemalloc.
 
 Reading the output
     ``update s`` is the median wall time per update over the timed updates of all rounds, with p10/p90; ``cpu s``
-    the median process CPU time per update. Ratios trl_ext/trl_1.12 (targets from the issue: time <= 1.0, memory
-    <= 1.0): ``median of rounds`` (median over rounds of the ratio of the two runs' medians; alternation makes it
-    robust to slow drifts) and ``ratio of medians`` (pooled). When the 1-minute load average exceeds the number of
-    cores, wall times are inflated at random: compare the cpu column. The reward curves are the mean score
-    (before the KL penalty) of each update's 16 completions, per round and averaged over rounds; ``last third`` is
-    the mean over the last third of the updates (the issue asks trl_ext's to be at least 1.12's, same seeds). The
-    phase table shows where an update's time goes in each arm.
+    the median process CPU time per update; ``w/o gc s`` the median wall time without 1.12's ``gc.collect()``.
+    Ratios trl_ext/trl_1.12 (targets from the issue: time <= 1.0, memory <= 1.0): ``median of rounds`` (median
+    over rounds of the ratio of the two runs' figures; alternation makes it robust to slow drifts) and ``ratio of
+    medians`` (pooled). When the 1-minute load average exceeds the number of cores, wall times are inflated at
+    random: compare the cpu column. The reward curves are the mean score (before the KL penalty) of each update's
+    16 completions, per round and averaged over rounds; ``last third`` is the mean over the last third of the
+    updates (the issue asks trl_ext's to be at least 1.12's, same seeds), ``gain`` the last third minus the first
+    third, with the noise of such a mean; the training diagnostics (value loss, approx KL, clip fraction,
+    entropy) are averaged over the last third too. With the default 25 updates the policy barely moves (the reward
+    starts at about 0.054, the share of the 32 ids under the nearly uniform tiny model); ``--updates 100`` shows
+    learning (about 7 minutes). The phase table shows where an update's time goes in each arm.
 
     HF_HUB_OFFLINE=1 TRL_EXT_CACHE=/tmp/bench_cache .venv/bin/python bench/bench_ppo.py
     .venv/bin/python bench/bench_ppo.py --repeats 5 --json /tmp/bench_ppo.json --plot /tmp/bench_ppo.png
-    .venv/bin/python bench/bench_ppo.py --arms trl_ext --repeats 1 --profile /tmp/ppo_prof   # cProfile dumps
+    .venv/bin/python bench/bench_ppo.py --updates 100 --trl_ext_value separate        # reward comparison
+    .venv/bin/python bench/bench_ppo.py --hidden_size 256 --layers 4 --updates 8      # a 2.6 M-parameter policy
+    .venv/bin/python bench/bench_ppo.py --trl_ext_venv ~/.cache/trl_ext/bench_trl116_venv  # same packages as 1.12
+    .venv/bin/python bench/bench_ppo.py --arms trl_ext --repeats 1 --profile /tmp/ppo_prof  # cProfile dumps
 """
 
 from __future__ import annotations
@@ -121,6 +138,13 @@ PHASE_LABELS = {
     "gc": "gc.collect",
     "other": "other",
 }
+
+TRL_EXT_VALUE_OPTIONS: dict[str, Callable[[Path], dict[str, Any]]] = {
+    "head": lambda path: {},  # MLP head on the policy's last hidden states (shared trunk)
+    "detached": lambda path: {"detach_value_trunk": True},  # head whose loss does not reach the trunk
+    "separate": lambda path: {"value_model_name_or_path": str(path)},  # own trunk from the policy folder, as 1.12
+}
+"""``--trl_ext_value``: the value function of the trl_ext arm (extra ``PPOConfig`` fields)."""
 
 _ADJECTIVES = ["quick", "lazy", "brown", "calm", "loyal", "friendly", "blue", "small", "helpful", "complete", "final"]
 _NOUNS = ["fox", "dog", "cat", "model", "program", "answer", "formula", "kitchen", "mug", "shoes", "reward", "result"]
@@ -273,6 +297,7 @@ def make_update_timer(steps_per_update: int, phases: PhaseTimer, log_keys: dict[
         def __init__(self) -> None:
             self.wall: list[float] = []
             self.cpu: list[float] = []
+            self.rss: list[float | None] = []
             self.logged: dict[str, list[float]] = defaultdict(list)
             self._t = self._c = 0.0
             self._opt_t0: float | None = None
@@ -296,6 +321,7 @@ def make_update_timer(steps_per_update: int, phases: PhaseTimer, log_keys: dict[
             t, c = time.perf_counter(), time.process_time()
             self.wall.append(t - self._t)
             self.cpu.append(c - self._c)
+            self.rss.append(current_rss_mib())
             phases.close_update(t - self._t)
             self._t, self._c = t, c
 
@@ -418,7 +444,9 @@ def worker_trl_ext(spec: dict[str, Any]) -> dict[str, Any]:
     args = PPOConfig(output_dir=spec["output_dir"], seed=spec["seed"], **cfg)
     phases = PhaseTimer()
     steps_per_update = cfg["num_ppo_epochs"] * cfg["num_mini_batches"]
-    timer = make_update_timer(steps_per_update, phases, {"ppo/objective/kl": "kl"})
+    logged = {"ppo/objective/kl": "kl", "ppo/loss/value": "vf_loss", "ppo/policy/approx_kl": "approx_kl"}
+    logged.update({"ppo/policy/clipfrac": "clipfrac", "ppo/policy/entropy": "entropy", "ppo/value/mean": "value"})
+    timer = make_update_timer(steps_per_update, phases, logged)
     trainer = PPOTrainer(
         model=model,
         reward_funcs=target_fraction_reward,
@@ -461,9 +489,11 @@ def worker_trl_ext(spec: dict[str, Any]) -> dict[str, Any]:
     result.update(
         update_s=timer.wall,
         update_cpu_s=timer.cpu,
+        update_rss_mib=timer.rss,
         phases=phases.updates,
         scores=[r["score"] for r in rollouts],
         kl=timer.logged.get("kl", []),
+        diagnostics={k: v for k, v in timer.logged.items() if k not in ("kl", "scores")},
         resp_len=[r["resp_len"] for r in rollouts],
         eos_frac=[r["eos_frac"] for r in rollouts],
         pad_rows=[r["pad_rows"] for r in rollouts],
@@ -540,7 +570,10 @@ def worker_trl112(spec: dict[str, Any]) -> dict[str, Any]:
     cfg = spec["trl112_config"]
     args = PPOConfig(output_dir=spec["output_dir"], seed=spec["seed"], **cfg)
     phases = PhaseTimer()
-    timer = make_update_timer(1, phases, {"objective/scores": "scores", "objective/kl": "kl"})
+    logged = {"objective/scores": "scores", "objective/kl": "kl", "loss/value_avg": "vf_loss"}
+    logged.update({"policy/approxkl_avg": "approx_kl", "policy/clipfrac_avg": "clipfrac"})
+    logged.update({"policy/entropy_avg": "entropy"})
+    timer = make_update_timer(1, phases, logged)
     dataset = Dataset.from_dict({"input_ids": spec["prompt_ids"]})
     trainer = PPOTrainer(
         args=args,
@@ -589,9 +622,11 @@ def worker_trl112(spec: dict[str, Any]) -> dict[str, Any]:
     result.update(
         update_s=timer.wall,
         update_cpu_s=timer.cpu,
+        update_rss_mib=timer.rss,
         phases=phases.updates,
         scores=timer.logged.get("scores", []),
         kl=timer.logged.get("kl", []),
+        diagnostics={k: v for k, v in timer.logged.items() if k not in ("kl", "scores")},
         resp_len=[r["resp_len"] for r in rollouts],
         eos_frac=[r["eos_frac"] for r in rollouts],
         pad_rows=[r["pad_rows"] for r in rollouts],
@@ -679,7 +714,7 @@ def choose_targets(vocab_size: int, special_ids: Collection[int], k: int, seed: 
     return sorted(random.Random(seed).sample(candidates, k))
 
 
-def arm_configs(opts: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
+def arm_configs(opts: argparse.Namespace, model_path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     """The keyword arguments of both arms' ``PPOConfig`` (besides ``output_dir`` and ``seed``)."""
     rollout, mb, epochs = opts.rollout_batch, opts.mini_batches, opts.ppo_epochs
     common = {
@@ -720,6 +755,7 @@ def arm_configs(opts: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any
         "max_grad_norm": 0.0,
         "logging_steps": epochs * mb,
         "log_completions": False,
+        **TRL_EXT_VALUE_OPTIONS[opts.trl_ext_value](model_path),
     }
     trl112 = {
         **common,
@@ -783,6 +819,18 @@ def last_third(curve: list[float]) -> float:
     return statistics.fmean(curve[-n:])
 
 
+def first_third(curve: list[float]) -> float:
+    n = max(1, math.ceil(len(curve) / 3))
+    return statistics.fmean(curve[:n])
+
+
+def _noise(curve: list[float]) -> float:
+    """Standard error of a third's mean, from the update-to-update scatter (differences remove the trend)."""
+    diffs = [b - a for a, b in zip(curve, curve[1:])]
+    n = max(1, math.ceil(len(curve) / 3))
+    return statistics.pstdev(diffs) / math.sqrt(2) / math.sqrt(n) if len(diffs) > 1 else float("nan")
+
+
 def mean_curve(curves: list[list[float]]) -> list[float]:
     n = min(len(c) for c in curves)
     return [statistics.fmean(c[i] for c in curves) for i in range(n)]
@@ -837,6 +885,14 @@ def summarise(results: list[dict[str, Any]], arms: Sequence[str], skip: int) -> 
             "reward_last_third": [last_third(r["scores"]) for r in runs],
             "reward_last_third_mean": statistics.fmean(last_third(r["scores"]) for r in runs),
             "reward_first_update_mean": statistics.fmean(r["scores"][0] for r in runs),
+            "reward_gain": [last_third(r["scores"]) - first_third(r["scores"]) for r in runs],
+            "reward_gain_mean": statistics.fmean(last_third(r["scores"]) - first_third(r["scores"]) for r in runs),
+            "reward_third_stderr": statistics.fmean(_noise(r["scores"]) for r in runs),
+            "diagnostics_last_third": {
+                key: statistics.fmean(last_third(r["diagnostics"][key]) for r in runs)
+                for key in sorted(set.intersection(*(set(r["diagnostics"]) for r in runs)))
+                if all(r["diagnostics"][key] for r in runs)
+            },
             "kl_curve_mean": mean_curve([r["kl"] for r in runs]) if all(r["kl"] for r in runs) else [],
             "pad_rows_total": sum(sum(r["pad_rows"]) for r in runs),
             "eos_frac_mean": statistics.fmean(x for r in runs for x in r["eos_frac"]),
@@ -972,6 +1028,14 @@ def print_report(summary: dict[str, Any], opts: argparse.Namespace, arms: Sequen
         s = summary["arms"][arm]
         if s["kl_curve_mean"]:
             print(f"  KL {arm:<6} {_curve(s['kl_curve_mean'])}  (k1, summed per completion, mean over rounds)")
+    for arm in arms:
+        s = summary["arms"][arm]
+        gains = " ".join(f"{g:+.3f}" for g in s["reward_gain"])
+        diag = ", ".join(f"{k} {v:.4g}" for k, v in s["diagnostics_last_third"].items())
+        print(
+            f"  {arm:<9} gain last third - first third {s['reward_gain_mean']:+.3f} (rounds {gains}; noise of a "
+            f"third's mean ~{s['reward_third_stderr']:.3f}); last third: {diag}"
+        )
     print()
     print("where an update's time goes (median ms per update; calls per update in brackets):")
     names = [p for p in (*PHASES, "other") if any(p in summary["arms"][a]["phases"] for a in arms)]
@@ -1057,6 +1121,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--cliprange_value", type=float, default=0.2)
     parser.add_argument("--gamma", type=float, default=1.0)
     parser.add_argument("--lam", type=float, default=0.95)
+    parser.add_argument(
+        "--hidden_size", type=int, default=64, help="Width of the tiny policy (64: the embedded default model)."
+    )
+    parser.add_argument("--layers", type=int, default=2, help="Layers of the tiny policy (2: the default model).")
+    parser.add_argument(
+        "--trl_ext_value",
+        choices=sorted(TRL_EXT_VALUE_OPTIONS),
+        default="head",
+        help="Value function of the trl_ext arm: 'head' (default: MLP head on the shared trunk), 'detached' (head, "
+        "trunk not trained by the value loss) or 'separate' (own trunk loaded from the policy folder, like 1.12).",
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch threads per worker (and OMP_NUM_THREADS).")
     parser.add_argument("--seed", type=int, default=42, help="Seed of round 1; round r uses seed + r - 1.")
     parser.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS), help="Arms to run (default both).")
@@ -1109,16 +1184,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     from transformers import AutoTokenizer
     from transformers.utils import logging as hf_logging
 
-    from trl_ext.models import get_tiny_model_path
+    from trl_ext.models import TinyModelConfig, get_tiny_model_path
 
     hf_logging.set_verbosity_error()
-    model_path = Path(get_tiny_model_path()).resolve()
+    size = {
+        "hidden_size": opts.hidden_size,
+        "intermediate_size": 2 * opts.hidden_size,
+        "num_hidden_layers": opts.layers,
+    }
+    model_path = Path(get_tiny_model_path(TinyModelConfig(**size))).resolve()
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     prompts, prompt_ids = make_prompts(tokenizer, NUM_PROMPTS, opts.seed)
     special = {tokenizer.convert_tokens_to_ids(t) for t in tokenizer.all_special_tokens}
     special |= {i for i in range(len(tokenizer)) if tokenizer.convert_ids_to_tokens(i).startswith("<|")}
     targets = choose_targets(len(tokenizer), special, NUM_TARGET_TOKENS, TARGET_SEED)
-    trl_ext_config, trl112_config = arm_configs(opts)
+    trl_ext_config, trl112_config = arm_configs(opts, model_path)
     base_spec = {
         "model_path": str(model_path),
         "prompts": prompts,

@@ -324,7 +324,8 @@ class PPOTrainer(GRPOTrainer):
         vf_loss, vf_stats = value_loss(
             values, inputs["old_values"], inputs["returns"], mask, self.args.cliprange_value
         )
-        entropy = masked_mean(entropies, mask)
+        # with no entropy bonus the entropy is only logged: keep it out of the graph (saves LM-head backward work)
+        entropy = masked_mean(entropies if self.args.entropy_coef else entropies.detach(), mask)
         loss = pg_loss + self.args.vf_coef * vf_loss - self.args.entropy_coef * entropy
         mode = "train" if self.model.training else "eval"
         if mode == "train":
