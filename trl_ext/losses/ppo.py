@@ -23,6 +23,8 @@ import math
 
 import torch
 
+from trl_ext.losses._tensor_checks import _as_bool, _check_same_shape, _check_tensors, _compute_dtype, _fill, _shape
+
 __all__ = [
     "KL_ESTIMATORS",
     "explained_variance",
@@ -40,46 +42,12 @@ KL_ESTIMATORS = ("k1", "k2", "k3")
 
 
 # --------------------------------------------------------------------------------------------------- helpers
-def _shape(t: torch.Tensor) -> tuple[int, ...]:
-    return tuple(t.shape)
-
-
-def _check_tensors(**named: torch.Tensor) -> None:
-    for name, t in named.items():
-        if not isinstance(t, torch.Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-
-
-def _check_same_shape(**named: torch.Tensor) -> None:
-    """All tensors must have exactly the shape of the first one; the message names both offenders."""
-    _check_tensors(**named)
-    items = list(named.items())
-    first_name, first = items[0]
-    for name, t in items[1:]:
-        if t.shape != first.shape:
-            raise ValueError(f"{first_name} has shape {_shape(first)} but {name} has shape {_shape(t)}")
 
 
 def _check_2d(**named: torch.Tensor) -> None:
     for name, t in named.items():
         if t.dim() != 2:
             raise ValueError(f"{name} must be 2-D (B, T), got shape {_shape(t)}")
-
-
-def _compute_dtype(x: torch.Tensor) -> torch.dtype:
-    if not x.is_floating_point():
-        return torch.float32
-    return torch.promote_types(x.dtype, torch.float32)
-
-
-def _as_bool(mask: torch.Tensor) -> torch.Tensor:
-    return mask if mask.dtype == torch.bool else mask != 0
-
-
-def _fill(x: torch.Tensor, m: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """``x`` cast to ``dtype`` with masked-out entries replaced by 0 (``m`` is a bool mask)."""
-    x = x.to(dtype)
-    return torch.where(m, x, torch.zeros((), dtype=dtype, device=x.device))
 
 
 def _count(m: torch.Tensor) -> int:

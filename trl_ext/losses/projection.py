@@ -27,6 +27,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+from trl_ext.losses._tensor_checks import _compute_dtype, _shape
+
 __all__ = [
     "MeanGradient",
     "alignment_plane_from_gradients",
@@ -42,16 +44,6 @@ _MEAN_GRAD_KIND = "trl_ext.mean_gradient"
 
 
 # --------------------------------------------------------------------------------------------------- helpers
-def _shape(t: torch.Tensor) -> tuple[int, ...]:
-    return tuple(t.shape)
-
-
-def _compute_dtype(*xs: torch.Tensor) -> torch.dtype:
-    dtype = torch.float32
-    for x in xs:
-        if x.is_floating_point():
-            dtype = torch.promote_types(dtype, x.dtype)
-    return dtype
 
 
 def _check_mapping(what: str, d: object, allow_none: bool = True) -> None:

@@ -24,6 +24,8 @@ from collections.abc import Mapping, Sequence
 import torch
 import torch.nn.functional as F
 
+from trl_ext.losses._tensor_checks import _as_bool, _check_same_shape, _check_tensors, _compute_dtype, _fill, _shape
+
 __all__ = [
     "KL_DIRECTIONS",
     "directional_penalty",
@@ -39,42 +41,6 @@ KL_DIRECTIONS = ("forward", "reverse")
 
 
 # --------------------------------------------------------------------------------------------------- helpers
-def _shape(t: torch.Tensor) -> tuple[int, ...]:
-    return tuple(t.shape)
-
-
-def _check_tensors(**named: object) -> None:
-    for name, t in named.items():
-        if not isinstance(t, torch.Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-
-
-def _check_same_shape(**named: torch.Tensor) -> None:
-    """All tensors must have exactly the shape of the first one; the message names both offenders."""
-    _check_tensors(**named)
-    items = list(named.items())
-    first_name, first = items[0]
-    for name, t in items[1:]:
-        if t.shape != first.shape:
-            raise ValueError(f"{first_name} has shape {_shape(first)} but {name} has shape {_shape(t)}")
-
-
-def _compute_dtype(*xs: torch.Tensor) -> torch.dtype:
-    dtype = torch.float32
-    for x in xs:
-        if x.is_floating_point():
-            dtype = torch.promote_types(dtype, x.dtype)
-    return dtype
-
-
-def _as_bool(mask: torch.Tensor) -> torch.Tensor:
-    return mask if mask.dtype == torch.bool else mask != 0
-
-
-def _fill(x: torch.Tensor, m: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """``x`` cast to ``dtype`` with masked-out entries replaced by 0 (``m`` is a bool mask broadcastable to x)."""
-    x = x.to(dtype)
-    return torch.where(m, x, torch.zeros((), dtype=dtype, device=x.device))
 
 
 def _check_mask(mask: torch.Tensor, what: str) -> torch.Tensor:
