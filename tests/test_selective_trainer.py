@@ -246,3 +246,16 @@ def test_every_strategy_trains_with_gradient_accumulation(tmp_path, tiny_model_p
     trainer.train()
     assert any(not torch.equal(before[n], p) for n, p in trainer.trainable_parameters().items())
     assert all(torch.isfinite(torch.tensor(h["loss"])) for h in trainer.state.log_history if "loss" in h)
+
+
+def test_synchronized_cycling_pauses_a_finished_proxy_stream(tmp_path, tiny_model_path):
+    """Outcome: 8 batches per epoch; proxy: 4. Synchronized: the proxy makes one pass per epoch, then waits."""
+    trainer = _trainer(
+        tmp_path, tiny_model_path, "kl_divergence", beta_kl=1.0, max_steps=8, proxy_cycling="synchronized"
+    )
+    trainer.train()
+    logged = [h["step"] for h in trainer.state.log_history if "proxy/kl" in h]
+    assert logged == [1, 2, 3, 4]  # steps 5-8 of the epoch have no proxy batch, so no KL term
+    continuous = _trainer(tmp_path / "c", tiny_model_path, "kl_divergence", beta_kl=1.0, max_steps=8)
+    continuous.train()
+    assert [h["step"] for h in continuous.state.log_history if "proxy/kl" in h] == list(range(1, 9))

@@ -49,6 +49,7 @@ Resuming
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -96,8 +97,9 @@ class ProxyCycler:
     ) -> None:
         if cycling not in CYCLING_MODES:
             raise ValueError(f"unknown proxy cycling mode {cycling!r}; known modes: {', '.join(CYCLING_MODES)}")
-        if not isinstance(batch_size, int) or batch_size < 1:
+        if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
             raise ValueError(f"proxy batch_size must be an integer >= 1, got {batch_size!r}")
+        batch_size = int(batch_size)
         if not datasets:
             raise ValueError("ProxyCycler needs at least one proxy dataset, got none")
         index, count = shard

@@ -178,6 +178,8 @@ class GradientProjection(Mechanism):
     def surgery(self, host, grads):
         sign = 1.0 if self.source == "positive" else -1.0
         g_a = host.proxy_gradient(self.source, sign)
+        if g_a is None:
+            return
         projected, stats = project_gradients(grads, g_a, strict=self.strict)
         host.set_gradients(projected)
         for key, value in stats.items():

@@ -156,13 +156,24 @@ class SelectiveSFTTrainer(SFTTrainer):
                 collate_fn=self.data_collator,
                 cycling=self.args.proxy_cycling,
                 seed=self.args.seed,
+                num_outcome_batches=self._outcome_batches_per_epoch(),
                 shard=(self.accelerator.process_index, self.accelerator.num_processes),
             )
         return self._proxy
 
+    def _outcome_batches_per_epoch(self) -> int | None:
+        """Outcome micro-batches per epoch on this process (the synchronized cycling epoch counts them)."""
+        try:
+            size = len(self.train_dataset)
+        except TypeError:  # iterable dataset
+            return None
+        per_step = self.args.per_device_train_batch_size * self.accelerator.num_processes
+        return -(-size // per_step)
+
     def _draw(self, names) -> None:
+        """Draw this step's proxy batches; a stream that finished its synchronized pass gives ``None``."""
         batches = self._cycler().next_batches()
-        self._step_batches = {n: self._prepare_inputs(batches[n]) for n in names}
+        self._step_batches = {n: None if batches[n] is None else self._prepare_inputs(batches[n]) for n in names}
         self._step_outputs = {}
 
     def proxy_batch(self, name: str) -> dict:
@@ -207,14 +218,20 @@ class SelectiveSFTTrainer(SFTTrainer):
     def current_gradients(self) -> dict[str, torch.Tensor]:
         return {n: p.grad for n, p in self.trainable_parameters().items() if p.grad is not None}
 
-    def proxy_gradient(self, source: str, sign: float = 1.0) -> dict[str, torch.Tensor]:
-        """∇(sign · CE) on one fresh proxy batch of ``source``, averaged over processes; outcome grads kept."""
+    def proxy_gradient(self, source: str, sign: float = 1.0) -> dict[str, torch.Tensor] | None:
+        """∇(sign · CE) on one fresh proxy batch of ``source``, averaged over processes; outcome grads kept.
+
+        ``None`` when the stream has no batch this step (synchronized cycling past the end of its pass)."""
         params = self.trainable_parameters()
         saved = {n: p.grad for n, p in params.items()}
         for p in params.values():
             p.grad = None
         self._draw([source])
         batch = self._step_batches[source]
+        if batch is None:  # synchronized cycling: this stream has finished its pass for the epoch
+            for n, p in params.items():
+                p.grad = saved[n]
+            return None
         model = self.accelerator.unwrap_model(self.model)
         with self.compute_loss_context_manager():
             logits = model(
@@ -247,7 +264,10 @@ class SelectiveSFTTrainer(SFTTrainer):
             self._draw(needed)
         terms: dict[str, torch.Tensor] = {}
         for mechanism in loss_mechanisms:
-            terms.update(mechanism.loss(self, model, inputs))
+            if all(self._step_batches.get(name) is not None for name in mechanism.needs):
+                terms.update(mechanism.loss(self, model, inputs))
+        if not terms:
+            return out
         extra = sum(terms.values())
         for name, value in terms.items():
             self.log_metric(f"loss/{name}", value)
