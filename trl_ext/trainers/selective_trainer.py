@@ -31,7 +31,7 @@ from trl_ext.losses.projection import (
     save_plane,
 )
 from trl_ext.trainers.selective_config import SelectiveConfig
-from trl_ext.trainers.selective_mechanisms import Mechanism, _ce_from_logits, build_mechanisms
+from trl_ext.trainers.selective_mechanisms import Mechanism, PlanePenalty, _ce_from_logits, build_mechanisms
 
 PROXY_NAMES = ("positive", "negative")
 
@@ -94,7 +94,7 @@ class SelectiveSFTTrainer(SFTTrainer):
                 f"strategy {args.strategy!r} runs proxy forwards / gradient surgery outside DeepSpeed's engine: "
                 "use DDP or a single device"
             )
-        if any(isinstance(m, _plane_penalty_type()) for m in self.mechanisms) and not self._is_peft():
+        if any(isinstance(m, PlanePenalty) for m in self.mechanisms) and not self._is_peft():
             raise ValueError(f"strategy {args.strategy!r} penalises LoRA A matrices: train with a LoRA peft_config")
         self.proxy_datasets = {
             name: self._prepare_dataset(ds, self.processing_class, args, False, None, f"proxy_{name}")
@@ -378,12 +378,6 @@ class SelectiveSFTTrainer(SFTTrainer):
                 raise ValueError(
                     f"the {what} entry {n} has shape {tuple(tensors[n].shape)}, expected {tuple(p.shape)}"
                 )
-
-
-def _plane_penalty_type():
-    from trl_ext.trainers.selective_mechanisms import PlanePenalty
-
-    return PlanePenalty
 
 
 def _union(outcome, proxy, seed: int):
