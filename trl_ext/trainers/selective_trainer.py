@@ -30,6 +30,7 @@ from trl_ext.losses.projection import (
     load_plane,
     save_plane,
 )
+from trl_ext.losses.selective import sequence_logps
 from trl_ext.trainers.selective_config import SelectiveConfig
 from trl_ext.trainers.selective_mechanisms import Mechanism, PlanePenalty, _ce_from_logits, build_mechanisms
 
@@ -197,9 +198,8 @@ class SelectiveSFTTrainer(SFTTrainer):
         """ℓ = mean log-prob per response token (labels ≠ −100) of each sequence."""
         logps = torch.log_softmax(logits[:, :-1].float(), dim=-1)
         target = labels[:, 1:]
-        mask = target != -100
         token = torch.gather(logps, 2, target.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-        return (token * mask).sum(1) / mask.sum(1).clamp(min=1)
+        return sequence_logps(token, target != -100, average=True)
 
     def log_metric(self, name: str, value) -> None:
         mode = "train" if self.model.training else "eval"
