@@ -97,8 +97,6 @@ import json
 import math
 import os
 import platform
-import re
-import resource
 import shutil
 import statistics
 import subprocess
@@ -110,6 +108,8 @@ from collections.abc import Callable, Collection, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+
+from bench_common import current_rss_mib, loadavg, peak_rss_mib, quantile, reset_peak_rss, ru_maxrss_mib
 
 ARMS = ("trl_ext", "trl_1.12")
 WORKER_OF_ARM = {"trl_ext": "trl_ext", "trl_1.12": "trl112"}
@@ -213,42 +213,6 @@ def make_rule_reward_model(targets: Collection[int], vocab_size: int, context_le
 
 
 # ---------------------------------------------------------------------------------------------- memory
-
-
-def _status_kib(key: str) -> int | None:
-    """A ``kB`` field of ``/proc/self/status`` (e.g. ``VmHWM``, ``VmRSS``), or None off Linux."""
-    try:
-        text = Path("/proc/self/status").read_text()
-    except OSError:
-        return None
-    match = re.search(rf"^{key}:\s+(\d+)\s+kB", text, re.MULTILINE)
-    return int(match.group(1)) if match else None
-
-
-def current_rss_mib() -> float | None:
-    kib = _status_kib("VmRSS")
-    return kib / 1024 if kib is not None else None
-
-
-def peak_rss_mib() -> float | None:
-    """``VmHWM`` (peak RSS since the process start or the last reset) in MiB."""
-    kib = _status_kib("VmHWM")
-    return kib / 1024 if kib is not None else None
-
-
-def reset_peak_rss() -> bool:
-    """Reset ``VmHWM`` to the current RSS (``/proc/self/clear_refs``); False when not allowed."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-    except OSError:
-        return False
-    return _status_kib("VmHWM") is not None
-
-
-def ru_maxrss_mib() -> float:
-    maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return maxrss / 2**20 if sys.platform == "darwin" else maxrss / 1024
 
 
 # ---------------------------------------------------------------------------------------------- worker side
@@ -807,13 +771,6 @@ def run_worker(
 # ---------------------------------------------------------------------------------------------- report
 
 
-def quantile(values: list[float], q: float) -> float:
-    xs = sorted(values)
-    pos = (len(xs) - 1) * q
-    lo, hi = math.floor(pos), math.ceil(pos)
-    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
-
-
 def last_third(curve: list[float]) -> float:
     n = max(1, math.ceil(len(curve) / 3))
     return statistics.fmean(curve[-n:])
@@ -1094,13 +1051,6 @@ def save_plot(summary: dict[str, Any], arms: Sequence[str], path: Path) -> None:
     plt.close(fig)
 
 
-def _loadavg() -> float | None:
-    try:
-        return os.getloadavg()[0]
-    except (AttributeError, OSError):
-        return None
-
-
 # ---------------------------------------------------------------------------------------------- main
 
 
@@ -1175,7 +1125,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     t_start = time.perf_counter()
-    load_start = _loadavg()
+    load_start = loadavg()
     arms = [a for a in ARMS if a in opts.arms]
 
     import torch
@@ -1247,7 +1197,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
 
     summary = summarise(results, arms, opts.skip_updates)
     summary["wall_s"] = time.perf_counter() - t_start
-    load_end = _loadavg()
+    load_end = loadavg()
     summary["loadavg"] = [load_start, load_end] if load_start is not None and load_end is not None else None
     print_report(summary, opts, arms)
     print(f"total wall time {summary['wall_s']:.1f} s")

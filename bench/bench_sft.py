@@ -62,10 +62,7 @@ import json
 import math
 import os
 import platform
-import re
-import resource
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -73,6 +70,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+
+from bench_common import current_rss_mib, loadavg, peak_rss_mib, process_peak_rss_mib, quantile, reset_peak_rss
 
 TARGET_RATIO = 1.05
 ARMS = ("trl_ext", "plain")
@@ -95,55 +94,6 @@ RECIPE_SFT_SETTINGS: dict[str, Any] = {
 
 
 # ---------------------------------------------------------------------------------------------- memory
-
-
-def _status_kib(key: str) -> int | None:
-    """A ``kB`` field of ``/proc/self/status`` (e.g. ``VmHWM``, ``VmRSS``), or None off Linux."""
-    try:
-        text = Path("/proc/self/status").read_text()
-    except OSError:
-        return None
-    match = re.search(rf"^{key}:\s+(\d+)\s+kB", text, re.MULTILINE)
-    return int(match.group(1)) if match else None
-
-
-def current_rss_mib() -> float | None:
-    """Current resident set size from ``/proc/self/statm`` (MiB), or None off Linux."""
-    try:
-        pages = int(Path("/proc/self/statm").read_text().split()[1])
-    except (OSError, IndexError, ValueError):
-        return None
-    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
-_PEAK_BEFORE_RESETS_MIB = 0.0
-"""Largest ``VmHWM`` seen just before a reset: the process peak that the resets would otherwise hide."""
-
-
-def reset_peak_rss() -> bool:
-    """Reset the kernel's peak-RSS counter (``VmHWM``) to the current RSS; False when not allowed."""
-    global _PEAK_BEFORE_RESETS_MIB
-    _PEAK_BEFORE_RESETS_MIB = max(_PEAK_BEFORE_RESETS_MIB, peak_rss_mib() or 0.0)
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-    except OSError:
-        return False
-    return _status_kib("VmHWM") is not None
-
-
-def peak_rss_mib() -> float | None:
-    """``VmHWM`` (peak RSS since the last :func:`reset_peak_rss`) in MiB."""
-    kib = _status_kib("VmHWM")
-    return kib / 1024 if kib is not None else None
-
-
-def process_peak_rss_mib() -> float:
-    """Peak RSS of the whole process: ``resource.getrusage(RUSAGE_SELF).ru_maxrss``, combined with the ``VmHWM``
-    values read before each reset (on Linux ``ru_maxrss`` follows ``VmHWM`` down when it is reset)."""
-    maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    maxrss_mib = maxrss / 2**20 if sys.platform == "darwin" else maxrss / 1024
-    return max(maxrss_mib, _PEAK_BEFORE_RESETS_MIB, peak_rss_mib() or 0.0)
 
 
 # ---------------------------------------------------------------------------------------------- timing
@@ -323,14 +273,6 @@ def run_once(arm: str, rnd: int, model_path: Path, dataset: Any, workdir: Path, 
 # ---------------------------------------------------------------------------------------------- report
 
 
-def quantile(values: list[float], q: float) -> float:
-    """Linear-interpolation quantile (``q`` in [0, 1]) of a non-empty list."""
-    xs = sorted(values)
-    pos = (len(xs) - 1) * q
-    lo, hi = math.floor(pos), math.ceil(pos)
-    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
-
-
 def summarise(results: list[RunResult], skip: int) -> dict[str, Any]:
     """Per-arm statistics and the two trl_ext/plain ratios."""
     summary: dict[str, Any] = {"arms": {}}
@@ -439,14 +381,6 @@ def print_report(summary: dict[str, Any], opts: argparse.Namespace) -> None:
         print(f"1-min load average at start / end: {load[0]:.2f} / {load[1]:.2f} on {cores} cores{note}")
 
 
-def _loadavg() -> float | None:
-    """1-minute load average (None where the platform has none)."""
-    try:
-        return os.getloadavg()[0]
-    except (AttributeError, OSError):
-        return None
-
-
 def environment() -> dict[str, Any]:
     """Versions and machine facts stored in the JSON output."""
     import peft
@@ -506,7 +440,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     torch.set_num_threads(opts.threads)
 
     t_start = time.perf_counter()
-    load_start = _loadavg()
+    load_start = loadavg()
     model_path = get_tiny_model_path()
     # enough rows that a run never crosses an epoch boundary (the recipe collects 400)
     num_samples = max(400, math.ceil(opts.steps * opts.batch_size / 0.9) + 1)
@@ -528,7 +462,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     summary = summarise(results, opts.skip_steps)
     summary["wall_s"] = time.perf_counter() - t_start
-    load_end = _loadavg()
+    load_end = loadavg()
     summary["loadavg"] = [load_start, load_end] if load_start is not None and load_end is not None else None
     print_report(summary, opts)
     print(f"total wall time {summary['wall_s']:.1f} s")
