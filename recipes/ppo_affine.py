@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from accelerate import PartialState
@@ -25,11 +25,9 @@ from transformers import set_seed
 from trl import get_peft_config
 
 from trl_ext.callbacks import LossLogCallback
-from trl_ext.data.affine_args import AffineTaskArguments
-from trl_ext.data.affine_data import load_or_collect_affine
+from trl_ext.data.affine_args import AffineRecipeArguments
 from trl_ext.data.task_rewards import make_task_reward, prompt_only_rows
 from trl_ext.eval.report import compare_reports, format_report, save_report
-from trl_ext.eval.tasks import evaluate_heldout
 from trl_ext.models import load_causal_lm, load_tokenizer
 from trl_ext.models.policy_init import prepare_init_policy
 from trl_ext.models.value_head import has_value_head
@@ -45,37 +43,8 @@ logger = logging.getLogger("ppo_affine")
 
 
 @dataclass
-class PPOAffineArguments(AffineTaskArguments):
-    """Data and evaluation arguments of the PPO recipe (task selection comes from the base class)."""
-
-    data_dir: str = field(
-        default="data/affine",
-        metadata={
-            "help": "Folder with train.jsonl / validation.jsonl (prompts are taken from them); collected if missing."
-        },
-    )
-    num_samples: int = field(default=10000, metadata={"help": "Examples to collect when data_dir is empty."})
-    collect_seed: int = field(default=42, metadata={"help": "Seed of the data collection."})
-    val_fraction: float = field(default=0.1, metadata={"help": "Validation share of the collected data."})
-    heldout_samples: int = field(
-        default=50, metadata={"help": "Held-out tasks per task for the evaluations before and after (0: skip)."}
-    )
-    heldout_seed: int = field(default=20_261_121, metadata={"help": "Seed of the held-out tasks."})
-    heldout_batch_size: int = field(default=8, metadata={"help": "Generation batch size of the evaluations."})
-    heldout_max_new_tokens: int = field(default=256, metadata={"help": "Tokens generated per held-out answer."})
-
-
-def _evaluate(path: str, args: PPOAffineArguments, task_params: dict, model_args: LoRAModelConfig) -> dict:
-    return evaluate_heldout(
-        path,
-        task_params,
-        num_per_task=args.heldout_samples,
-        seed=args.heldout_seed,
-        batch_size=args.heldout_batch_size,
-        max_new_tokens=args.heldout_max_new_tokens,
-        dtype=model_args.dtype,
-        load_in_4bit=model_args.load_in_4bit,
-    )
+class PPOAffineArguments(AffineRecipeArguments):
+    """Arguments of the PPO recipe: task data (prompts) and the held-out evaluations before and after."""
 
 
 def main(script_args: PPOAffineArguments, training_args: PPOConfig, model_args: LoRAModelConfig) -> dict | None:
@@ -87,14 +56,12 @@ def main(script_args: PPOAffineArguments, training_args: PPOConfig, model_args: 
     init_path = prepare_init_policy(model_args.model_name_or_path, output_dir / "init_policy", dtype=model_args.dtype)
     if training_args.value_init_path is None and has_value_head(init_path):
         training_args.value_init_path = init_path  # continuing a PPO run: keep its value function
-    data = load_or_collect_affine(
-        script_args.data_dir, task_params, script_args.num_samples, script_args.collect_seed, script_args.val_fraction
-    )
+    data = script_args.load_data()
     train_dataset = Dataset.from_list(prompt_only_rows(data["train"]))
 
     before = None
     if script_args.heldout_samples > 0 and state.is_main_process:
-        before = _evaluate(init_path, script_args, task_params, model_args)
+        before = script_args.evaluate(init_path, model_args.dtype, model_args.load_in_4bit)
         save_report(before, output_dir / "eval_before.json")
     state.wait_for_everyone()
 
@@ -122,7 +89,7 @@ def main(script_args: PPOAffineArguments, training_args: PPOConfig, model_args: 
 
     report = None
     if before is not None and trainer.accelerator.is_main_process:
-        report = _evaluate(str(output_dir), script_args, task_params, model_args)
+        report = script_args.evaluate(str(output_dir), model_args.dtype, model_args.load_in_4bit)
         report["baseline_comparison"] = compare_reports(report, before)
         save_report(report, output_dir / "eval_results.json")
         print(format_report(report, report["baseline_comparison"]))

@@ -24,10 +24,8 @@ from transformers import set_seed
 from trl import SFTConfig, SFTTrainer, get_peft_config
 
 from trl_ext.callbacks import LossLogCallback
-from trl_ext.data.affine_args import AffineTaskArguments
-from trl_ext.data.affine_data import load_or_collect_affine
+from trl_ext.data.affine_args import AffineRecipeArguments
 from trl_ext.eval.report import format_report, save_report
-from trl_ext.eval.tasks import evaluate_heldout
 from trl_ext.models import load_causal_lm, load_tokenizer, resolve_model_name_or_path
 from trl_ext.recipe_utils import (
     LoRAModelConfig,
@@ -41,32 +39,17 @@ logger = logging.getLogger("sft_affine")
 
 
 @dataclass
-class SFTAffineArguments(AffineTaskArguments):
-    """Data and final-evaluation arguments of the SFT recipe (task selection comes from the base class)."""
+class SFTAffineArguments(AffineRecipeArguments):
+    """Arguments of the SFT recipe: task data and held-out evaluation (base class) plus the schedule floor."""
 
-    data_dir: str = field(
-        default="data/affine",
-        metadata={"help": "Folder with train.jsonl and validation.jsonl; collected there first if missing."},
-    )
-    num_samples: int = field(default=10000, metadata={"help": "Examples to collect when data_dir is empty."})
-    collect_seed: int = field(default=42, metadata={"help": "Seed of the data collection."})
-    val_fraction: float = field(default=0.1, metadata={"help": "Validation share of the collected data."})
     min_lr_ratio: float = field(
         default=0.1, metadata={"help": "Floor of the cosine schedule as a fraction of learning_rate (0: none)."}
     )
-    heldout_samples: int = field(
-        default=50, metadata={"help": "Held-out tasks generated per task for the final evaluation (0: skip)."}
-    )
-    heldout_seed: int = field(default=20_261_121, metadata={"help": "Seed of the held-out tasks."})
-    heldout_batch_size: int = field(default=8, metadata={"help": "Generation batch size of the final evaluation."})
-    heldout_max_new_tokens: int = field(default=256, metadata={"help": "Tokens generated per held-out answer."})
 
 
 def prepare_data(args: SFTAffineArguments):
     """Load ``data_dir`` (collected first when empty) and keep the prompt and completion columns."""
-    data = load_or_collect_affine(
-        args.data_dir, args.task_params(), args.num_samples, args.collect_seed, args.val_fraction
-    )
+    data = args.load_data()
     keep = ["prompt", "completion"]
     return data.remove_columns([c for c in data["train"].column_names if c not in keep])
 
@@ -74,7 +57,7 @@ def prepare_data(args: SFTAffineArguments):
 def main(script_args: SFTAffineArguments, training_args: SFTConfig, model_args: LoRAModelConfig) -> dict | None:
     set_seed(training_args.seed)
     apply_min_lr_ratio(training_args, script_args.min_lr_ratio)
-    task_params = script_args.task_params()  # fail early on unknown tasks
+    script_args.task_params()  # fail early on unknown tasks
 
     model_path = resolve_model_name_or_path(model_args.model_name_or_path)
     tokenizer = load_tokenizer(model_path, revision=model_args.model_revision)
@@ -105,26 +88,15 @@ def main(script_args: SFTAffineArguments, training_args: SFTConfig, model_args: 
 
     report = None
     if script_args.heldout_samples > 0 and trainer.accelerator.is_main_process:
-        report = evaluate_saved_model(training_args.output_dir, script_args, task_params, model_args)
+        report = evaluate_saved_model(training_args.output_dir, script_args, model_args)
     trainer.accelerator.wait_for_everyone()
     return report
 
 
-def evaluate_saved_model(
-    model_dir: str, script_args: SFTAffineArguments, task_params: dict, model_args: LoRAModelConfig
-) -> dict:
+def evaluate_saved_model(model_dir: str, script_args: SFTAffineArguments, model_args: LoRAModelConfig) -> dict:
     """Reload the saved model (adapter + base, as trained: same dtype, 4-bit for QLoRA) on the accelerator,
     evaluate it on held-out tasks and write ``eval_results.json`` beside it."""
-    report = evaluate_heldout(
-        model_dir,
-        task_params,
-        num_per_task=script_args.heldout_samples,
-        seed=script_args.heldout_seed,
-        batch_size=script_args.heldout_batch_size,
-        max_new_tokens=script_args.heldout_max_new_tokens,
-        dtype=model_args.dtype,
-        load_in_4bit=model_args.load_in_4bit,
-    )
+    report = script_args.evaluate(model_dir, dtype=model_args.dtype, load_in_4bit=model_args.load_in_4bit)
     save_report(report, Path(model_dir) / "eval_results.json")
     print(format_report(report))
     return report

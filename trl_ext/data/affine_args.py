@@ -67,3 +67,45 @@ class AffineTaskArguments:
             }
             params["sat"] = {key: value for key, value in sat.items() if value is not None}
         return params
+
+
+@dataclass
+class AffineRecipeArguments(AffineTaskArguments):
+    """Task data and held-out evaluation arguments shared by the affine recipes (SFT, PPO)."""
+
+    data_dir: str = field(
+        default="data/affine",
+        metadata={"help": "Folder with train.jsonl and validation.jsonl; collected there first if missing."},
+    )
+    num_samples: int = field(default=10000, metadata={"help": "Examples to collect when data_dir is empty."})
+    collect_seed: int = field(default=42, metadata={"help": "Seed of the data collection."})
+    val_fraction: float = field(default=0.1, metadata={"help": "Validation share of the collected data."})
+    heldout_samples: int = field(
+        default=50, metadata={"help": "Held-out tasks generated per task for the evaluations (0: skip)."}
+    )
+    heldout_seed: int = field(default=20_261_121, metadata={"help": "Seed of the held-out tasks."})
+    heldout_batch_size: int = field(default=8, metadata={"help": "Generation batch size of the evaluations."})
+    heldout_max_new_tokens: int = field(default=256, metadata={"help": "Tokens generated per held-out answer."})
+
+    def load_data(self):
+        """The task data of ``data_dir`` as a ``DatasetDict``, collected there first when it is empty."""
+        from trl_ext.data.affine_data import load_or_collect_affine
+
+        return load_or_collect_affine(
+            self.data_dir, self.task_params(), self.num_samples, self.collect_seed, self.val_fraction
+        )
+
+    def evaluate(self, model_path: str, dtype: str | None = None, load_in_4bit: bool = False) -> dict[str, Any]:
+        """Evaluate ``model_path`` on ``heldout_samples`` fresh instances per task; returns the report."""
+        from trl_ext.eval.tasks import evaluate_heldout
+
+        return evaluate_heldout(
+            model_path,
+            self.task_params(),
+            num_per_task=self.heldout_samples,
+            seed=self.heldout_seed,
+            batch_size=self.heldout_batch_size,
+            max_new_tokens=self.heldout_max_new_tokens,
+            dtype=dtype,
+            load_in_4bit=load_in_4bit,
+        )
