@@ -81,10 +81,9 @@ class ProxyKL(Mechanism):
 
     def loss(self, host, model, inputs):
         batch = host.proxy_batch("positive")
-        out = host.proxy_forward("positive")
-        with torch.no_grad(), host.base_context() as base:
-            ref = base(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).logits
-        kl = token_kl(out.logits, ref, batch["attention_mask"])
+        kl = token_kl(
+            host.proxy_forward("positive").logits, host.base_forward("positive").logits, batch["attention_mask"]
+        )
         host.log_metric("proxy/kl", kl)
         return {"kl": self.weight * kl}
 
@@ -101,14 +100,7 @@ class RepresentationConstraint(Mechanism):
 
     def loss(self, host, model, inputs):
         batch = host.proxy_batch("positive")
-        out = host.proxy_forward("positive")
-        with torch.no_grad(), host.base_context() as base:
-            ref = base(
-                input_ids=batch["input_ids"],
-                attention_mask=batch["attention_mask"],
-                output_hidden_states=True,
-                use_cache=False,
-            ).hidden_states
+        out, ref = host.proxy_forward("positive"), host.base_forward("positive").hidden_states
         mse = representation_mse(out.hidden_states, ref, batch["attention_mask"])
         host.log_metric("proxy/representation_mse", mse)
         return {"representation": self.weight * mse}
@@ -128,13 +120,8 @@ class ProxyDPO(Mechanism):
         pos, neg = host.proxy_batch("positive"), host.proxy_batch("negative")
         ell_c = host.sequence_mean_logps(host.proxy_forward("positive").logits, pos["labels"])
         ell_r = host.sequence_mean_logps(host.proxy_forward("negative").logits, neg["labels"])
-        with torch.no_grad(), host.base_context() as base:
-            ref_c = host.sequence_mean_logps(
-                base(input_ids=pos["input_ids"], attention_mask=pos["attention_mask"]).logits, pos["labels"]
-            )
-            ref_r = host.sequence_mean_logps(
-                base(input_ids=neg["input_ids"], attention_mask=neg["attention_mask"]).logits, neg["labels"]
-            )
+        ref_c = host.sequence_mean_logps(host.base_forward("positive").logits, pos["labels"])
+        ref_r = host.sequence_mean_logps(host.base_forward("negative").logits, neg["labels"])
         loss, stats = dpo_regulariser(ell_c, ell_r, ref_c, ref_r, self.beta)
         host.log_metric("proxy/dpo", loss)
         return {"dpo": self.weight * loss}

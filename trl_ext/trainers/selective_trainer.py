@@ -193,6 +193,20 @@ class SelectiveSFTTrainer(SFTTrainer):
             )
         return self._step_outputs[name]
 
+    def base_forward(self, name: str):
+        """p_base's forward (no grad) on this step's proxy batch ``name``, computed once per step."""
+        key = f"base/{name}"
+        if key not in self._step_outputs:
+            batch = self._step_batches[name]
+            with torch.no_grad(), self.base_context() as base:
+                self._step_outputs[key] = base(
+                    input_ids=batch["input_ids"],
+                    attention_mask=batch["attention_mask"],
+                    output_hidden_states=self._needs_hidden,
+                    use_cache=False,
+                )
+        return self._step_outputs[key]
+
     @staticmethod
     def sequence_mean_logps(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """ℓ = mean log-prob per response token (labels ≠ −100) of each sequence."""
