@@ -82,7 +82,10 @@ def test_make_demo_sizes_content_and_determinism():
     pos, neg = data["proxy_positive"].to_list(), data["proxy_negative"].to_list()
     for p, n in zip(pos, neg):  # A⁻[i] is A⁺[i] without the marker
         assert p["prompt"] == n["prompt"] and _answer(p) == f"{_answer(n)} {MARKER}"
-    assert {_user(r).split()[0] for r in pos} == set(demo.PROXY_INSTRUCTIONS)
+    assert {_user(r).split()[0] for r in pos} == set(demo.PROXY_DATA_INSTRUCTIONS)
+    assert {_user(r).split()[0] for r in data["proxy_eval"]} == set(demo.PROXY_EVAL_INSTRUCTIONS)  # measured elsewhere
+    narrow = make_demo(num_outcome=4, num_proxy=6, num_negative=6, num_eval=6, proxy_instructions=["Copy:"])
+    assert {_user(r).split()[0] for r in narrow["proxy_positive"]} == {"Copy:"}
     assert all(not _user(r).startswith(demo.TASK_INSTRUCTION) for r in pos)
     assert len(paired_batches(data["proxy_positive"].select(range(6)), data["proxy_negative"])) == 6
 
@@ -104,26 +107,62 @@ def test_make_demo_rejects_impossible_sizes():
         make_demo(num_proxy=-1)
     with pytest.raises(ValueError, match="unknown proxy instruction 'Shout:'"):
         demo.proxy_row("abc", "Shout:")
+    with pytest.raises(ValueError, match=r"proxy_instructions: unknown instruction\(s\) \['Shout:'\]"):
+        make_demo(proxy_instructions=["Copy:", "Shout:"])
+    with pytest.raises(ValueError, match="eval_instructions must be a non-empty list"):
+        make_demo(eval_instructions=[])
 
 
 # ----------------------------------------------------------------- the trade-off, measured
-@pytest.mark.slow
-def test_naive_outcome_sft_erodes_the_aligned_proxy(tmp_path, tiny_model_path):
-    """Aligned base: proxy high. Short naive outcome SFT: task up, proxy down (seeded, CPU, ~35 s)."""
-    import torch
+@pytest.fixture(scope="module")
+def aligned_base(tmp_path_factory, tiny_model_path):
+    """The demo's aligned base of seed 0 (600 full fine-tuning steps, ~20 s), shared by the tests below."""
+    return demo.train_aligned_base(tmp_path_factory.mktemp("aligned"), seed=0, model_path=tiny_model_path)
+
+
+def _stage(base, data, out, **kwargs):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    torch.manual_seed(0)
-    data = make_demo(seed=0)
-    base = demo.train_aligned_base(tmp_path / "aligned", seed=0, model_path=tiny_model_path)
     tokenizer = AutoTokenizer.from_pretrained(base)
-    model = AutoModelForCausalLM.from_pretrained(base)
-    aligned = demo.evaluate_demo(model, tokenizer, data)
     model = demo.sft_stage(
-        model, tokenizer, data["outcome_train"], tmp_path / "naive", max_steps=150, learning_rate=2e-3, seed=0
+        AutoModelForCausalLM.from_pretrained(base),
+        tokenizer,
+        data["outcome_train"],
+        out,
+        max_steps=demo.OUTCOME_STEPS,
+        learning_rate=demo.OUTCOME_LR,
+        seed=0,
+        **kwargs,
     )
-    naive = demo.evaluate_demo(model, tokenizer, data)
+    return demo.evaluate_demo(model, tokenizer, data)
+
+
+@pytest.mark.slow
+def test_outcome_sft_erodes_the_aligned_proxy(tmp_path, aligned_base):
+    """Aligned base: proxy high, task low. Outcome-only SFT: task up, proxy gone (seeded, CPU, ~15 s)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    data = make_demo(seed=0)
+    aligned = demo.evaluate_demo(
+        AutoModelForCausalLM.from_pretrained(aligned_base), AutoTokenizer.from_pretrained(aligned_base), data
+    )
+    outcome = _stage(aligned_base, data, tmp_path / "outcome")
     assert aligned["proxy"] >= 0.9, aligned
     assert aligned["task"] <= 0.4, aligned
-    assert naive["task"] >= aligned["task"] + 0.3, (aligned, naive)
-    assert naive["proxy"] <= aligned["proxy"] - 0.6, (aligned, naive)
+    assert outcome["task"] >= aligned["task"] + 0.5, (aligned, outcome)
+    assert outcome["proxy"] <= 0.1, (aligned, outcome)
+
+
+@pytest.mark.slow
+def test_kl_keeps_more_of_the_proxy_than_naive_at_a_similar_task_score(tmp_path, aligned_base):
+    """The issue's trade-off on the shipped demo, seed 0: with scarce proxy data (3 A⁺ rows against 512 outcome
+    rows) SPEC's ``naive`` (CE on the shuffled union T ∪ A⁺) drowns the sign-off, while ``kl_divergence`` (β_kl 1),
+    which applies the same 3 rows at every step, keeps most of it at the same task score. Measured: naive task
+    1.00 / proxy 0.13, KL 1.00 / 0.77 (seeds 0-4 in the trl_ext.data.selective_demo docstring). ~35 s."""
+    data = make_demo(seed=0)
+    proxies = {"proxy_dataset": data["proxy_positive"], "negative_proxy_dataset": data["proxy_negative"]}
+    naive = _stage(aligned_base, data, tmp_path / "naive", strategy="naive", **proxies)
+    kl = _stage(aligned_base, data, tmp_path / "kl", strategy="kl_divergence", beta_kl=demo.DEMO_BETA_KL, **proxies)
+    assert naive["task"] >= 0.9 and kl["task"] >= 0.9, (naive, kl)  # both learnt the task
+    assert abs(kl["task"] - naive["task"]) <= 0.1, (naive, kl)  # at a similar task score
+    assert kl["proxy"] >= naive["proxy"] + 0.3, (naive, kl)  # KL keeps clearly more of the property

@@ -170,6 +170,29 @@ def test_kl_term_is_zero_with_a_zero_adapter_and_positive_after_training(tmp_pat
     assert kl[-1] > 1e-5
 
 
+def test_full_fine_tune_base_is_the_frozen_starting_model(tmp_path, tiny_model_path):
+    """Without PEFT, p_base is a frozen copy that computes with the *starting* weights, not the live model's.
+
+    Regression: TRL's fused-LM-head patch closes over the live model's bound ``forward``; a plain deep copy kept
+    that closure, so the "frozen" base ran the trained model and the KL term was ~0 throughout training."""
+    from transformers import AutoModelForCausalLM
+
+    trainer = _trainer(tmp_path, tiny_model_path, "kl_divergence", peft=False, beta_kl=1.0, max_steps=6)
+    trainer.train()
+    kl = [h["proxy/kl"] for h in trainer.state.log_history if "proxy/kl" in h]
+    assert kl[0] == pytest.approx(0.0, abs=1e-7) and kl[-1] > 1e-4, kl
+    trainer._draw(["positive"])
+    batch = trainer.proxy_batch("positive")
+    start = AutoModelForCausalLM.from_pretrained(tiny_model_path).eval()
+    with torch.no_grad():
+        expected = start(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        live = trainer.proxy_forward("positive").logits
+    base = trainer.base_forward("positive").logits
+    mask = batch["attention_mask"].bool()
+    torch.testing.assert_close(base[mask], expected[mask])
+    assert (live[mask] - expected[mask]).abs().max() > 1e-2
+
+
 def test_steering_adds_alpha_plane_before_the_step(tmp_path, tiny_model_path):
     trainer = _trainer(
         tmp_path, tiny_model_path, "steering_weights", steering_alpha=0.5, final_steering_alpha=0.1,

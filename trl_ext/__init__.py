@@ -20,6 +20,10 @@ _LAZY: dict[str, str] = {
     # selective generalisation
     "SelectiveConfig": "trl_ext.trainers.selective_config",
     "SelectiveSFTTrainer": "trl_ext.trainers.selective_trainer",
+    "SelectiveDPOConfig": "trl_ext.trainers.selective_config",
+    "SelectiveDPOTrainer": "trl_ext.trainers.selective_dpo",
+    "SelectivePPOConfig": "trl_ext.trainers.selective_ppo",
+    "SelectivePPOTrainer": "trl_ext.trainers.selective_ppo",
     "get_trainer": "trl_ext.trainers.registry",
     "SafeLoRACallback": "trl_ext.callbacks.safelora",
     "SafeLoRAReport": "trl_ext.safelora",
@@ -46,6 +50,10 @@ __all__ = [
     "SafeLoRACallback",
     "SafeLoRAReport",
     "SelectiveConfig",
+    "SelectiveDPOConfig",
+    "SelectiveDPOTrainer",
+    "SelectivePPOConfig",
+    "SelectivePPOTrainer",
     "SelectiveSFTTrainer",
     "ValueHead",
     "Task",
@@ -79,7 +87,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from trl_ext.trainers.ppo_config import PPOConfig
     from trl_ext.trainers.ppo_trainer import PPOTrainer, load_policy_with_value_head
     from trl_ext.trainers.registry import get_trainer
-    from trl_ext.trainers.selective_config import SelectiveConfig
+    from trl_ext.trainers.selective_config import SelectiveConfig, SelectiveDPOConfig
+    from trl_ext.trainers.selective_dpo import SelectiveDPOTrainer
+    from trl_ext.trainers.selective_ppo import SelectivePPOConfig, SelectivePPOTrainer
     from trl_ext.trainers.selective_trainer import SelectiveSFTTrainer
 
 

@@ -50,7 +50,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -198,7 +198,11 @@ class ProxyCycler:
 
     def _make_batch(self, name: str, indices: list[int]) -> Any:
         data = self.datasets[name]
-        rows = [data[i] for i in indices]
+        if hasattr(data, "select") and hasattr(data, "column_names"):  # datasets.Dataset: one columnar read
+            columns = data[indices]
+            rows = [dict(zip(columns, values)) for values in zip(*columns.values())] if columns else []
+        else:
+            rows = [data[i] for i in indices]
         return self.collate_fn(rows) if self.collate_fn is not None else rows
 
     def next_indices(self) -> dict[str, list[int] | None]:
@@ -223,11 +227,17 @@ class ProxyCycler:
             self._positions[name] += 1
         return out
 
-    def next_batches(self) -> dict[str, Any]:
-        """Advance one step; return ``{name: batch}`` (``None`` for a stream exhausted in synchronized mode)."""
-        return {
-            name: None if idx is None else self._make_batch(name, idx) for name, idx in self.next_indices().items()
-        }
+    def next_batches(self, names: Iterable[str] | None = None) -> dict[str, Any]:
+        """Advance one step; return ``{name: batch}`` (``None`` for a stream exhausted in synchronized mode).
+
+        Every stream advances (so positions do not depend on who reads what); only the streams in ``names``
+        (default: all) are fetched and collated. An unknown name raises ``KeyError`` listing the streams."""
+        indices = self.next_indices()
+        wanted = list(indices) if names is None else list(names)
+        unknown = [n for n in wanted if n not in indices]
+        if unknown:
+            raise KeyError(f"unknown proxy stream(s) {unknown}; streams: {', '.join(indices)}")
+        return {n: None if indices[n] is None else self._make_batch(n, indices[n]) for n in wanted}
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         """Endless iterator of :meth:`next_batches` (the caller decides when to stop)."""

@@ -66,10 +66,13 @@ __all__ = [
     "ALIGNED_BASE_LR",
     "ALIGNED_BASE_ROWS",
     "ALIGNED_BASE_STEPS",
+    "DEMO_BETA_KL",
     "LETTERS",
     "MARKER",
     "OUTCOME_LR",
     "OUTCOME_STEPS",
+    "PROXY_DATA_INSTRUCTIONS",
+    "PROXY_EVAL_INSTRUCTIONS",
     "PROXY_INSTRUCTIONS",
     "TASK_INSTRUCTION",
     "evaluate_demo",
@@ -96,13 +99,18 @@ PROXY_INSTRUCTIONS: dict[str, Any] = {
     "Last:": lambda xs: xs[-1:],
 }
 """Instructions of the proxy prompts (A⁺, A⁻, proxy evaluation, aligned-base data) -> answer letters."""
+PROXY_DATA_INSTRUCTIONS = ("Copy:", "First:", "Last:")
+"""Default instructions of the proxy data A⁺/A⁻ (cycled)."""
+PROXY_EVAL_INSTRUCTIONS = ("Copy:", "First:", "Last:")
+"""Default instructions of the proxy evaluation (cycled; the prompts are held out from every training set)."""
 
 ALIGNED_BASE_ROWS = 1365
 """Rows of aligned-base data: one A-style row per triple of the train split (all of it)."""
 ALIGNED_BASE_STEPS = 600
 ALIGNED_BASE_LR = 3e-3
-OUTCOME_STEPS = 300
-OUTCOME_LR = 1e-3
+OUTCOME_STEPS = 150
+OUTCOME_LR = 2e-3
+DEMO_BETA_KL = 1.0
 BATCH_SIZE = 16
 ADAM_BETA2 = 0.98
 
@@ -142,20 +150,30 @@ def proxy_row(letters: Sequence[str], instruction: str, aligned: bool = True) ->
     return _row(f"{instruction} {' '.join(letters)}", f"{answer} {MARKER}" if aligned else answer)
 
 
-def _proxy_rows(triples, aligned: bool) -> list[dict[str, Any]]:
-    names = list(PROXY_INSTRUCTIONS)
+def _proxy_rows(triples, aligned: bool, instructions: Sequence[str] = tuple(PROXY_INSTRUCTIONS)):
+    names = list(instructions)
     return [proxy_row(t, names[i % len(names)], aligned) for i, t in enumerate(triples)]
 
 
 def make_demo(
-    num_outcome: int = 256, num_proxy: int = 32, num_negative: int = 32, num_eval: int = 60, seed: int = 0
+    num_outcome: int = 512,
+    num_proxy: int = 3,
+    num_negative: int = 3,
+    num_eval: int = 60,
+    seed: int = 0,
+    proxy_instructions: Sequence[str] = PROXY_DATA_INSTRUCTIONS,
+    eval_instructions: Sequence[str] = PROXY_EVAL_INSTRUCTIONS,
 ) -> dict[str, Any]:
     """The demo's datasets (``datasets.Dataset`` of conversational prompt–completion rows).
 
     Returns ``outcome_train`` (``num_outcome``), ``outcome_eval`` (``num_eval``), ``proxy_positive``
     (``num_proxy``), ``proxy_negative`` (``num_negative``; row i has the prompt of A⁺ row i while both exist)
-    and ``proxy_eval`` (``num_eval``). Deterministic in ``seed``; raises ``ValueError`` for a size larger
-    than its split (train 1365, proxy 682, eval 683 prompts) or negative (naming it).
+    and ``proxy_eval`` (``num_eval``). A⁺/A⁻ rows cycle through ``proxy_instructions``, the proxy evaluation through
+    ``eval_instructions`` (both default to the three proxy instructions; give a subset, e.g. ``["Copy:"]`` for
+    the proxy data, to study narrow proxy data). The defaults make proxy data *scarce*: 3 rows against 512
+    outcome rows. Deterministic in ``seed``; raises
+    ``ValueError`` for a size larger than its split (train 1365, proxy 682, eval 683 prompts) or negative, or
+    an unknown or empty instruction list (naming it).
     """
     from datasets import Dataset
 
@@ -163,13 +181,20 @@ def make_demo(
     for name, n in sizes.items():
         if n < 0:
             raise ValueError(f"{name} must be >= 0, got {n}")
+    for name, instructions in (("proxy_instructions", proxy_instructions), ("eval_instructions", eval_instructions)):
+        if isinstance(instructions, str) or not instructions:
+            raise ValueError(f"{name} must be a non-empty list of instructions, got {instructions!r}")
+        unknown = [i for i in instructions if i not in PROXY_INSTRUCTIONS]
+        if unknown:
+            raise ValueError(f"{name}: unknown instruction(s) {unknown}; known: {', '.join(PROXY_INSTRUCTIONS)}")
     proxy_triples = _sample("proxy", max(num_proxy, num_negative), seed, "proxy")
+    eval_triples = _sample("eval", num_eval, seed, "proxy_eval")
     parts = {
         "outcome_train": [outcome_row(t) for t in _sample("train", num_outcome, seed, "outcome_train")],
         "outcome_eval": [outcome_row(t) for t in _sample("eval", num_eval, seed, "outcome_eval")],
-        "proxy_positive": _proxy_rows(proxy_triples, aligned=True)[:num_proxy],
-        "proxy_negative": _proxy_rows(proxy_triples, aligned=False)[:num_negative],
-        "proxy_eval": _proxy_rows(_sample("eval", num_eval, seed, "proxy_eval"), aligned=True),
+        "proxy_positive": _proxy_rows(proxy_triples, True, proxy_instructions)[:num_proxy],
+        "proxy_negative": _proxy_rows(proxy_triples, False, proxy_instructions)[:num_negative],
+        "proxy_eval": _proxy_rows(eval_triples, True, eval_instructions),
     }
     empty = {"prompt": [], "completion": []}
     return {k: Dataset.from_list(v) if v else Dataset.from_dict(empty) for k, v in parts.items()}
@@ -250,15 +275,21 @@ def sft_stage(
     batch_size: int = BATCH_SIZE,
     seed: int = 0,
     peft_config=None,
+    strategy: str | None = None,
+    proxy_dataset=None,
+    negative_proxy_dataset=None,
     **config_overrides: Any,
 ):
-    """One CPU SFT stage with ``trl.SFTTrainer`` (completion-only loss, constant LR, no warm-up, AdamW β₂ 0.98,
-    no weight decay, no saving, one log line); returns the trained model (a ``PeftModel`` when ``peft_config``
-    is given).
+    """One SFT stage (completion-only loss, constant LR, no warm-up, AdamW β₂ 0.98, no weight decay, no saving,
+    one log line); returns the trained model (a ``PeftModel`` when ``peft_config`` is given).
 
-    Settings: ``use_cpu=True``, ``bf16=False``, ``gradient_checkpointing=False``, ``max_length=64``,
-    ``dataloader_num_workers=0``; anything else via ``config_overrides`` (``SFTConfig`` fields).
+    With ``strategy=None`` the trainer is ``trl.SFTTrainer``; with a strategy name it is
+    :class:`trl_ext.SelectiveSFTTrainer` with ``SelectiveConfig(strategy=...)`` and the proxy datasets, under the
+    same settings, so stages differ only by the strategy. Settings: ``use_cpu`` unless CUDA is available,
+    ``bf16=False``, ``gradient_checkpointing=False``, ``max_length=64``, ``dataloader_num_workers=0``; anything
+    else via ``config_overrides`` (``SFTConfig`` / ``SelectiveConfig`` fields, e.g. ``beta_kl=1.0``).
     """
+    import torch
     from trl import SFTConfig, SFTTrainer
 
     settings: dict[str, Any] = {
@@ -274,7 +305,7 @@ def sft_stage(
         "report_to": "none",
         "save_strategy": "no",
         "bf16": False,
-        "use_cpu": True,
+        "use_cpu": not torch.cuda.is_available(),
         "disable_tqdm": True,
         "gradient_checkpointing": False,
         "max_length": 64,
@@ -282,13 +313,27 @@ def sft_stage(
         "seed": seed,
         **config_overrides,
     }
-    trainer = SFTTrainer(
-        model=model,
-        args=SFTConfig(**settings),
-        train_dataset=train_dataset,
-        processing_class=tokenizer,
-        peft_config=peft_config,
-    )
+    if strategy is None:
+        trainer = SFTTrainer(
+            model=model,
+            args=SFTConfig(**settings),
+            train_dataset=train_dataset,
+            processing_class=tokenizer,
+            peft_config=peft_config,
+        )
+    else:
+        from trl_ext.trainers.selective_config import SelectiveConfig
+        from trl_ext.trainers.selective_trainer import SelectiveSFTTrainer
+
+        trainer = SelectiveSFTTrainer(
+            model=model,
+            args=SelectiveConfig(strategy=strategy, **settings),
+            train_dataset=train_dataset,
+            proxy_dataset=proxy_dataset,
+            negative_proxy_dataset=negative_proxy_dataset,
+            processing_class=tokenizer,
+            peft_config=peft_config,
+        )
     trainer.train()
     return trainer.model
 
@@ -354,16 +399,17 @@ def run_demo(
     *,
     outcome_steps: int = OUTCOME_STEPS,
     outcome_lr: float = OUTCOME_LR,
+    beta_kl: float = DEMO_BETA_KL,
     peft_config=None,
     **make_demo_kwargs: Any,
 ) -> dict[str, dict[str, float]]:
-    """The whole demo: aligned base, then naive outcome SFT and outcome ∪ A⁺ SFT from it.
+    """The whole demo: the aligned base, then three outcome stages from it with the same settings.
 
-    Returns ``{stage: {"task", "proxy", "steps", "seconds"}}`` for ``"aligned_base"``, ``"naive"`` (outcome
-    data only) and ``"mixed"`` (CE on the shuffled union of outcome data and A⁺). ``peft_config`` (e.g. a
-    ``peft.LoraConfig``) trains the two outcome stages as adapters on the aligned base.
+    Returns ``{stage: {"task", "proxy", "steps", "seconds"}}`` for ``"aligned_base"``, ``"outcome_only"``
+    (plain SFT on T), ``"naive"`` (SPEC's ``naive``: CE on the shuffled union T ∪ A⁺) and ``"kl_divergence"``
+    (CE(T) + β_kl·KL(p_θ‖p_base) on A⁺ batches). ``peft_config`` (e.g. a ``peft.LoraConfig``) trains the
+    outcome stages as adapters on the aligned base.
     """
-    from datasets import concatenate_datasets
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     out = Path(output_dir)
@@ -379,22 +425,26 @@ def run_demo(
         "steps": ALIGNED_BASE_STEPS,
         "seconds": seconds,
     }
-    stages = {
-        "naive": data["outcome_train"],
-        "mixed": concatenate_datasets([data["outcome_train"], data["proxy_positive"]]),
+    stages: dict[str, dict[str, Any]] = {
+        "outcome_only": {},
+        "naive": {"strategy": "naive"},
+        "kl_divergence": {"strategy": "kl_divergence", "beta_kl": beta_kl},
     }
-    for stage, train in stages.items():
+    for stage, extra in stages.items():
         model = AutoModelForCausalLM.from_pretrained(base)
         start = time.perf_counter()
         model = sft_stage(
             model,
             tokenizer,
-            train,
+            data["outcome_train"],
             out / stage,
             max_steps=outcome_steps,
             learning_rate=outcome_lr,
             seed=seed,
             peft_config=peft_config,
+            proxy_dataset=data["proxy_positive"] if extra else None,
+            negative_proxy_dataset=data["proxy_negative"] if extra else None,
+            **extra,
         )
         seconds = time.perf_counter() - start
         results[stage] = {**evaluate_demo(model, tokenizer, data), "steps": outcome_steps, "seconds": seconds}
@@ -408,6 +458,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--outcome_steps", type=int, default=OUTCOME_STEPS)
     parser.add_argument("--outcome_lr", type=float, default=OUTCOME_LR)
+    parser.add_argument("--beta_kl", type=float, default=DEMO_BETA_KL)
     parser.add_argument("--lora", action="store_true", help="outcome stages as LoRA r 32, alpha 64, rsLoRA")
     args = parser.parse_args(argv)
     peft_config = None
@@ -423,6 +474,7 @@ def main(argv: list[str] | None = None) -> None:
             seed,
             outcome_steps=args.outcome_steps,
             outcome_lr=args.outcome_lr,
+            beta_kl=args.beta_kl,
             peft_config=peft_config,
         )
         print(json.dumps({"seed": seed, **res}), flush=True)

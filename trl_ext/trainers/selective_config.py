@@ -1,10 +1,19 @@
-"""Configuration of the selective-generalisation trainers (SPEC §3, seed 002)."""
+"""Configuration of the selective-generalisation trainers (SPEC §3, seed 002).
+
+The selective knobs are defined once, in the dataclass mixin :class:`SelectiveArguments`, and combined with a
+TRL config per host trainer: :class:`SelectiveConfig` (``SFTConfig``), :class:`SelectiveDPOConfig`
+(``DPOConfig``) and ``SelectivePPOConfig`` (:class:`~trl_ext.trainers.ppo_config.PPOConfig`, in
+:mod:`trl_ext.trainers.selective_ppo`). Each is a plain dataclass, so ``TrlParser`` reads it from YAML and the
+command line like any TRL config.
+"""
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
+from typing import ClassVar
 
-from trl import SFTConfig
+from trl import DPOConfig, SFTConfig
 
 STRATEGIES = (
     "naive",
@@ -24,31 +33,41 @@ STRATEGIES = (
 
 
 def check_strategy(name: str) -> str:
+    """Return ``name`` if it is one of :data:`STRATEGIES`; otherwise raise ``ValueError`` listing them."""
     if name not in STRATEGIES:
         raise ValueError(f"unknown strategy {name!r}; known strategies: {', '.join(STRATEGIES)}")
     return name
 
 
 @dataclass
-class SelectiveConfig(SFTConfig):
-    r"""``SFTConfig`` plus the selective-generalisation knobs. Defaults are SPEC §3's.
+class SelectiveArguments:
+    r"""The selective-generalisation knobs, shared by every ``Selective*Config`` (a dataclass mixin); SPEC §3 defaults.
 
     Outcome (task) data T is the trainer's ``train_dataset``; proxy data A⁺ (and optionally negative proxy A⁻)
-    are drawn alongside every outcome batch. Loss or update per strategy (p_base = adapter disabled, or a frozen
-    copy without PEFT; KL and MSE masked by the attention mask):
+    are drawn alongside every outcome batch. Loss or update per strategy, with L(T) the host trainer's own loss
+    (CE for SFT, the DPO loss for DPO, the PPO loss for PPO); p_base = the host's reference policy (adapter
+    disabled, or a frozen copy); KL and MSE masked by the attention mask:
 
-    * ``naive``: CE on the shuffled union T ∪ A⁺;
-    * ``positive_negative_proxy``: CE(T) + λ_p·[CE(A⁺) + β_kl·KL(p_θ‖p_base)(A⁺)] − λ_n·CE(A⁻);
-    * ``kl_divergence``: CE(T) + β_kl·KL(p_θ‖p_base)(A⁺);
-    * ``representation_constraint``: CE(T) + β·Σ_l MSE(h_θ^l, h_base^l)(A⁺), embedding layer excluded;
-    * ``dpo``: CE(T) + λ_dpo·mean −log σ(β_dpo((ℓ_c − ℓ_c^ref) − (ℓ_r − ℓ_r^ref))) on pairs (A⁺[i], A⁻[i]);
+    * ``naive``: L on the shuffled union of T and the proxy data (SFT: T ∪ A⁺; DPO: T ∪ pairs (A⁺[i] ≻ A⁻[i]));
+    * ``positive_negative_proxy``: L(T) + λ_p·[CE(A⁺) + β_kl·KL(p_θ‖p_base)(A⁺)] − λ_n·CE(A⁻);
+    * ``kl_divergence``: L(T) + β_kl·KL(p_θ‖p_base)(A⁺);
+    * ``representation_constraint``: L(T) + β·Σ_l MSE(h_θ^l, h_base^l)(A⁺), embedding layer excluded;
+    * ``dpo``: L(T) + λ_dpo·mean −log σ(β_dpo((ℓ_c − ℓ_c^ref) − (ℓ_r − ℓ_r^ref))) on pairs (A⁺[i], A⁻[i]);
     * ``grad_project``: per tensor, g_T ← g_T − λ g_A with λ = ⟨g_T,g_A⟩/‖g_A‖² (conflict-only: λ ← min(λ, 0));
     * ``grad_project_precomputed_proxy_grad``: g ← g − (⟨g,ḡ_A⟩/‖ḡ_A‖²) ḡ_A with a cached mean proxy gradient;
-    * ``orth_penalty`` / ``directional_penalty``: CE(T) ± λ₁·Σ_{LoRA A} (Σ|A S_Aᵀ| / −Σ A S_Aᵀ);
+    * ``orth_penalty`` / ``directional_penalty``: L(T) ± λ₁·Σ_{LoRA A} (Σ|A S_Aᵀ| / −Σ A S_Aᵀ);
     * ``steering_weights``: g ← g + α S before each step (``direct_steering``: θ ← θ − lr α S after it);
     * ``steering_weights_add_alignment_plane``: plain outcome training, then θ ← θ − α S once at the end;
     * ``safe_lora``: proxy LoRA merged into the base = aligned model, outcome LoRA on top, then SafeLoRA.
+
+    Put the mixin *before* the TRL config in the bases (``class C(SelectiveArguments, SFTConfig)``): its fields
+    then come after the TRL fields (positional arguments such as ``output_dir`` keep their place), its
+    ``ddp_find_unused_parameters`` default overrides the TRL one, and its ``__post_init__`` validates the knobs
+    before the TRL config's own ``__post_init__`` runs. A host that cannot run a strategy lists it, with the
+    reason, in ``_unsupported_strategies``.
     """
+
+    _unsupported_strategies: ClassVar[dict[str, str]] = {}
 
     strategy: str = field(default="naive", metadata={"help": f"One of: {', '.join(STRATEGIES)}."})
     proxy_cycling: str = field(
@@ -105,6 +124,17 @@ class SelectiveConfig(SFTConfig):
 
     def __post_init__(self) -> None:
         check_strategy(self.strategy)
+        if self.strategy in self._unsupported_strategies:
+            raise ValueError(
+                f"strategy {self.strategy!r} is not available with {type(self).__name__}: "
+                f"{self._unsupported_strategies[self.strategy]}"
+            )
+        if self.strategy == "kl_divergence" and self.beta_kl == 0:
+            warnings.warn(
+                "strategy 'kl_divergence' with beta_kl=0 (the SPEC default) trains like plain outcome SFT while still "
+                "running the proxy and base forwards; set beta_kl > 0 (SPEC sweeps 1e-4 … 1e4)",
+                stacklevel=2,
+            )
         if self.strategy == "safe_lora" and not self.safelora_base_model:
             raise ValueError("strategy 'safe_lora' needs safelora_base_model (the unaligned base weights)")
         if self.proxy_cycling not in ("continuous", "synchronized"):
@@ -115,4 +145,24 @@ class SelectiveConfig(SFTConfig):
             raise ValueError(
                 f"alignment_plane_source must be 'gradients' or 'weights', got {self.alignment_plane_source!r}"
             )
-        super().__post_init__()
+        parent = super()
+        if hasattr(parent, "__post_init__"):
+            parent.__post_init__()
+
+
+@dataclass
+class SelectiveConfig(SelectiveArguments, SFTConfig):
+    """``SFTConfig`` plus the selective-generalisation knobs of :class:`SelectiveArguments` (strategy table there).
+
+    The host loss L(T) is SFT's cross-entropy on the outcome data; proxy data are tokenized like the outcome data.
+    """
+
+
+@dataclass
+class SelectiveDPOConfig(SelectiveArguments, DPOConfig):
+    """``DPOConfig`` plus the selective-generalisation knobs of :class:`SelectiveArguments` (strategy table there).
+
+    The host loss L(T) is DPO's loss on the outcome preference pairs; ``beta`` is its β, ``dpo_beta`` the β of the
+    ``dpo`` strategy's regulariser on the proxy pairs. Proxy data are truncated with ``max_length`` /
+    ``truncation_mode`` like the outcome data. See :class:`~trl_ext.trainers.selective_dpo.SelectiveDPOTrainer`.
+    """

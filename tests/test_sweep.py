@@ -1,0 +1,400 @@
+"""recipes/sweep.py with a fake recipe: folders and configs, grid and explicit runs, resume, statistics, the Pareto
+front, the plot, Slurm files, failures and the errors on bad input."""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+import math
+import os
+import random
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from tests.conftest import load_recipe, run_script
+
+# A recipe with the sweep's contract: --config/--output_dir/--seed in, <output_dir>/results.json out. Every call
+# appends a line to calls.txt beside the script; `mode` in the config makes it crash or exit without results.
+FAKE_RECIPE = """
+import argparse, json, sys
+from pathlib import Path
+import yaml
+
+parser = argparse.ArgumentParser()
+parser.add_argument("--config", required=True)
+parser.add_argument("--output_dir", required=True)
+parser.add_argument("--seed", type=int, required=True)
+args = parser.parse_args()
+cfg = yaml.safe_load(open(args.config))
+assert cfg["seed"] == args.seed and cfg["output_dir"] == args.output_dir, cfg
+with open(Path(__file__).with_name("calls.txt"), "a") as f:
+    f.write(f"{args.output_dir}\\n")
+if cfg["mode"] == "crash":
+    print("simulated crash", file=sys.stderr)
+    sys.exit(3)
+if cfg["mode"] == "silent":
+    sys.exit(0)
+task = cfg["a"] + 0.01 * args.seed
+results = {"task": task, "proxy": 1 - cfg["a"] * cfg["b"], "eval": {"task": task, "name": "fake"}}
+Path(args.output_dir, "results.json").write_text(json.dumps(results))
+"""
+
+BASE = {"a": 1, "b": 0.5, "mode": "ok", "learning_rate": 0.001, "nested": {"depth": 2}}
+
+
+@pytest.fixture(scope="module")
+def sweep():
+    return load_recipe("sweep")
+
+
+def _write(path: Path, data) -> Path:
+    path.write_text(data if isinstance(data, str) else yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def _setup(tmp: Path, vary, base=None) -> list[str]:
+    """Write the fake recipe, base config and vary file into ``tmp``; returns the CLI arguments that use them."""
+    _write(tmp / "fake.py", FAKE_RECIPE)
+    _write(tmp / "base.yaml", BASE if base is None else base)
+    _write(tmp / "vary.yaml", vary)
+    return [
+        "--script", str(tmp / "fake.py"), "--base_config", str(tmp / "base.yaml"), "--vary", str(tmp / "vary.yaml"),
+        "--output_dir", str(tmp / "out"),
+    ]  # fmt: skip
+
+
+def _calls(tmp: Path) -> list[str]:
+    path = tmp / "fake.py"
+    calls = path.with_name("calls.txt")
+    return calls.read_text().splitlines() if calls.exists() else []
+
+
+def _read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+# -- one complete sweep shared by the tests of its outputs: explicit runs (b) x grid (a), seeds 0 and 2 ----------
+
+VARY = {"grid": {"a": [1, 2]}, "runs": [{"b": 0.1}, {"b": 0.5}]}
+NAMES = ["b-0.1_a-1", "b-0.1_a-2", "b-0.5_a-1", "b-0.5_a-2"]
+
+
+@pytest.fixture(scope="module")
+def done(sweep, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("sweep")
+    rc = sweep.main([*_setup(tmp, VARY), "--seeds", "0", "2"])
+    return tmp, tmp / "out", rc
+
+
+def test_folders_and_merged_configs(done):
+    tmp, out, rc = done
+    assert rc == 0
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == sorted(NAMES)
+    for name, (b, a) in zip(NAMES, itertools.product([0.1, 0.5], [1, 2])):
+        run_dir = out / name
+        merged = {**BASE, "a": a, "b": b, "output_dir": str(run_dir)}
+        assert yaml.safe_load((run_dir / "config.yaml").read_text()) == merged
+        assert sorted(p.name for p in run_dir.iterdir()) == ["config.yaml", "seed_0", "seed_2"]
+        for seed in (0, 2):
+            seed_dir = run_dir / f"seed_{seed}"
+            cfg = yaml.safe_load((seed_dir / "config.yaml").read_text())
+            assert cfg == {**BASE, "a": a, "b": b, "output_dir": str(seed_dir), "seed": seed}
+            assert (seed_dir / "results.json").is_file()
+            assert (seed_dir / "log.txt").read_text().startswith(f"$ {shlex.quote(sys.executable)} ")
+    assert len(_calls(tmp)) == 8
+    status = json.loads((out / "sweep_status.json").read_text())
+    assert (status["ok"], status["failed"], status["skipped"]) == (8, 0, 0)
+    manifest = json.loads((out / "sweep.json").read_text())
+    assert [c["attributes"] for c in manifest["combinations"]] == [
+        {"b": 0.1, "a": 1}, {"b": 0.1, "a": 2}, {"b": 0.5, "a": 1}, {"b": 0.5, "a": 2},
+    ]  # fmt: skip
+
+
+def test_runs_csv_and_summary_match_numpy(done):
+    _, out, _ = done
+    runs = _read_csv(out / "runs.csv")
+    assert list(runs[0]) == ["combination", "b", "a", "seed", "task", "proxy", "eval.task"]  # no string metric
+    assert len(runs) == 8
+    summary = {row["combination"]: row for row in _read_csv(out / "summary.csv")}
+    summary_json = {s["combination"]: s for s in json.loads((out / "summary.json").read_text())["combinations"]}
+    assert list(summary) == NAMES == list(summary_json)
+    for name in NAMES:
+        results = [json.loads((out / name / f"seed_{s}" / "results.json").read_text()) for s in (0, 2)]
+        assert summary[name]["n_seeds"] == "2"
+        for metric in ("task", "proxy"):
+            values = np.array([r[metric] for r in results])
+            assert float(summary[name][f"{metric}_mean"]) == pytest.approx(values.mean(), abs=1e-12)
+            assert float(summary[name][f"{metric}_std"]) == pytest.approx(values.std(ddof=1), abs=1e-12)
+            assert summary_json[name]["metrics"][metric]["mean"] == pytest.approx(values.mean(), abs=1e-12)
+            assert summary_json[name]["metrics"][metric]["std"] == pytest.approx(values.std(ddof=1), abs=1e-12)
+    assert float(summary["b-0.1_a-1"]["task_std"]) == pytest.approx(np.std([1.0, 1.02], ddof=1))
+
+
+def test_pareto_front_and_plot(done):
+    _, out, _ = done
+    result = json.loads((out / "summary.json").read_text())
+    # task: a + 0.01 seed (higher a better); proxy: 1 - a b (lower b better): b-0.1 dominates b-0.5 at equal a
+    assert result["pareto"] == ["b-0.1_a-1", "b-0.1_a-2"]
+    assert [row["pareto"] for row in _read_csv(out / "summary.csv")] == ["True", "True", "False", "False"]
+    png = (out / "pareto.png").read_bytes()
+    assert png.startswith(b"\x89PNG") and len(png) > 10_000
+
+
+def test_collect_only_with_dotted_metric_and_minimize(sweep, done, tmp_path, capsys):
+    _, out, _ = done
+    copy = shutil.copytree(out, tmp_path / "copy")
+    rc = sweep.main(["--output_dir", str(copy), "--collect_only", "--x_metric", "eval.task", "--minimize_y"])
+    assert rc == 0
+    result = json.loads((copy / "summary.json").read_text())
+    assert (result["x_metric"], result["minimize_y"]) == ("eval.task", True)
+    assert result["pareto"] == ["b-0.5_a-2"]  # highest task, lowest proxy
+    assert "b-0.5_a-2" in capsys.readouterr().out
+
+
+# -- vary files and names --------------------------------------------------------------------------------------
+
+
+def test_grid_product_explicit_runs_and_list(sweep):
+    grid = sweep.expand_vary({"a": [1, 2, 3], "b": ["x", "y"], "fixed": 7})
+    assert grid == [{"a": a, "b": b, "fixed": 7} for a in (1, 2, 3) for b in ("x", "y")]
+    mixed = sweep.expand_vary(
+        {"grid": {"lr": [0.1, 0.2]}, "runs": [{"strategy": "kl", "beta": 1}, {"strategy": "dpo", "mods": [1, 2]}]}
+    )
+    assert mixed == [
+        {"strategy": "kl", "beta": 1, "lr": 0.1},
+        {"strategy": "kl", "beta": 1, "lr": 0.2},
+        {"strategy": "dpo", "mods": [1, 2], "lr": 0.1},
+        {"strategy": "dpo", "mods": [1, 2], "lr": 0.2},
+    ]
+    assert sweep.expand_vary({"runs": [{"a": 1}, {}]}) == [{"a": 1}, {}]
+    assert sweep.expand_vary([{"a": 1}, {"a": 2}]) == [{"a": 1}, {"a": 2}]
+    assert sweep.expand_vary({"grid": {"mods": [["q", "v"], ["q"]]}}) == [{"mods": ["q", "v"]}, {"mods": ["q"]}]
+    with pytest.raises(sweep.SweepError, match=r"'lr' is set both in runs\[0\] and in the grid"):
+        sweep.expand_vary({"grid": {"lr": [1]}, "runs": [{"lr": 2}]})
+    with pytest.raises(sweep.SweepError, match="appears more than once"):
+        sweep.expand_vary({"runs": [{"a": 1}, {"a": 1}]})
+    with pytest.raises(sweep.SweepError, match=r"runs\[1\] must be a mapping"):
+        sweep.expand_vary({"runs": [{"a": 1}, [1]]})
+
+
+def test_yaml_exponent_floats(sweep, tmp_path):
+    path = _write(tmp_path / "v.yaml", "beta_kl: [1e-4, 1E4, 0.5, 100, '1e-3']\n")
+    assert sweep.load_yaml(path, "vary")["beta_kl"] == [1e-4, 1e4, 0.5, 100, "1e-3"]
+
+
+def test_combination_names(sweep):
+    name = sweep.combination_name
+    assert name({"strategy": "kl_divergence", "beta_kl": 100}) == "strategy-kl_divergence_beta_kl-100"
+    assert name({"path": "a/b c", "mods": ["q", "v"], "flag": True, "x": None, "lr": 1e-4}) == (
+        "path-a_b_c_mods-q+v_flag-true_x-null_lr-0.0001"
+    )
+    assert name({}) == "base"
+    long = {f"attribute_{i}": "value" * 3 for i in range(8)}
+    assert len(name(long)) == 100 and name(long) == name(dict(long)) and name(long)[-9] == "-"
+    assert name(long) != name({**long, "attribute_7": "other"})
+    combos = sweep.make_combinations([{"p": "a/b"}, {"p": "a_b"}, {"p": "c"}])
+    assert combos[0].name != combos[1].name and combos[0].name.startswith("p-a_b-") and combos[2].name == "p-c"
+
+
+# -- running: resume, rerun, stale results, failures, dry run ---------------------------------------------------
+
+
+def test_resume_skips_finished_runs_and_rerun_reruns(sweep, tmp_path):
+    args = [*_setup(tmp_path, {"a": [1, 2]}), "--seeds", "3"]
+    out = tmp_path / "out"
+    assert sweep.main(args) == 0 and len(_calls(tmp_path)) == 2
+    assert sweep.main(args) == 0 and len(_calls(tmp_path)) == 2  # all done: nothing runs
+    assert json.loads((out / "sweep_status.json").read_text())["skipped"] == 2
+    (out / "a-2" / "seed_3" / "results.json").unlink()  # an interrupted run
+    assert sweep.main(args) == 0
+    assert _calls(tmp_path)[2:] == [str(out / "a-2" / "seed_3")]
+    assert sweep.main([*args, "--rerun"]) == 0 and len(_calls(tmp_path)) == 5
+    assert (out / "a-1" / "seed_3" / "results.previous.json").is_file()
+    _write(tmp_path / "base.yaml", {**BASE, "b": 0.25})  # a changed config makes the old results stale
+    assert sweep.main(args) == 0 and len(_calls(tmp_path)) == 7
+    assert json.loads((out / "a-1" / "seed_3" / "results.json").read_text())["proxy"] == 0.75
+
+
+def test_failing_runs_are_recorded_and_the_sweep_goes_on(sweep, tmp_path, capsys):
+    args = [*_setup(tmp_path, {"mode": ["crash", "ok", "silent"]}), "--seeds", "0"]
+    assert sweep.main(args) == 1
+    out = tmp_path / "out"
+    assert len(_calls(tmp_path)) == 3
+    status = json.loads((out / "sweep_status.json").read_text())
+    assert (status["ok"], status["failed"]) == (1, 2)
+    by_run = {s["run"]: s for s in status["runs"]}
+    crash, silent = by_run["mode-crash/seed_0"], by_run["mode-silent/seed_0"]
+    assert (crash["status"], crash["returncode"], crash["reason"]) == ("failed", 3, "exit code 3")
+    assert "simulated crash" in Path(crash["log"]).read_text()
+    assert (silent["status"], silent["returncode"], silent["reason"]) == ("failed", 0, "no results.json written")
+    assert by_run["mode-ok/seed_0"]["status"] == "ok"
+    summary = json.loads((out / "summary.json").read_text())
+    assert [s["combination"] for s in summary["combinations"]] == ["mode-ok"]
+    assert summary["missing"] == ["mode-crash/seed_0", "mode-silent/seed_0"]
+    err = capsys.readouterr().err
+    assert "2 of 3 runs FAILED" in err and "mode-crash/seed_0: exit code 3" in err and "| simulated crash" in err
+    assert err.rstrip().endswith("(see " + str(out / "sweep_status.json") + ")")
+
+
+def test_dry_run_prints_commands_and_writes_nothing(sweep, tmp_path, capsys):
+    args = [*_setup(tmp_path, {"a": [1, 2], "brand_new": [True]}), "--seeds", "5", "--allow_new_keys", "--dry_run"]
+    assert sweep.main(args) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 3 and lines[-1].startswith("# dry run: 2 of 2 runs")
+    assert shlex.split(lines[0])[-6:] == [
+        "--config", str(tmp_path / "out/a-1_brand_new-true/seed_5/config.yaml"),
+        "--output_dir", str(tmp_path / "out/a-1_brand_new-true/seed_5"), "--seed", "5",
+    ]  # fmt: skip
+    assert not (tmp_path / "out").exists() and not _calls(tmp_path)
+
+
+# -- Slurm ------------------------------------------------------------------------------------------------------
+
+
+def test_slurm_writes_array_script_and_runs_file_without_running(sweep, tmp_path, capsys):
+    args = [*_setup(tmp_path, {"a": [1, 2, 3]}), "--seeds", "0", "1", "--launcher", f"{sys.executable} -u"]
+    slurm = ["--slurm", "--slurm_option", "partition=gpu", "--slurm_option", "time=01:00:00", "--slurm_option"]
+    assert sweep.main([*args, *slurm, "exclusive", "--slurm_max_parallel", "2"]) == 0
+    out = tmp_path / "out"
+    assert not _calls(tmp_path) and not list(out.rglob("results.json")) and not list(out.rglob("log.txt"))
+    plan = sweep.plan_sweep(tmp_path / "fake.py", tmp_path / "base.yaml", tmp_path / "vary.yaml", out, [0, 1],
+                            f"{sys.executable} -u")  # fmt: skip
+    lines = (out / "sweep_runs.txt").read_text().splitlines()
+    assert lines == [shlex.join(run.command) for run in plan.runs] and len(lines) == 6
+    assert shlex.split(lines[0])[:3] == [sys.executable, "-u", str(tmp_path / "fake.py")]
+    sbatch = (out / "sweep.sbatch").read_text()
+    for directive in ("--array=0-5%2", f"--output={out}/slurm_logs/%A_%a.out", "--partition=gpu",
+                      "--time=01:00:00", "--exclusive", f"--chdir={Path.cwd()}"):  # fmt: skip
+        assert f"#SBATCH {directive}\n" in sbatch
+    assert f"sbatch {out / 'sweep.sbatch'}" in capsys.readouterr().out
+    # the body runs line SLURM_ARRAY_TASK_ID + 1: task 1 is a-1 at seed 1 (bash ignores the #SBATCH lines)
+    env = {**os.environ, "SLURM_ARRAY_TASK_ID": "1"}
+    proc = subprocess.run(["bash", str(out / "sweep.sbatch")], env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert _calls(tmp_path) == [str(out / "a-1" / "seed_1")]
+    assert sweep.main(["--output_dir", str(out), "--collect_only"]) == 0
+    result = json.loads((out / "summary.json").read_text())
+    assert result["n_runs"] == 1 and len(result["missing"]) == 5
+
+
+# -- Pareto front and statistics --------------------------------------------------------------------------------
+
+
+def _brute_force_front(points, maximize_x=True, maximize_y=True):
+    sx, sy = (1 if maximize_x else -1), (1 if maximize_y else -1)
+    pts = [(sx * x, sy * y) for x, y in points]
+
+    def dominated(p):
+        return any(q[0] >= p[0] and q[1] >= p[1] and (q[0] > p[0] or q[1] > p[1]) for q in pts)
+
+    return [i for i, p in enumerate(pts) if not dominated(p)]
+
+
+def test_pareto_front_against_brute_force(sweep):
+    rng = random.Random(0)
+    for trial in range(300):
+        n = rng.randint(0, 25)
+        grid = trial % 2 == 0  # small integer grid: many ties and duplicates
+        points = [(rng.randint(0, 5), rng.randint(0, 5)) if grid else (rng.random(), rng.random()) for _ in range(n)]
+        for mx, my in itertools.product([True, False], repeat=2):
+            assert sweep.pareto_front(points, mx, my) == _brute_force_front(points, mx, my), (points, mx, my)
+    assert sweep.pareto_front([(1, 1), (1, 1), (0, 2)]) == [0, 1, 2]  # equal points do not dominate each other
+    assert sweep.pareto_front([(1, 1), (1, 2), (2, 1)]) == [1, 2]
+    assert sweep.pareto_front([(math.nan, 5), (1, 1)]) == [1]
+
+
+def test_summary_of_one_seed_has_no_std(sweep):
+    combos = [{"name": "c", "attributes": {"a": 1}}, {"name": "empty", "attributes": {"a": 2}}]
+    rows = [{"combination": "c", "attributes": {"a": 1}, "seed": 0, "metrics": {"task": 0.5, "proxy": 0.25}}]
+    (entry,) = sweep.summarise(rows, combos, "task", "proxy")
+    assert entry["n_seeds"] == 1 and entry["metrics"]["task"] == {"mean": 0.5, "std": None, "n": 1}
+    assert entry["pareto"] is True
+    assert sweep.flatten_metrics({"a": 1, "b": {"c": 2.5, "d": "x", "e": True, "f": [1]}}) == {"a": 1.0, "b.c": 2.5}
+
+
+# -- errors on bad input ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("vary", "base", "drop", "expected"),
+    [
+        ({"a": [1]}, None, "--script", ["--script is required"]),
+        ({}, None, None, ["vary file", "is empty"]),
+        ("", None, None, ["vary file", "is empty"]),
+        ({"grid": {}, "runs": None}, None, None, ["is empty"]),
+        ({"a": [1], "b": []}, None, None, ["attribute 'b' has an empty list of values"]),
+        ({"runs": []}, None, None, ["'runs' is an empty list"]),
+        ({"learning_rat": [0.1]}, None, None, ["'learning_rat'", "did you mean: learning_rate?", "--allow_new_keys"]),
+        ({"nested.dept": [3]}, None, None, ["'nested.dept'", "did you mean: nested.depth"]),
+        ({"seed": [1, 2]}, None, None, ["attribute 'seed' cannot be varied"]),
+        ({"a": [1]}, "- not a mapping\n", None, ["must be a mapping"]),
+    ],
+)
+def test_bad_vary_or_config_errors(sweep, tmp_path, capsys, vary, base, drop, expected):
+    args = _setup(tmp_path, vary, base=base)
+    if drop:
+        i = args.index(drop)
+        args = args[:i] + args[i + 2 :]
+    assert sweep.main([*args, "--dry_run"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("sweep.py: error: ")
+    for text in expected:
+        assert text in err
+    assert not _calls(tmp_path)
+
+
+@pytest.mark.parametrize("missing", ["fake.py", "base.yaml", "vary.yaml"])
+def test_missing_input_files(sweep, tmp_path, capsys, missing):
+    args = _setup(tmp_path, {"a": [1]})
+    (tmp_path / missing).unlink()
+    assert sweep.main(args) == 2
+    flag = {"fake.py": "--script", "base.yaml": "--base_config", "vary.yaml": "--vary file"}[missing]
+    assert f"{flag} not found: {tmp_path / missing}" in capsys.readouterr().err
+
+
+def test_nested_key_is_varied_in_place(sweep, tmp_path):
+    plan = sweep.plan_sweep(
+        _write(tmp_path / "fake.py", FAKE_RECIPE), _write(tmp_path / "b.yaml", BASE),
+        _write(tmp_path / "v.yaml", {"nested.depth": [3]}), tmp_path / "out", [0],
+    )  # fmt: skip
+    assert plan.runs[0].config["nested"] == {"depth": 3} and "nested.depth" not in plan.runs[0].config
+
+
+def test_collect_errors(sweep, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert sweep.main(["--output_dir", str(out), "--collect_only"]) == 2
+    assert f"no sweep.json in {out}" in capsys.readouterr().err
+    args = [*_setup(tmp_path, {"a": [1, 2]}), "--seeds", "0", "--slurm"]
+    assert sweep.main(args) == 0  # prepares the folders without running anything
+    capsys.readouterr()
+    assert sweep.main(["--output_dir", str(out), "--collect_only"]) == 2
+    assert f"no results.json found under {out} (2 runs expected)" in capsys.readouterr().err
+    _write(out / "a-2" / "seed_0" / "results.json", json.dumps({"task": 1.0, "eval": {"proxy": 2}}))
+    assert sweep.main(["--output_dir", str(out), "--collect_only"]) == 2
+    err = capsys.readouterr().err
+    assert f"run folder {out / 'a-2' / 'seed_0'}" in err and "no numeric metric 'proxy'" in err
+    assert "available keys: eval.proxy, task" in err
+    assert sweep.main(["--output_dir", str(out), "--collect_only", "--y_metric", "eval.proxy"]) == 0
+    with pytest.raises(sweep.SweepError, match="--slurm_option '=x' has no key"):
+        sweep.sbatch_script(out / "runs.txt", 1, out, out, ["=x"])
+
+
+# -- the command line in a subprocess ---------------------------------------------------------------------------
+
+
+def test_command_line_subprocess(tmp_path):
+    args = [*_setup(tmp_path, {"a": [1, 2]}), "--seeds", "0", "--x_metric", "eval.task"]
+    proc = run_script(["recipes/sweep.py", *args], timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "all 2 runs succeeded" in proc.stdout and "pareto.png" in proc.stdout
+    result = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert result["x_metric"] == "eval.task" and result["n_runs"] == 2
