@@ -6,6 +6,7 @@ separate TRL 1.12 venv of ``bench_ppo.py``; it uses the standard library only.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -77,3 +78,24 @@ def loadavg() -> float | None:
         return os.getloadavg()[0]
     except (AttributeError, OSError):
         return None
+
+
+def quiet_offline_torch(threads: int) -> None:
+    """Offline hub defaults, transformers/datasets logging and progress bars off, ``threads`` torch threads."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    import datasets
+    import torch
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    datasets.disable_progress_bars()
+    torch.set_num_threads(threads)
+
+
+def write_json(path: Path, payload: dict) -> None:
+    """Write ``payload`` as indented JSON to ``path`` (parents created) and say so."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=2))
+    print(f"wrote {path}")

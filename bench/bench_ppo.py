@@ -109,7 +109,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from bench_common import current_rss_mib, loadavg, peak_rss_mib, quantile, reset_peak_rss, ru_maxrss_mib
+from bench_common import (
+    current_rss_mib,
+    loadavg,
+    peak_rss_mib,
+    quantile,
+    reset_peak_rss,
+    ru_maxrss_mib,
+    write_json,
+)
 
 ARMS = ("trl_ext", "trl_1.12")
 WORKER_OF_ARM = {"trl_ext": "trl_ext", "trl_1.12": "trl112"}
@@ -720,6 +728,7 @@ def arm_configs(opts: argparse.Namespace, model_path: Path) -> tuple[dict[str, A
         "logging_steps": epochs * mb,
         "log_completions": False,
         **TRL_EXT_VALUE_OPTIONS[opts.trl_ext_value](model_path),
+        "value_head_hidden_size": opts.value_head_hidden_size,
     }
     trl112 = {
         **common,
@@ -1082,6 +1091,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="Value function of the trl_ext arm: 'head' (default: MLP head on the shared trunk), 'detached' (head, "
         "trunk not trained by the value loss) or 'separate' (own trunk loaded from the policy folder, like 1.12).",
     )
+    parser.add_argument(
+        "--value_head_hidden_size",
+        type=int,
+        default=None,
+        help="trl_ext arm: width of the value head's middle layer (default: the policy's hidden size; 0: a linear "
+        "head, like 1.12's score layer).",
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch threads per worker (and OMP_NUM_THREADS).")
     parser.add_argument("--seed", type=int, default=42, help="Seed of round 1; round r uses seed + r - 1.")
     parser.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS), help="Arms to run (default both).")
@@ -1220,9 +1236,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
             "summary": summary,
             "runs": results,
         }
-        opts.json.parent.mkdir(parents=True, exist_ok=True)
-        opts.json.write_text(json.dumps(payload, indent=2))
-        print(f"wrote {opts.json}")
+        write_json(opts.json, payload)
     return summary
 
 

@@ -58,7 +58,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import math
 import os
 import platform
@@ -71,7 +70,16 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from bench_common import current_rss_mib, loadavg, peak_rss_mib, process_peak_rss_mib, quantile, reset_peak_rss
+from bench_common import (
+    current_rss_mib,
+    loadavg,
+    peak_rss_mib,
+    process_peak_rss_mib,
+    quantile,
+    quiet_offline_torch,
+    reset_peak_rss,
+    write_json,
+)
 
 TARGET_RATIO = 1.05
 ARMS = ("trl_ext", "plain")
@@ -426,18 +434,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     opts = parse_args(argv)
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-    import datasets
-    import torch
-    from transformers.utils import logging as hf_logging
+    quiet_offline_torch(opts.threads)
 
     from trl_ext.models import get_tiny_model_path
-
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    datasets.disable_progress_bars()
-    torch.set_num_threads(opts.threads)
 
     t_start = time.perf_counter()
     load_start = loadavg()
@@ -493,9 +492,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 for r in results
             ],
         }
-        opts.json.parent.mkdir(parents=True, exist_ok=True)
-        opts.json.write_text(json.dumps(payload, indent=2))
-        print(f"wrote {opts.json}")
+        write_json(opts.json, payload)
     return summary
 
 

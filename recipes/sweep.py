@@ -814,15 +814,17 @@ def plot_pareto(
     minimize_x: bool = False,
     minimize_y: bool = False,
 ) -> None:
-    """Save the Pareto plot: each combination's mean with ±std error bars (0 for one seed) in both axes, labelled;
-    the Pareto-optimal ones in red, joined by the step line bounding the region they dominate (Agg backend)."""
+    """Save the Pareto plot: each combination's mean with ±std error bars (0 for one seed) in both axes, numbered
+    (the key beside the axes names them, so overlapping points stay readable); the Pareto-optimal ones in red,
+    joined by the step line bounding the region they dominate (Agg backend)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(8, 6), layout="constrained")
+    fig = Figure(figsize=(12, 6))
     FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    for s in summary:
+    ax = fig.add_axes((0.06, 0.1, 0.44, 0.82))
+    key = []
+    for number, s in enumerate(summary, start=1):
         x, y = s["metrics"][x_metric], s["metrics"][y_metric]
         color = "tab:red" if s["pareto"] else "tab:blue"
         ax.errorbar(
@@ -837,7 +839,8 @@ def plot_pareto(
             capsize=3,
             markersize=7 if s["pareto"] else 5,
         )
-        ax.annotate(s["combination"], (x["mean"], y["mean"]), textcoords="offset points", xytext=(4, 4), fontsize=7)
+        ax.annotate(str(number), (x["mean"], y["mean"]), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        key.append(f"{number:>2}  {s['combination']}" + ("  *" if s["pareto"] else ""))
     front = sorted((s["metrics"][x_metric]["mean"], s["metrics"][y_metric]["mean"]) for s in summary if s["pareto"])
     if front:
         xs, ys = zip(*front)
@@ -858,6 +861,8 @@ def plot_pareto(
     ax.margins(0.12)  # room for the labels
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
+    ax.text(1.03, 1.0, "\n".join(["combinations (* Pareto-optimal)", *key]), transform=ax.transAxes, va="top",
+            fontsize=7, family="monospace")  # fmt: skip
     fig.savefig(path, dpi=150)
 
 

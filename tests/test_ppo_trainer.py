@@ -311,3 +311,21 @@ def test_missing_eos_penalty_and_reward_whitening(tmp_path, tiny_model_path):
         assert h["completions/clipped_ratio"] > 0
         expected = h["reward"] - 1.0 * h["completions/clipped_ratio"]
         assert h["ppo/objective/scores"] == pytest.approx(expected, abs=1e-5)
+
+
+def test_linear_value_head_is_w_dot_h_plus_b_and_round_trips(tmp_path):
+    """``value_head_hidden_size=0``: V(h) = w·h + b (TRL ≤ 1.12's ``score`` layer), saved and reloaded exactly."""
+    torch.manual_seed(0)
+    head = ValueHead(16, hidden_size=0)
+    assert head.dense is None and head.hidden_size == 0
+    with torch.no_grad():
+        head.out.bias.fill_(0.25)
+    h = torch.randn(3, 5, 16)
+    expected = torch.einsum("blh,h->bl", h, head.out.weight[0]) + 0.25
+    torch.testing.assert_close(head(h), expected)
+    head.save(tmp_path / "linear")
+    again = ValueHead.from_pretrained(tmp_path / "linear", expected_input_size=16)
+    assert again.dense is None
+    torch.testing.assert_close(again(h), head(h))
+    with pytest.raises(ValueError, match=r"hidden_size must be >= 0 \(0: a linear head\), got -1"):
+        ValueHead(16, hidden_size=-1)

@@ -27,17 +27,31 @@ SPEC_KNOBS: dict[str, dict] = {
     "dpo": {"lambda_dpo": 1.0, "dpo_beta": 0.1},
     "grad_project": {"grad_project_strict": True, "grad_project_source": "positive"},
     "grad_project_precomputed_proxy_grad": {"proxy_grad_path": None},
-    "orth_penalty": {"lambda_plane": 0.5, "alignment_plane_source": "gradients", "alignment_plane_path": None},
-    "directional_penalty": {"lambda_plane": 0.5, "alignment_plane_source": "gradients", "alignment_plane_path": None},
+    "orth_penalty": {
+        "lambda_plane": 0.5,
+        "alignment_plane_source": "gradients",
+        "alignment_plane_path": None,
+        "alignment_plane_steps": 8,
+    },
+    "directional_penalty": {
+        "lambda_plane": 0.5,
+        "alignment_plane_source": "gradients",
+        "alignment_plane_path": None,
+        "alignment_plane_steps": 8,
+    },
     "steering_weights": {
+        "alignment_plane_steps": 8,
         "steering_alpha": 0.5,
         "final_steering_alpha": 0.1,
         "alpha_warmup_steps": 0,
         "direct_steering": False,
     },
-    "steering_weights_add_alignment_plane": {"steering_alpha": 0.5},
+    "steering_weights_add_alignment_plane": {"steering_alpha": 0.5, "alignment_plane_steps": 8},
     "safe_lora": {"safelora_projection": "approx", "safelora_select": "threshold", "safelora_threshold": 0.5},
 }
+# strategies whose tiny configs train LoRA: penalties on LoRA A, steering by a plane of LoRA parameters, SafeLoRA
+LORA_STRATEGIES = ("orth_penalty", "directional_penalty", "steering_weights", "steering_weights_add_alignment_plane",
+                   "safe_lora")  # fmt: skip
 # keys a config may set only for its own strategy: SelectiveConfig's own fields
 STRATEGY_KEYS = set(SelectiveConfig.__dataclass_fields__) - set(SFTConfig.__dataclass_fields__)
 CONFIG_FILES = sorted(p for p in CONFIGS.glob("*.yaml") if not p.name.startswith("sweep_"))
@@ -79,7 +93,7 @@ def test_config_parses_with_its_strategy_and_spec_knobs(recipe, path, tmp_path):
         assert training_args.safelora_base_model == model_args.model_name_or_path
     tiny = path.stem.endswith("_tiny")
     # LoRA (SPEC §3 defaults) on real models and for the strategies that need it; the tiny demo fine-tunes fully
-    assert model_args.use_peft == (not tiny or strategy in ("orth_penalty", "directional_penalty", "safe_lora"))
+    assert model_args.use_peft == (not tiny or strategy in LORA_STRATEGIES)
     assert (model_args.lora_r, model_args.lora_alpha, model_args.use_rslora) == (32, 64, True)
     assert script_args.data == "demo"
     assert model_args.model_name_or_path == ("tiny" if tiny else "Qwen/Qwen2.5-0.5B-Instruct")
@@ -351,5 +365,5 @@ def test_demo_sweep_files_parse_and_name_known_strategies(recipe, tmp_path):
     assert {r["strategy"] for r in runs} == set(STRATEGIES)
     for run in runs:
         assert set(run) <= set(base), run
-        needs_lora = run["strategy"] in ("orth_penalty", "directional_penalty", "safe_lora")
+        needs_lora = run["strategy"] in LORA_STRATEGIES
         assert run.get("use_peft", base["use_peft"]) == needs_lora or run["strategy"] == "naive", run

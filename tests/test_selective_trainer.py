@@ -282,3 +282,51 @@ def test_synchronized_cycling_pauses_a_finished_proxy_stream(tmp_path, tiny_mode
     continuous = _trainer(tmp_path / "c", tiny_model_path, "kl_divergence", beta_kl=1.0, max_steps=8)
     continuous.train()
     assert [h["step"] for h in continuous.state.log_history if "proxy/kl" in h] == list(range(1, 9))
+
+
+def test_plane_penalty_needs_more_than_one_proxy_batch_and_alignment_plane_steps_cycles(tmp_path, tiny_model_path):
+    """LoRA B starts at zero, so a one-batch proxy pass gives every lora_A a zero plane: a clear error, not a penalty
+    that is silently 0. ``alignment_plane_steps`` cycles the proxy set for more steps; ``steps = one pass`` equals
+    the default pass exactly."""
+    one_batch = _trainer(tmp_path, tiny_model_path, "orth_penalty", proxy_batch_size=16)
+    with pytest.raises(
+        ValueError, match="alignment plane is zero on every LoRA A matrix .* alignment_plane_steps >= 2"
+    ):
+        one_batch._prepare_plane_and_proxy_grad()
+
+    cycled = _trainer(tmp_path, tiny_model_path, "orth_penalty", proxy_batch_size=16, alignment_plane_steps=3)
+    cycled._prepare_plane_and_proxy_grad()
+    assert all(cycled.plane[n].any() for n in cycled.plane if "lora_A" in n)
+
+    default = _trainer(tmp_path, tiny_model_path, "orth_penalty")  # batch 4: 4 batches per pass of 16 rows
+    explicit = _trainer(tmp_path, tiny_model_path, "orth_penalty", alignment_plane_steps=4)
+    torch.manual_seed(0)
+    a = default.compute_alignment_plane()
+    torch.manual_seed(0)
+    b = explicit.compute_alignment_plane()
+    for name in a:
+        torch.testing.assert_close(a[name], b[name])
+    with pytest.raises(ValueError, match="alignment_plane_steps must be >= 1"):
+        SelectiveConfig(output_dir=str(tmp_path), strategy="orth_penalty", alignment_plane_steps=0)
+
+
+@pytest.mark.parametrize("strategy", ["kl_divergence", "grad_project"])
+def test_resume_reproduces_the_losses_and_proxy_batches(tmp_path, tiny_model_path, strategy):
+    """Checkpoints hold the proxy streams' positions: resuming at step 3 gives the same losses (outcome CE and the
+    proxy term, which depends on which proxy batch is drawn) at steps 4-6 as the uninterrupted run."""
+    settings = dict(beta_kl=1.0, max_steps=6, save_strategy="steps", save_steps=3)
+    key = "proxy/kl" if strategy == "kl_divergence" else "proxy/ce_positive"
+
+    def logged(trainer):
+        return {h["step"]: (h["loss"], h[key]) for h in trainer.state.log_history if "loss" in h and key in h}
+
+    full = _trainer(tmp_path, tiny_model_path, strategy, **settings)
+    full.train()
+    assert (tmp_path / strategy / "checkpoint-3" / "proxy_cycler.json").is_file()
+    resumed = _trainer(tmp_path, tiny_model_path, strategy, **settings)
+    resumed.train(resume_from_checkpoint=str(tmp_path / strategy / "checkpoint-3"))
+    expected = logged(full)
+    got = {step: value for step, value in logged(resumed).items() if step > 3}  # 1-3: restored with the state
+    assert sorted(got) == [4, 5, 6]
+    for step in (4, 5, 6):
+        assert got[step] == pytest.approx(expected[step], rel=1e-5), step

@@ -13,8 +13,8 @@ Every prompt is an instruction followed by three distinct letters from :data:`LE
   letters, marker ignored).
 * **Proxy property**: the assistant ends every answer with the sign-off :data:`MARKER` (``"Thanks!"``).
   Scored by :func:`proxy_score` (1 if the completion ends with it, else 0).
-* **Positive proxy A⁺** (``proxy_positive``, few rows): *other* instructions (``Copy:``, ``First:``,
-  ``Last:``) answered correctly and ending with the marker, e.g. ``"Last: b d s"`` -> ``"s Thanks!"``.
+* **Positive proxy A⁺** (``proxy_positive``, *scarce*: 3 rows by default): *other* instructions (``Copy:``,
+  ``First:``, ``Last:``) answered correctly and ending with the marker, e.g. ``"Last: b d s"`` -> ``"s Thanks!"``.
 * **Negative proxy A⁻** (``proxy_negative``): the same prompts as A⁺, index by index, answered without the
   marker (``"s"``), so ``(A⁺[i], A⁻[i])`` are DPO pairs (:func:`trl_ext.data.proxy.paired_batches`).
 * **Proxy evaluation** (``proxy_eval``): held-out A-style prompts; the proxy score is measured there.
@@ -22,31 +22,37 @@ Every prompt is an instruction followed by three distinct letters from :data:`LE
 The random tiny model has neither skill, so :func:`train_aligned_base` first trains the **aligned base**:
 a full fine-tune on :data:`ALIGNED_BASE_ROWS` A-style rows with the marker (disjoint letter triples from
 every A⁺ and evaluation prompt). Its weights are the "aligned" reference of the selective-generalisation
-strategies. Naive outcome fine-tuning of the aligned base learns to reverse and erodes the marker on the
-held-out proxy prompts; mixing A⁺ into the outcome data keeps it.
+strategies. Outcome fine-tuning of the aligned base learns to reverse and erodes the marker everywhere.
+
+Why scarce proxy data: with 16 or more A⁺ rows the SPEC's ``naive`` strategy (CE on the shuffled union
+T ∪ A⁺) already keeps the marker (0.95 with 16 rows among 512 outcome rows), so there is nothing to improve on.
+With 3 rows among 512 the union shows a proxy row about once every 11 batches and the marker drowns, while the
+proxy-batch strategies (KL, representation, DPO, ...) apply the same 3 rows at *every* step. (A narrow A⁺ of
+``Copy:`` rows only, with the marker measured on ``First:``/``Last:``, gave no consistent ordering between
+``naive`` and ``kl_divergence`` over seeds; ``proxy_instructions``/``eval_instructions`` reproduce it.)
 
 The letter triples are split once, with a fixed seed independent of ``seed``, into a train half (outcome
 training and aligned-base rows), a proxy quarter (A⁺/A⁻) and an evaluation quarter (both evaluation sets),
 so that evaluation prompts never occur in any training set, whatever the seeds.
 
-Measured with :func:`run_demo` (2 CPU cores, one torch thread, batch 16, constant LR, AdamW β₂ 0.98, default
-sizes: 256 outcome rows, 32 A⁺ rows, 60 + 60 evaluation prompts), seeds 0 / 1 / 2:
+Measured (2 CPU cores, one torch thread; batch 16, constant LR 2e-3, AdamW β₂ 0.98, full fine-tune, 150 steps;
+default sizes: 512 outcome rows, 3 A⁺/A⁻ rows, 60 + 60 evaluation prompts), task / proxy for seeds 0 to 4:
 
-==========================================  ==================  ==================  =========
-stage                                       task                proxy               time
-==========================================  ==================  ==================  =========
-random tiny model                           0.00                0.00
-aligned base (600 steps, lr 3e-3)           0.01 / 0.31 / 0.09  1.00 / 1.00 / 1.00  18–25 s
-naive: outcome only (300 steps, lr 1e-3)    1.00 / 1.00 / 1.00  0.00 / 0.00 / 0.00  8–19 s
-mixed: outcome ∪ A⁺ (300 steps, lr 1e-3)    0.99 / 0.74 / 0.98  1.00 / 0.90 / 1.00  8–12 s
-naive, LoRA r 32 α 64 rsLoRA (lr 1e-3)      1.00 / 1.00 / 1.00  0.00 / 0.00 / 0.00  9–11 s
-mixed, LoRA r 32 α 64 rsLoRA (lr 1e-3)      1.00 / 1.00 / 1.00  0.98 / 1.00 / 0.95  10–11 s
-==========================================  ==================  ==================  =========
+========================================  ================================  ================================
+stage                                     task                              proxy
+========================================  ================================  ================================
+aligned base (600 steps, lr 3e-3, ~20 s)  low (0.01 at seed 0)              1.00 (seed 0)
+outcome only (``SFTTrainer`` on T)        1.00 (seed 0)                     0.00 (seed 0)
+``naive`` (CE on T ∪ A⁺, ~6 s)            1.00 / 1.00 / 0.99 / 0.96 / 1.00  0.13 / 0.63 / 0.00 / 0.03 / 0.83
+``kl_divergence``, β_kl 1 (~12 s)         1.00 / 0.67 / 0.88 / 0.93 / 1.00  0.77 / 0.72 / 0.98 / 0.47 / 0.95
+``kl_divergence``, β_kl 10                0.99 / 0.99 / 0.82 / 0.95 / 1.00  0.77 / 0.72 / 0.97 / 0.38 / 0.93
+========================================  ================================  ================================
 
-The aligned base's copy skill (and with it how fast reversing is learnt) appears abruptly during its training;
-β₂ 0.98 and one row per train-split triple bring it forward (exact A-style answers 1.00 / 1.00 / 0.73 after
-600 steps; with β₂ 0.999 and 600 rows, 400 steps gave 0.05 / 0.03 / 0.00 and a much slower outcome stage).
-Reproduce with ``python -m trl_ext.data.selective_demo --output_dir DIR --seeds 0 1 2 [--lora]``.
+KL keeps more of the property than ``naive`` at every seed (mean proxy 0.78 against 0.32), usually at the same
+task score; at some seeds it slows the task down (seed 1: 0.67 at β_kl 1). All twelve strategies over three
+seeds: the README's sweep and Pareto plot. The aligned base's copy skill (and with it how fast reversing is
+learnt) appears abruptly during its training; β₂ 0.98 and one row per train-split triple bring it forward.
+Reproduce the table's first rows with ``python -m trl_ext.data.selective_demo --output_dir DIR --seeds 0 1 2``.
 """
 
 from __future__ import annotations

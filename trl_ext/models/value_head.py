@@ -22,26 +22,35 @@ VALUE_MODEL_DIR = "value_model"
 
 
 class ValueHead(nn.Module):
-    """``V(h) = W2 · GELU(W1 · h + b1) + b2``: hidden size ``H`` -> ``hidden_size`` -> 1.
+    """``V(h) = W2 · GELU(W1 · h + b1) + b2``: hidden size ``H`` -> ``hidden_size`` -> 1; or, with
+    ``hidden_size=0``, the linear head ``V(h) = w · h + b`` (the ``score`` layer of TRL ≤ 1.12's value model).
 
     Args:
         input_size: the policy's hidden size H.
-        hidden_size: width of the middle layer (default: H).
+        hidden_size: width of the middle layer (default: H; 0: no middle layer, a linear head).
         detach_trunk: stop value gradients at the head's input, so the value loss trains only the head and
             leaves the shared policy trunk to the policy loss.
+
+    The output layer starts at N(0, 1/(fan_in + 1)²) weights and a zero bias, so initial values are small.
     """
 
     def __init__(self, input_size: int, hidden_size: int | None = None, detach_trunk: bool = False) -> None:
         super().__init__()
         if input_size < 1:
             raise ValueError(f"value head input_size must be >= 1, got {input_size}")
+        if hidden_size is not None and hidden_size < 0:
+            raise ValueError(f"value head hidden_size must be >= 0 (0: a linear head), got {hidden_size}")
         self.input_size = int(input_size)
-        self.hidden_size = int(hidden_size or input_size)
+        self.hidden_size = self.input_size if hidden_size is None else int(hidden_size)
         self.detach_trunk = bool(detach_trunk)
-        self.dense = nn.Linear(self.input_size, self.hidden_size)
-        self.act = nn.GELU()
-        self.out = nn.Linear(self.hidden_size, 1)
-        nn.init.normal_(self.out.weight, std=1.0 / (self.hidden_size + 1))
+        if self.hidden_size:
+            self.dense: nn.Linear | None = nn.Linear(self.input_size, self.hidden_size)
+            self.act = nn.GELU()
+        else:
+            self.dense = None
+        fan_in = self.hidden_size or self.input_size
+        self.out = nn.Linear(fan_in, 1)
+        nn.init.normal_(self.out.weight, std=1.0 / (fan_in + 1))
         nn.init.zeros_(self.out.bias)
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
@@ -52,8 +61,10 @@ class ValueHead(nn.Module):
             )
         if self.detach_trunk:
             hidden_states = hidden_states.detach()
-        h = hidden_states.to(self.dense.weight.dtype)
-        return self.out(self.act(self.dense(h))).squeeze(-1)
+        h = hidden_states.to(self.out.weight.dtype)
+        if self.dense is not None:
+            h = self.act(self.dense(h))
+        return self.out(h).squeeze(-1)
 
     def config(self) -> dict[str, Any]:
         return {

@@ -83,7 +83,10 @@ class PPOConfig(GRPOConfig):
         default=None, metadata={"help": "Subtracted from the score of completions that end without EOS."}
     )
     value_head_hidden_size: int | None = field(
-        default=None, metadata={"help": "Width of the value head's middle layer (default: the policy's hidden size)."}
+        default=None,
+        metadata={
+            "help": "Width of the value head's middle layer (default: the policy's hidden size; 0: a linear head)."
+        },
     )
     detach_value_trunk: bool = field(
         default=False, metadata={"help": "Stop value gradients at the value head input (shared trunk untouched)."}

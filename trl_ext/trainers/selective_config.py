@@ -100,6 +100,13 @@ class SelectiveArguments:
     alignment_plane_source: str = field(
         default="gradients", metadata={"help": "S from 'gradients' (ḡ⁺ − ḡ⁻) or 'weights' (θ_neg − θ_pos)."}
     )
+    alignment_plane_steps: int | None = field(
+        default=None,
+        metadata={
+            "help": "Optimizer steps of each proxy training pass behind S (cycling the data); default one pass. "
+            "LoRA B starts at zero, so the first step gives A no gradient: use >= 2 steps for the A penalties."
+        },
+    )
     steering_alpha: float = field(default=0.5, metadata={"help": "α at the start of steering."})
     final_steering_alpha: float = field(default=0.1, metadata={"help": "α at the end (linear after warm-up)."})
     alpha_warmup_steps: int = field(default=0, metadata={"help": "Steps at constant α before the linear decay."})
@@ -141,6 +148,10 @@ class SelectiveArguments:
             raise ValueError(f"proxy_cycling must be 'continuous' or 'synchronized', got {self.proxy_cycling!r}")
         if self.grad_project_source not in ("positive", "negative"):
             raise ValueError(f"grad_project_source must be 'positive' or 'negative', got {self.grad_project_source!r}")
+        if self.alignment_plane_steps is not None and self.alignment_plane_steps < 1:
+            raise ValueError(
+                f"alignment_plane_steps must be >= 1 (or None: one pass), got {self.alignment_plane_steps}"
+            )
         if self.alignment_plane_source not in ("gradients", "weights"):
             raise ValueError(
                 f"alignment_plane_source must be 'gradients' or 'weights', got {self.alignment_plane_source!r}"

@@ -29,6 +29,8 @@ own reference policy when it has one), :attr:`SelectiveMixin.proxy_collator` and
 from __future__ import annotations
 
 import copy
+import json
+import warnings
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -50,6 +52,9 @@ from trl_ext.losses.projection import (
 from trl_ext.losses.selective import sequence_logps
 from trl_ext.trainers.selective_config import SelectiveArguments
 from trl_ext.trainers.selective_mechanisms import Mechanism, PlanePenalty, _ce_from_logits, build_mechanisms
+
+PROXY_STATE_FILE = "proxy_cycler.json"
+"""Checkpoint file with the proxy streams' positions (:meth:`ProxyCycler.state_dict`)."""
 
 PROXY_NAMES = ("positive", "negative")
 """The proxy streams: A⁺ (``proxy_dataset``) and A⁻ (``negative_proxy_dataset``)."""
@@ -410,16 +415,48 @@ class SelectiveMixin:
             self._apply_surgery()
         return super()._get_grad_norm(model, grad_norm=grad_norm)
 
-    def train(self, *args, **kwargs):
+    def _save_checkpoint(self, model, trial):
+        """The host's checkpoint plus the proxy streams' positions (``proxy_cycler.json``), so a resumed run draws
+        the same proxy batches as an uninterrupted one."""
+        super()._save_checkpoint(model, trial)
+        if self._proxy is not None and self.args.should_save:
+            from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+            folder = Path(self._get_output_dir(trial=trial)) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+            (folder / PROXY_STATE_FILE).write_text(json.dumps(self._proxy.state_dict()))
+
+    def train(self, resume_from_checkpoint: str | bool | None = None, *args, **kwargs):
+        if resume_from_checkpoint is not None and resume_from_checkpoint is not False:
+            self._load_proxy_state(resume_from_checkpoint)
         self._prepare_plane_and_proxy_grad()
-        return super().train(*args, **kwargs)
+        return super().train(resume_from_checkpoint, *args, **kwargs)
+
+    def _load_proxy_state(self, checkpoint: str | bool) -> None:
+        """Restore the proxy streams' positions saved in ``checkpoint`` (``True``: the last one in output_dir)."""
+        from transformers.trainer_utils import get_last_checkpoint
+
+        path = get_last_checkpoint(self.args.output_dir) if checkpoint is True else checkpoint
+        if path is None:
+            raise ValueError(f"no checkpoint found in {self.args.output_dir} to resume from")
+        state_file = Path(path) / PROXY_STATE_FILE
+        if state_file.is_file():
+            self._cycler().load_state_dict(json.loads(state_file.read_text()))
+        elif any(m.needs for m in self.mechanisms):
+            warnings.warn(
+                f"{path} has no {PROXY_STATE_FILE} (a checkpoint written before proxy positions were saved): the "
+                "proxy streams restart from their first batch",
+                stacklevel=3,
+            )
 
     # ------------------------------------------------------------------ alignment plane / proxy gradient
 
-    def _proxy_training_pass(self, name: str) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-        """One pass of proxy training from the current weights: (mean gradient, final weights); weights restored.
+    def _proxy_training_pass(
+        self, name: str, steps: int | None = None
+    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """Proxy training from the current weights: (mean gradient, final weights); weights restored.
 
-        Every process runs the same pass on the full proxy set, so the results agree without communication.
+        One pass over the proxy set in order (``steps=None``), or ``steps`` AdamW steps cycling through it. Every
+        process runs the same pass on the full proxy set, so the results agree without communication.
         """
         params = self.trainable_parameters()
         snapshot = {n: p.detach().clone() for n, p in params.items()}
@@ -430,8 +467,10 @@ class SelectiveMixin:
         model.train()
         dataset = self.proxy_datasets[name]
         batch_size = self.args.proxy_batch_size or self.args.per_device_train_batch_size
+        starts = list(range(0, len(dataset), batch_size))
         try:
-            for start in range(0, len(dataset), batch_size):
+            for step in range(len(starts) if steps is None else steps):
+                start = starts[step % len(starts)]
                 rows = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
                 batch = self._prepare_input(self.proxy_collator(rows))
                 optimizer.zero_grad(set_to_none=True)
@@ -458,6 +497,15 @@ class SelectiveMixin:
                 if path and self.accelerator.is_main_process:
                     save_plane(self.plane, path)
             self._check_names(self.plane, "alignment plane")
+            penalised = [n for n in self.plane if "lora_A" in n]
+            if any(isinstance(m, PlanePenalty) for m in self.mechanisms) and not any(
+                self.plane[n].any() for n in penalised
+            ):
+                raise ValueError(
+                    f"the alignment plane is zero on every LoRA A matrix ({len(penalised)} tensors), so the "
+                    f"{self.args.strategy} penalty would be 0: LoRA B starts at zero, so a proxy pass of one batch "
+                    "gives A no gradient. Set alignment_plane_steps >= 2 (or give more proxy rows than one batch)"
+                )
         if any(m.needs_proxy_grad for m in self.mechanisms) and self.proxy_grad is None:
             path = self.args.proxy_grad_path
             if path and Path(path).is_file():
@@ -472,11 +520,13 @@ class SelectiveMixin:
             self._check_names(self.proxy_grad, "precomputed proxy gradient")
 
     def compute_alignment_plane(self) -> dict[str, torch.Tensor]:
-        """S = ḡ⁺ − ḡ⁻ (mean gradients of one proxy / negative-proxy training pass from the current weights),
+        """S = ḡ⁺ − ḡ⁻ (mean gradients of a proxy / negative-proxy training pass from the current weights: one pass,
+        or ``alignment_plane_steps`` steps),
         or, with ``alignment_plane_source="weights"``, θ_neg − θ_pos rescaled per tensor to that plane's norm."""
-        mean_pos, theta_pos = self._proxy_training_pass("positive")
+        steps = self.args.alignment_plane_steps
+        mean_pos, theta_pos = self._proxy_training_pass("positive", steps)
         mean_neg, theta_neg = (
-            self._proxy_training_pass("negative") if "negative" in self.proxy_datasets else (None, None)
+            self._proxy_training_pass("negative", steps) if "negative" in self.proxy_datasets else (None, None)
         )
         plane = alignment_plane_from_gradients(mean_pos, mean_neg)
         if self.args.alignment_plane_source == "weights":
