@@ -330,3 +330,27 @@ def test_resume_reproduces_the_losses_and_proxy_batches(tmp_path, tiny_model_pat
     assert sorted(got) == [4, 5, 6]
     for step in (4, 5, 6):
         assert got[step] == pytest.approx(expected[step], rel=1e-5), step
+
+
+def test_representation_term_equals_a_direct_computation_without_full_logits(tmp_path, tiny_model_path):
+    """representation_constraint: β·Σ_l MSE(h_θ^l, h_base^l) on A⁺ (embedding output skipped), 0 while LoRA B is 0
+    and > 0 after training; its forwards keep one position of logits (no (B, L, vocab) tensor)."""
+    from trl_ext.losses.selective import representation_mse
+
+    trainer = _trainer(tmp_path, tiny_model_path, "representation_constraint", beta_representation=0.5, max_steps=6)
+    trainer.train()
+    mse = [h["proxy/representation_mse"] for h in trainer.state.log_history if "proxy/representation_mse" in h]
+    assert mse[0] == pytest.approx(0.0, abs=1e-10) and mse[-1] > 0
+    trainer._draw(["positive"])
+    batch = trainer.proxy_batch("positive")
+    out = trainer.proxy_forward("positive")
+    assert out.logits.shape[1] == 1 and out.hidden_states[-1].shape[1] == batch["input_ids"].shape[1]
+    terms = trainer.mechanisms[0].loss(trainer, trainer.model, None)
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    kwargs = dict(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], output_hidden_states=True)
+    with torch.no_grad():
+        live = model(**kwargs).hidden_states
+        with model.disable_adapter():
+            base = model(**kwargs).hidden_states
+    expected = 0.5 * representation_mse(live, base, batch["attention_mask"])
+    torch.testing.assert_close(terms["representation"].detach(), expected)

@@ -156,6 +156,8 @@ class SelectiveMixin:
         self.plane = None
         self.proxy_grad = None
         self._needs_hidden = any(m.name == "representation" for m in self.mechanisms)
+        # representation_constraint reads only hidden states: skip the (B, L, vocab) logits (logits_to_keep=1)
+        self._logits_to_keep = 1 if self.mechanisms and all(m.name == "representation" for m in self.mechanisms) else 0
         needs_base = any(m.needs_base for m in self.mechanisms)
         if needs_base and not self._is_peft() and self._reference_model() is None:
             self._frozen_base = frozen_copy(self._unwrapped_model())
@@ -276,6 +278,7 @@ class SelectiveMixin:
                 input_ids=batch["input_ids"],
                 attention_mask=batch["attention_mask"],
                 output_hidden_states=self._needs_hidden,
+                logits_to_keep=self._logits_to_keep,
                 use_cache=False,
             )
         return self._step_outputs[name]
@@ -290,6 +293,7 @@ class SelectiveMixin:
                     input_ids=batch["input_ids"],
                     attention_mask=batch["attention_mask"],
                     output_hidden_states=self._needs_hidden,
+                    logits_to_keep=self._logits_to_keep,
                     use_cache=False,
                 )
         return self._step_outputs[key]
