@@ -28,7 +28,7 @@ from trl_ext.callbacks import LossLogCallback
 from trl_ext.data.affine_args import AffineRecipeArguments
 from trl_ext.data.task_rewards import make_task_reward, prompt_only_rows
 from trl_ext.eval.report import compare_reports, format_report, save_report
-from trl_ext.models import load_causal_lm, load_tokenizer
+from trl_ext.models import load_tokenizer
 from trl_ext.models.policy_init import prepare_init_policy
 from trl_ext.models.value_head import has_value_head
 from trl_ext.recipe_utils import (
@@ -65,15 +65,7 @@ def main(script_args: PPOAffineArguments, training_args: PPOConfig, model_args: 
         save_report(before, output_dir / "eval_before.json")
     state.wait_for_everyone()
 
-    model = load_causal_lm(
-        init_path,
-        dtype=model_args.dtype,
-        load_in_4bit=model_args.load_in_4bit,
-        load_in_8bit=model_args.load_in_8bit,
-        bnb_4bit_quant_type=model_args.bnb_4bit_quant_type,
-        use_bnb_nested_quant=model_args.use_bnb_nested_quant,
-        attn_implementation=model_args.attn_implementation,
-    )
+    model = model_args.load_causal_lm(init_path)
     trainer = PPOTrainer(
         model=model,
         reward_funcs=make_task_reward(task_params),

@@ -59,7 +59,7 @@ from trl import get_peft_config
 from trl_ext import get_trainer
 from trl_ext.callbacks import LossLogCallback
 from trl_ext.data.loading import check_sft_format, load_dataset_from
-from trl_ext.models import is_peft_adapter_dir, load_causal_lm, load_tokenizer, resolve_model_name_or_path
+from trl_ext.models import is_peft_adapter_dir, load_tokenizer, resolve_model_name_or_path
 from trl_ext.models.policy_init import prepare_init_policy
 from trl_ext.recipe_utils import (
     LoRAModelConfig,
@@ -397,16 +397,7 @@ def main(
 
     output_dir = Path(training_args.output_dir)
     tokenizer = load_tokenizer(model_path, revision=model_args.model_revision)
-    model = load_causal_lm(
-        model_path,
-        dtype=model_args.dtype,
-        load_in_4bit=model_args.load_in_4bit,
-        load_in_8bit=model_args.load_in_8bit,
-        bnb_4bit_quant_type=model_args.bnb_4bit_quant_type,
-        use_bnb_nested_quant=model_args.use_bnb_nested_quant,
-        attn_implementation=model_args.attn_implementation,
-        revision=model_args.model_revision,
-    )
+    model = model_args.load_causal_lm(model_path)
     trainer = trainer_cls(
         model=model,
         args=training_args,

@@ -26,7 +26,7 @@ from trl import SFTConfig, SFTTrainer, get_peft_config
 from trl_ext.callbacks import LossLogCallback
 from trl_ext.data.affine_args import AffineRecipeArguments
 from trl_ext.eval.report import format_report, save_report
-from trl_ext.models import load_causal_lm, load_tokenizer, resolve_model_name_or_path
+from trl_ext.models import load_tokenizer, resolve_model_name_or_path
 from trl_ext.recipe_utils import (
     LoRAModelConfig,
     apply_min_lr_ratio,
@@ -61,16 +61,7 @@ def main(script_args: SFTAffineArguments, training_args: SFTConfig, model_args: 
 
     model_path = resolve_model_name_or_path(model_args.model_name_or_path)
     tokenizer = load_tokenizer(model_path, revision=model_args.model_revision)
-    model = load_causal_lm(
-        model_path,
-        dtype=model_args.dtype,
-        load_in_4bit=model_args.load_in_4bit,
-        load_in_8bit=model_args.load_in_8bit,
-        bnb_4bit_quant_type=model_args.bnb_4bit_quant_type,
-        use_bnb_nested_quant=model_args.use_bnb_nested_quant,
-        attn_implementation=model_args.attn_implementation,
-        revision=model_args.model_revision,
-    )
+    model = model_args.load_causal_lm(model_path)
     data = prepare_data(script_args)
 
     trainer = SFTTrainer(

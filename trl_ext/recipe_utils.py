@@ -35,6 +35,22 @@ class LoRAModelConfig(ModelConfig):
         metadata={"help": "Modules that get LoRA adapters (default: all attention and MLP projections)."},
     )
 
+    def load_causal_lm(self, path: str):
+        """:func:`trl_ext.models.load_causal_lm` of ``path`` with this config's dtype, quantisation, attention
+        implementation and revision (the recipes' one way to load the model they train)."""
+        from trl_ext.models import load_causal_lm
+
+        return load_causal_lm(
+            path,
+            dtype=self.dtype,
+            load_in_4bit=self.load_in_4bit,
+            load_in_8bit=self.load_in_8bit,
+            bnb_4bit_quant_type=self.bnb_4bit_quant_type,
+            use_bnb_nested_quant=self.use_bnb_nested_quant,
+            attn_implementation=self.attn_implementation,
+            revision=self.model_revision,
+        )
+
 
 def apply_min_lr_ratio(training_args, min_lr_ratio: float | None) -> None:
     """Give a cosine schedule a floor: ``lr(t) >= min_lr_ratio * learning_rate``.
