@@ -30,6 +30,23 @@ _LAZY: dict[str, str] = {
     "safelora_project": "trl_ext.safelora",
     "safelora_from_paths": "trl_ext.safelora",
     "load_state_dict_from": "trl_ext.safelora",
+    # auto-curriculum
+    "CurriculumArguments": "trl_ext.trainers.curriculum_config",
+    "CurriculumDPOConfig": "trl_ext.trainers.curriculum_config",
+    "CurriculumGRPOConfig": "trl_ext.trainers.curriculum_config",
+    "CurriculumPPOConfig": "trl_ext.trainers.curriculum_config",
+    "CurriculumSFTConfig": "trl_ext.trainers.curriculum_config",
+    "CurriculumTrainingArguments": "trl_ext.trainers.curriculum_config",
+    "CurriculumDPOTrainer": "trl_ext.trainers.curriculum_trainer",
+    "CurriculumGRPOTrainer": "trl_ext.trainers.curriculum_trainer",
+    "CurriculumPPOTrainer": "trl_ext.trainers.curriculum_trainer",
+    "CurriculumSFTTrainer": "trl_ext.trainers.curriculum_trainer",
+    "CurriculumTrainer": "trl_ext.trainers.curriculum_trainer",
+    "with_curriculum": "trl_ext.trainers.curriculum_trainer",
+    "CurriculumSampler": "trl_ext.data.curriculum_sampler",
+    "CurriculumCallback": "trl_ext.callbacks.curriculum",
+    "DatasetSpec": "trl_ext.data.multi_dataset",
+    "load_text_datasets": "trl_ext.data.multi_dataset",
     # callbacks
     "LossLogCallback": "trl_ext.callbacks.loss_log",
     # models
@@ -44,6 +61,20 @@ _LAZY: dict[str, str] = {
 }
 
 __all__ = [
+    "CurriculumArguments",
+    "CurriculumCallback",
+    "CurriculumDPOConfig",
+    "CurriculumDPOTrainer",
+    "CurriculumGRPOConfig",
+    "CurriculumGRPOTrainer",
+    "CurriculumPPOConfig",
+    "CurriculumPPOTrainer",
+    "CurriculumSFTConfig",
+    "CurriculumSFTTrainer",
+    "CurriculumSampler",
+    "CurriculumTrainer",
+    "CurriculumTrainingArguments",
+    "DatasetSpec",
     "LossLogCallback",
     "PPOConfig",
     "PPOTrainer",
@@ -55,25 +86,30 @@ __all__ = [
     "SelectivePPOConfig",
     "SelectivePPOTrainer",
     "SelectiveSFTTrainer",
-    "ValueHead",
     "Task",
     "TaskInstance",
     "TinyModelConfig",
+    "ValueHead",
     "__version__",
     "available_tasks",
     "build_tiny_model",
     "get_task",
     "get_tiny_model_path",
     "get_trainer",
-    "load_state_dict_from",
     "load_policy_with_value_head",
+    "load_state_dict_from",
+    "load_text_datasets",
     "safelora_from_paths",
     "safelora_project",
+    "with_curriculum",
 ]
 
 if TYPE_CHECKING:  # pragma: no cover
+    from trl_ext.callbacks.curriculum import CurriculumCallback
     from trl_ext.callbacks.loss_log import LossLogCallback
     from trl_ext.callbacks.safelora import SafeLoRACallback
+    from trl_ext.data.curriculum_sampler import CurriculumSampler
+    from trl_ext.data.multi_dataset import DatasetSpec, load_text_datasets
     from trl_ext.data.tasks.base import Task, TaskInstance
     from trl_ext.data.tasks.registry import available_tasks, get_task
     from trl_ext.models.tiny_model import TinyModelConfig, build_tiny_model, get_tiny_model_path
@@ -83,6 +119,22 @@ if TYPE_CHECKING:  # pragma: no cover
         load_state_dict_from,
         safelora_from_paths,
         safelora_project,
+    )
+    from trl_ext.trainers.curriculum_config import (
+        CurriculumArguments,
+        CurriculumDPOConfig,
+        CurriculumGRPOConfig,
+        CurriculumPPOConfig,
+        CurriculumSFTConfig,
+        CurriculumTrainingArguments,
+    )
+    from trl_ext.trainers.curriculum_trainer import (
+        CurriculumDPOTrainer,
+        CurriculumGRPOTrainer,
+        CurriculumPPOTrainer,
+        CurriculumSFTTrainer,
+        CurriculumTrainer,
+        with_curriculum,
     )
     from trl_ext.trainers.ppo_config import PPOConfig
     from trl_ext.trainers.ppo_trainer import PPOTrainer, load_policy_with_value_head

@@ -5,7 +5,8 @@ one row (``step``, ``epoch`` and every numeric value logged then, e.g. ``loss``,
 ``learning_rate``, ``loss/plan_kl``). The CSV is appended to, and rewritten only when a new column
 appears. On resume, rows logged after the checkpoint's step are dropped, so the file matches the
 training that actually happened. The plot has one line per key that names a loss (contains ``loss``),
-written at the end of training (and on demand with :func:`plot_loss_log`).
+written at the end of training (and on demand with :func:`plot_loss_log`); curriculum sampling weights, when
+logged, get a panel of their own.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ CSV_NAME = "loss_log.csv"
 PNG_NAME = "loss_curve.png"
 _FIXED = ["step", "epoch"]
 # Summary values transformers logs once at the end of training; they are not curves.
+CURRICULUM_PREFIX = "curriculum/"
+CURRICULUM_WEIGHT_PREFIX = "curriculum/weight/"
 _SUMMARY_KEYS = {"train_loss", "train_runtime", "train_samples_per_second", "train_steps_per_second", "total_flos"}
 
 
@@ -37,34 +40,50 @@ def read_loss_log(path: str | os.PathLike) -> tuple[list[str], list[dict[str, fl
         return list(reader.fieldnames or []), rows
 
 
+def _draw(ax, rows: list[dict[str, float]], keys: list[str], label_prefix: str = "") -> None:
+    for key in keys:
+        pts = [(r["step"], r[key]) for r in rows if key in r and "step" in r and math.isfinite(r[key])]
+        if not pts:
+            continue
+        xs, ys = zip(*pts)
+        marker = "o" if key.startswith("eval") or key.startswith(CURRICULUM_PREFIX) or len(pts) == 1 else None
+        ax.plot(xs, ys, label=key[len(label_prefix) :] if key.startswith(label_prefix) else key, marker=marker)
+
+
 def plot_loss_log(csv_path: str | os.PathLike, png_path: str | os.PathLike, title: str | None = None) -> list[str]:
     """Plot every loss column of ``csv_path`` against ``step`` into ``png_path``; returns the plotted keys.
 
-    Terms whose name starts with ``eval`` are drawn with markers (they are sparse).
+    Terms whose name starts with ``eval`` are drawn with markers (they are sparse). When the log has curriculum
+    weights (``curriculum/weight/<dataset>``, :class:`~trl_ext.callbacks.curriculum.CurriculumCallback`), a second
+    panel shows them (one line per dataset, a marker per update); their keys are returned after the loss keys.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     columns, rows = read_loss_log(csv_path)
     keys = [c for c in columns if is_loss_key(c)]
-    fig = Figure(figsize=(8, 5))
+    weight_keys = [c for c in columns if c.startswith(CURRICULUM_WEIGHT_PREFIX)]
+    fig = Figure(figsize=(8, 8 if weight_keys else 5))
     FigureCanvasAgg(fig)
-    ax = fig.add_subplot(1, 1, 1)
-    for key in keys:
-        pts = [(r["step"], r[key]) for r in rows if key in r and "step" in r and math.isfinite(r[key])]
-        if not pts:
-            continue
-        xs, ys = zip(*pts)
-        ax.plot(xs, ys, label=key, marker="o" if key.startswith("eval") or len(pts) == 1 else None)
+    ax = fig.add_subplot(2 if weight_keys else 1, 1, 1)
+    _draw(ax, rows, keys)
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
     ax.set_title(title or "training losses")
     ax.grid(True, alpha=0.3)
     if keys:
         ax.legend()
+    if weight_keys:
+        wax = fig.add_subplot(2, 1, 2, sharex=ax)
+        _draw(wax, rows, weight_keys, label_prefix=CURRICULUM_WEIGHT_PREFIX)
+        wax.set_xlabel("step")
+        wax.set_ylabel("sampling weight")
+        wax.set_title("curriculum weights")
+        wax.grid(True, alpha=0.3)
+        wax.legend()
     fig.tight_layout()
     fig.savefig(png_path, dpi=100)
-    return keys
+    return keys + weight_keys
 
 
 class LossLogCallback(TrainerCallback):

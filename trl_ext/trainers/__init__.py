@@ -14,6 +14,19 @@ from trl_ext.trainers.ppo_config import PPOConfig
 from trl_ext.trainers.ppo_trainer import PPOTrainer, load_policy_with_value_head
 
 _LAZY: dict[str, str] = {
+    "CurriculumArguments": "trl_ext.trainers.curriculum_config",
+    "CurriculumDPOConfig": "trl_ext.trainers.curriculum_config",
+    "CurriculumGRPOConfig": "trl_ext.trainers.curriculum_config",
+    "CurriculumPPOConfig": "trl_ext.trainers.curriculum_config",
+    "CurriculumSFTConfig": "trl_ext.trainers.curriculum_config",
+    "CurriculumTrainingArguments": "trl_ext.trainers.curriculum_config",
+    "CurriculumDPOTrainer": "trl_ext.trainers.curriculum_trainer",
+    "CurriculumGRPOTrainer": "trl_ext.trainers.curriculum_trainer",
+    "CurriculumMixin": "trl_ext.trainers.curriculum_trainer",
+    "CurriculumPPOTrainer": "trl_ext.trainers.curriculum_trainer",
+    "CurriculumSFTTrainer": "trl_ext.trainers.curriculum_trainer",
+    "CurriculumTrainer": "trl_ext.trainers.curriculum_trainer",
+    "with_curriculum": "trl_ext.trainers.curriculum_trainer",
     "SelectiveArguments": "trl_ext.trainers.selective_config",
     "SelectiveConfig": "trl_ext.trainers.selective_config",
     "SelectiveDPOConfig": "trl_ext.trainers.selective_config",
@@ -27,6 +40,18 @@ _LAZY: dict[str, str] = {
 
 __all__ = [
     "AdaptiveKLController",
+    "CurriculumArguments",
+    "CurriculumDPOConfig",
+    "CurriculumDPOTrainer",
+    "CurriculumGRPOConfig",
+    "CurriculumGRPOTrainer",
+    "CurriculumMixin",
+    "CurriculumPPOConfig",
+    "CurriculumPPOTrainer",
+    "CurriculumSFTConfig",
+    "CurriculumSFTTrainer",
+    "CurriculumTrainer",
+    "CurriculumTrainingArguments",
     "FixedKLController",
     "PPOConfig",
     "PPOTrainer",
@@ -41,9 +66,27 @@ __all__ = [
     "get_trainer",
     "load_policy_with_value_head",
     "make_kl_controller",
+    "with_curriculum",
 ]
 
 if TYPE_CHECKING:  # pragma: no cover
+    from trl_ext.trainers.curriculum_config import (
+        CurriculumArguments,
+        CurriculumDPOConfig,
+        CurriculumGRPOConfig,
+        CurriculumPPOConfig,
+        CurriculumSFTConfig,
+        CurriculumTrainingArguments,
+    )
+    from trl_ext.trainers.curriculum_trainer import (
+        CurriculumDPOTrainer,
+        CurriculumGRPOTrainer,
+        CurriculumMixin,
+        CurriculumPPOTrainer,
+        CurriculumSFTTrainer,
+        CurriculumTrainer,
+        with_curriculum,
+    )
     from trl_ext.trainers.registry import get_trainer
     from trl_ext.trainers.selective_config import SelectiveArguments, SelectiveConfig, SelectiveDPOConfig
     from trl_ext.trainers.selective_dpo import SelectiveDPOTrainer

@@ -28,7 +28,6 @@ own reference policy when it has one), :attr:`SelectiveMixin.proxy_collator` and
 
 from __future__ import annotations
 
-import copy
 import json
 import warnings
 from collections.abc import Iterable, Iterator, Mapping
@@ -50,6 +49,7 @@ from trl_ext.losses.projection import (
     save_plane,
 )
 from trl_ext.losses.selective import sequence_logps
+from trl_ext.models.frozen_model import frozen_copy
 from trl_ext.trainers.selective_config import SelectiveArguments
 from trl_ext.trainers.selective_mechanisms import Mechanism, PlanePenalty, _ce_from_logits, build_mechanisms
 
@@ -74,19 +74,6 @@ class _SelectiveHooks(TrainerCallback):
     def on_train_end(self, args, state, control, **kwargs):
         for mechanism in self.trainer.mechanisms:
             mechanism.at_train_end(self.trainer)
-
-
-def frozen_copy(model: torch.nn.Module) -> torch.nn.Module:
-    """A frozen (eval, no-grad) deep copy of ``model`` that computes with its own weights.
-
-    TRL's ``add_fused_lm_head`` (applied by ``SFTTrainer``/``DPOTrainer`` at construction) replaces the instance's
-    ``forward`` by a closure over the *original bound* ``forward``; ``copy.deepcopy`` copies the closure by reference,
-    so the copy's non-fused forward would silently run the live model. The instance attribute is dropped, so the copy
-    uses its class's ``forward`` (plain logits), on its own weights.
-    """
-    frozen = copy.deepcopy(model)
-    frozen.__dict__.pop("forward", None)
-    return frozen.eval().requires_grad_(False)
 
 
 class SelectiveMixin:

@@ -1,0 +1,249 @@
+"""The auto-curriculum's state across steps: rolling frozen model, difficulty estimate, weight updates, logging.
+
+:class:`CurriculumCallback` is created by the curriculum trainers (:mod:`trl_ext.trainers.curriculum_trainer`) and
+drives a :class:`~trl_ext.data.curriculum_sampler.CurriculumSampler`:
+
+* when an update is due (start of every ``curriculum_interval``-th epoch, or every ``curriculum_interval`` optimizer
+  steps and once before the first), it refreshes the frozen model if ``freeze_interval`` says so, scores the fixed
+  difficulty subsets with it, and sets the sampler's new weights;
+* difficulty batches are split round-robin over the processes and the per-batch losses summed across them, so every
+  process computes the same μ, σ², m and weights (the sampler then draws identically everywhere);
+* every update is logged (``curriculum/weight/<name>``, ``curriculum/difficulty/<name>`` (μ),
+  ``curriculum/variance/<name>``, ``curriculum/frozen_age``) through ``Trainer.log``, so wandb, tensorboard,
+  trackio, the console and :class:`~trl_ext.callbacks.loss_log.LossLogCallback` all see it;
+* :meth:`state_dict` / :meth:`load_state_dict` carry the schedule and bookkeeping through checkpoints.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from transformers import TrainerCallback
+
+from trl_ext.data.curriculum_sampler import CurriculumSampler
+from trl_ext.data.curriculum_weights import difficulty_statistics, update_weights
+from trl_ext.models.frozen_model import RollingFrozenModel
+
+__all__ = ["CurriculumCallback", "difficulty_text"]
+
+
+def difficulty_text(example: Mapping[str, Any], tokenizer: Any, field: str | None = None) -> str:
+    """The text of one row that the frozen model scores.
+
+    ``field`` given: that column (a string). Otherwise, in order: ``text``; ``messages`` through the chat template;
+    ``prompt`` (string or conversation) followed by ``completion`` or ``chosen`` when present. (Rows that hold only
+    ``input_ids``, as for a plain ``Trainer``, are scored on those ids directly.)
+    """
+    if field is not None:
+        value = example.get(field)
+        if not isinstance(value, str):
+            raise ValueError(f"difficulty_text_field {field!r} is {type(value).__name__}, not a string")
+        return value
+    if isinstance(example.get("text"), str):
+        return example["text"]
+    if isinstance(example.get("messages"), list):
+        return tokenizer.apply_chat_template(example["messages"], tokenize=False)
+    prompt = example.get("prompt")
+    if prompt is None:
+        raise ValueError(
+            f"no text to score: the row has columns {sorted(example)}; expected 'text', 'messages' or 'prompt' "
+            "(or set difficulty_text_field)"
+        )
+    answer = example.get("completion", example.get("chosen"))
+    if isinstance(prompt, str):
+        return prompt + (answer if isinstance(answer, str) else "")
+    messages = list(prompt) + (list(answer) if isinstance(answer, list) else [])
+    return tokenizer.apply_chat_template(messages, tokenize=False)
+
+
+def _has_text(row: Mapping[str, Any]) -> bool:
+    return any(k in row for k in ("text", "messages", "prompt"))
+
+
+class CurriculumCallback(TrainerCallback):
+    """Frozen-model refreshes, difficulty estimates and weight updates of one curriculum trainer.
+
+    Args:
+        trainer: the trainer (for its unwrapped model, accelerator and ``log``).
+        datasets: name -> raw dataset (before the host's processing), in sampler order.
+        sampler: the trainer's curriculum sampler.
+        curriculum: the knobs (:class:`~trl_ext.trainers.curriculum_config.CurriculumArguments`).
+        tokenizer: tokenizes the difficulty texts.
+        seed: seed of the difficulty subsets.
+    """
+
+    def __init__(
+        self,
+        trainer: Any,
+        datasets: Mapping[str, Any],
+        sampler: CurriculumSampler,
+        curriculum: Any,
+        tokenizer: Any,
+        seed: int,
+    ) -> None:
+        self.trainer = trainer
+        self.names = list(datasets)
+        self.sampler = sampler
+        self.cfg = curriculum
+        self.frozen = RollingFrozenModel(curriculum.frozen_model_mode)
+        self.batches = self._difficulty_batches(datasets, tokenizer, seed)
+        self.last_update: int | None = None  # epoch or step (per the unit) of the last weight update
+        self.last_refresh: int | None = None
+        self.history: list[dict[str, Any]] = []
+        self.restored = False
+
+    # ------------------------------------------------------------------ data
+
+    def _difficulty_batches(self, datasets: Mapping[str, Any], tokenizer: Any, seed: int) -> list[list[list[int]]]:
+        """Per dataset: the token ids of its fixed subset, in batches of ``difficulty_batch_size``."""
+        tok = getattr(tokenizer, "tokenizer", tokenizer)
+        out = []
+        for index, (name, data) in enumerate(datasets.items()):
+            n = len(data)
+            k = min(n, self.cfg.difficulty_sample_size)
+            rows = np.random.default_rng([seed, index]).choice(n, size=k, replace=False)
+            ids = []
+            for r in rows.tolist():
+                row = data[r]
+                if self.cfg.difficulty_text_field is None and "input_ids" in row and not _has_text(row):
+                    row_ids = list(row["input_ids"])[: self.cfg.difficulty_max_length]  # pre-tokenized rows
+                else:
+                    try:
+                        text = difficulty_text(row, tok, self.cfg.difficulty_text_field)
+                    except (ValueError, KeyError, TypeError) as err:
+                        raise ValueError(f"curriculum dataset {name!r}, row {r}: {err}") from err
+                    if tok is None:
+                        raise ValueError("the curriculum needs a processing_class (tokenizer) to score text rows")
+                    row_ids = tok(text, truncation=True, max_length=self.cfg.difficulty_max_length)["input_ids"]
+                if len(row_ids) < 2:
+                    raise ValueError(
+                        f"curriculum dataset {name!r}, row {r}: its text has {len(row_ids)} token(s); the difficulty "
+                        "loss needs at least 2"
+                    )
+                ids.append(row_ids)
+            bs = self.cfg.difficulty_batch_size
+            out.append([ids[i : i + bs] for i in range(0, len(ids), bs)])
+        return out
+
+    # ------------------------------------------------------------------ difficulty
+
+    def _pad(self, batch: Sequence[Sequence[int]], device: torch.device) -> dict[str, torch.Tensor]:
+        width = max(len(r) for r in batch)
+        ids = torch.zeros(len(batch), width, dtype=torch.long)
+        mask = torch.zeros(len(batch), width, dtype=torch.long)
+        for i, r in enumerate(batch):
+            ids[i, : len(r)] = torch.tensor(r)
+            mask[i, : len(r)] = 1
+        labels = ids.masked_fill(mask == 0, -100)
+        return {"input_ids": ids.to(device), "attention_mask": mask.to(device), "labels": labels.to(device)}
+
+    def batch_losses(self, model: torch.nn.Module) -> list[np.ndarray]:
+        """Per dataset, the frozen model's mean token loss on each difficulty batch (identical on every process)."""
+        jobs = [(i, b) for i, batches in enumerate(self.batches) for b in range(len(batches))]
+        accelerator = self.trainer.accelerator
+        rank, world = accelerator.process_index, accelerator.num_processes
+        device = next(model.parameters()).device
+        losses = torch.zeros(len(jobs), dtype=torch.float64, device=device)
+        with self.frozen.scoring(model) as scorer:
+            for j in range(rank, len(jobs), world):
+                i, b = jobs[j]
+                out = scorer(**self._pad(self.batches[i][b], device))
+                losses[j] = out.loss.double()
+        if world > 1:
+            losses = accelerator.reduce(losses, reduction="sum")
+        values = losses.cpu().numpy()
+        per_dataset: list[list[float]] = [[] for _ in self.batches]
+        for (i, _), v in zip(jobs, values):
+            per_dataset[i].append(float(v))
+        return [np.asarray(v) for v in per_dataset]
+
+    # ------------------------------------------------------------------ updates
+
+    def _model(self) -> torch.nn.Module:
+        return self.trainer.accelerator.unwrap_model(self.trainer.model)
+
+    def update(self, state: Any, unit_value: int, *, epoch: int | None = None, position: int | None = None) -> None:
+        """Refresh the frozen model if due, estimate the difficulties and set new weights (logged)."""
+        started = time.perf_counter()
+        model = self._model()
+        if self.last_refresh is None or unit_value - self.last_refresh >= self.cfg.freeze_interval:
+            self.frozen.refresh(model, state.global_step)
+            self.last_refresh = unit_value
+        stats = [difficulty_statistics(v) for v in self.batch_losses(model)]
+        mu, var, metric = (np.array(x) for x in zip(*stats))
+        new = update_weights(
+            self.sampler.weights,
+            metric,
+            eta=self.cfg.curriculum_eta,
+            min_weight=self.cfg.curriculum_min_weight,
+            update=self.cfg.curriculum_update,
+            names=self.names,
+        )
+        self.sampler.set_weights(new, epoch=epoch, position=position)
+        self.last_update = unit_value
+        record = {
+            "step": state.global_step,
+            "epoch": epoch if epoch is not None else self.sampler.epoch,
+            "frozen_age": self.frozen.age(state.global_step),
+            "weights": new.tolist(),
+            "difficulty": mu.tolist(),
+            "variance": var.tolist(),
+            "seconds": time.perf_counter() - started,
+        }
+        self.history.append(record)
+        logs: dict[str, float] = {"curriculum/frozen_age": float(record["frozen_age"])}
+        for name, w, m, v in zip(self.names, new, mu, var):
+            logs[f"curriculum/weight/{name}"] = float(w)
+            logs[f"curriculum/difficulty/{name}"] = float(m)
+            logs[f"curriculum/variance/{name}"] = float(v)
+        from transformers import Trainer
+
+        # The base log: host overrides (GRPO's) would flush their own metrics early. Logging resets
+        # control.should_log, which would swallow the step's regular log when the update runs in on_step_end.
+        should_log = self.trainer.control.should_log
+        Trainer.log(self.trainer, logs)
+        self.trainer.control.should_log = should_log
+
+    def _epoch_due(self, epoch: int) -> bool:
+        return epoch % self.cfg.curriculum_interval == 0 and (self.last_update is None or epoch > self.last_update)
+
+    # ------------------------------------------------------------------ TrainerCallback hooks
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if self.cfg.curriculum_interval_unit == "steps" and self.last_update is None:
+            self.update(state, state.global_step)
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        epoch = int(math.floor(state.epoch + 1e-6)) if state.epoch else 0
+        self.sampler.set_epoch(epoch)
+        if self.cfg.curriculum_interval_unit == "epoch" and self._epoch_due(epoch):
+            self.update(state, epoch, epoch=epoch, position=0)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        step = state.global_step
+        if self.cfg.curriculum_interval_unit == "steps" and step % self.cfg.curriculum_interval == 0:
+            if self.last_update is None or step > self.last_update:
+                self.update(state, step)
+
+    # ------------------------------------------------------------------ checkpointing
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "sampler": self.sampler.state_dict(),
+            "last_update": self.last_update,
+            "last_refresh": self.last_refresh,
+            "frozen_refreshed_at": self.frozen.refreshed_at,
+            "history": self.history,
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.sampler.load_state_dict(state["sampler"])
+        self.last_update = state["last_update"]
+        self.last_refresh = state["last_refresh"]
+        self.history = list(state["history"])
+        self.restored = True
