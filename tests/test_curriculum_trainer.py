@@ -45,10 +45,10 @@ def _sft_args(tmp_path, **kw) -> CurriculumSFTConfig:
     return CurriculumSFTConfig(**base)
 
 
-def _sft(tmp_path, model_path, datasets=None, callbacks=None, **kw):
+def _sft(tmp_path, model_path, datasets=None, callbacks=None, peft_config=None, **kw):
     return CurriculumSFTTrainer(
         model=str(model_path), args=_sft_args(tmp_path, **kw), train_dataset=datasets or _texts(),
-        processing_class=AutoTokenizer.from_pretrained(model_path), callbacks=callbacks,
+        processing_class=AutoTokenizer.from_pretrained(model_path), callbacks=callbacks, peft_config=peft_config,
     )  # fmt: skip
 
 
@@ -118,15 +118,24 @@ def test_frozen_model_refreshes_on_schedule(tmp_path, tiny_model_path):
     assert not all(torch.equal(by_step[3][k], by_step[4][k]) for k in by_step[3])
 
 
-@pytest.mark.parametrize("unit", ["epoch", "steps"])
+@pytest.mark.parametrize("unit", ["epoch", "steps", "steps+lora"])
 def test_resume_restores_weights_and_next_batches(tmp_path, tiny_model_path, unit):
     """Resuming mid-epoch (with gradient accumulation and mid-epoch weight changes) reproduces the uninterrupted
-    run's losses, hence its batches, and its weight history."""
+    run's losses, hence its batches, and its weight history; with LoRA the frozen model is the adapter snapshot."""
+    from peft import LoraConfig
+
+    lora = unit.endswith("+lora")
+    unit = unit.removesuffix("+lora")
     kw = dict(
         num_train_epochs=3, save_strategy="steps", save_steps=7, gradient_accumulation_steps=2,
-        curriculum_interval_unit=unit, curriculum_interval=1 if unit == "epoch" else 3, freeze_interval=2,
+        curriculum_interval_unit=unit, curriculum_interval=1 if unit == "epoch" else 3,
+        freeze_interval=2 if unit == "epoch" else 6,  # the first update after step 7 uses a restored frozen model
     )  # fmt: skip
+    if lora:
+        kw["peft_config"] = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=["q_proj", "v_proj"])
+        kw["learning_rate"] = 1e-2
     full = _sft(tmp_path, tiny_model_path, **kw)
+    assert full.curriculum.frozen.resolved_mode(full.model) == ("adapter" if lora else "copy")
     full.train()
     ckpt = tmp_path / "out" / "checkpoint-7"
     state = json.loads((ckpt / CURRICULUM_STATE_FILE).read_text())
@@ -135,6 +144,7 @@ def test_resume_restores_weights_and_next_batches(tmp_path, tiny_model_path, uni
 
     resumed = _sft(tmp_path, tiny_model_path, **kw)
     resumed.train(resume_from_checkpoint=str(ckpt))
+    assert [h["frozen_age"] for h in resumed.curriculum.history] == [h["frozen_age"] for h in full.curriculum.history]
     a, b = _losses(full), _losses(resumed)
     assert a.keys() == b.keys() and len(a) == full.state.global_step
     assert [b[s] for s in sorted(b) if s > 7] == pytest.approx([a[s] for s in sorted(a) if s > 7], abs=1e-6)
@@ -310,3 +320,35 @@ def test_bad_config_and_resume(tmp_path, tiny_model_path):
     trainer = _sft(tmp_path, tiny_model_path, max_steps=1)
     with pytest.raises(FileNotFoundError, match="has no curriculum_state.json"):
         trainer.train(resume_from_checkpoint=str(tmp_path / "plain_ckpt"))
+
+
+def test_difficulty_is_the_answer_loss_against_a_direct_computation(tmp_path, tiny_model_path):
+    """Prompt-completion rows: μ of the first update equals the mean token cross-entropy of the *completion* tokens
+    under the starting model, computed by hand (one batch per dataset, so σ² = 0)."""
+    from transformers import AutoModelForCausalLM
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_path)
+    data = {
+        "short": Dataset.from_list([{"prompt": f"say {i}", "completion": f" {i} ok"} for i in range(6)]),
+        "long": Dataset.from_list(
+            [{"prompt": f"list {i}", "completion": f" {i} {i + 1} {i + 2} go"} for i in range(6)]
+        ),
+    }
+    trainer = _sft(tmp_path, tiny_model_path, datasets=data, max_steps=1, difficulty_sample_size=6,
+                   difficulty_batch_size=6)  # fmt: skip
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_path).eval()
+    expected = []
+    for d in data.values():
+        total, count = 0.0, 0
+        for row in d:
+            ids = tok(row["prompt"] + row["completion"])["input_ids"]
+            start = len(tok(row["prompt"])["input_ids"])
+            with torch.no_grad():
+                logp = torch.log_softmax(model(input_ids=torch.tensor([ids])).logits[0].double(), -1)
+            total -= sum(logp[t - 1, ids[t]].item() for t in range(start, len(ids)))
+            count += len(ids) - start
+        expected.append(total / count)
+    trainer.train()
+    first = trainer.curriculum.history[0]
+    np.testing.assert_allclose(first["difficulty"], expected, rtol=1e-5)
+    assert first["variance"] == [0.0, 0.0]

@@ -29,25 +29,29 @@ from trl_ext.data.curriculum_sampler import CurriculumSampler
 from trl_ext.data.curriculum_weights import difficulty_statistics, update_weights
 from trl_ext.models.frozen_model import RollingFrozenModel
 
-__all__ = ["CurriculumCallback", "difficulty_text"]
+__all__ = ["CurriculumCallback", "difficulty_segments"]
 
 
-def difficulty_text(example: Mapping[str, Any], tokenizer: Any, field: str | None = None) -> str:
-    """The text of one row that the frozen model scores.
+def difficulty_segments(
+    example: Mapping[str, Any], tokenizer: Any, field: str | None = None, completion_only: bool = True
+) -> tuple[str, str]:
+    """``(prefix, full)``: the text of one row that the frozen model reads, and its unscored beginning.
 
-    ``field`` given: that column (a string). Otherwise, in order: ``text``; ``messages`` through the chat template;
-    ``prompt`` (string or conversation) followed by ``completion`` or ``chosen`` when present. (Rows that hold only
+    ``field`` given: that column (a string), all scored. Otherwise, in order: ``text``; ``messages`` through the chat
+    template; ``prompt`` (string or conversation) followed by ``completion`` or ``chosen`` when present — with
+    ``completion_only`` the prompt is the prefix (SFT's ``completion_only_loss`` and DPO train on the answer only,
+    so that is what "hard" should measure); a prompt alone (GRPO/PPO) is scored whole. (Rows holding only
     ``input_ids``, as for a plain ``Trainer``, are scored on those ids directly.)
     """
     if field is not None:
         value = example.get(field)
         if not isinstance(value, str):
             raise ValueError(f"difficulty_text_field {field!r} is {type(value).__name__}, not a string")
-        return value
+        return "", value
     if isinstance(example.get("text"), str):
-        return example["text"]
+        return "", example["text"]
     if isinstance(example.get("messages"), list):
-        return tokenizer.apply_chat_template(example["messages"], tokenize=False)
+        return "", tokenizer.apply_chat_template(example["messages"], tokenize=False)
     prompt = example.get("prompt")
     if prompt is None:
         raise ValueError(
@@ -56,9 +60,14 @@ def difficulty_text(example: Mapping[str, Any], tokenizer: Any, field: str | Non
         )
     answer = example.get("completion", example.get("chosen"))
     if isinstance(prompt, str):
-        return prompt + (answer if isinstance(answer, str) else "")
-    messages = list(prompt) + (list(answer) if isinstance(answer, list) else [])
-    return tokenizer.apply_chat_template(messages, tokenize=False)
+        if not isinstance(answer, str):
+            return "", prompt
+        return (prompt if completion_only else ""), prompt + answer
+    if not isinstance(answer, list):
+        return "", tokenizer.apply_chat_template(list(prompt), tokenize=False)
+    full = tokenizer.apply_chat_template(list(prompt) + list(answer), tokenize=False)
+    prefix = tokenizer.apply_chat_template(list(prompt), tokenize=False, add_generation_prompt=True)
+    return (prefix if completion_only else ""), full
 
 
 def _has_text(row: Mapping[str, Any]) -> bool:
@@ -99,47 +108,65 @@ class CurriculumCallback(TrainerCallback):
 
     # ------------------------------------------------------------------ data
 
-    def _difficulty_batches(self, datasets: Mapping[str, Any], tokenizer: Any, seed: int) -> list[list[list[int]]]:
-        """Per dataset: the token ids of its fixed subset, in batches of ``difficulty_batch_size``."""
+    def _difficulty_batches(
+        self, datasets: Mapping[str, Any], tokenizer: Any, seed: int
+    ) -> list[list[list[tuple[list[int], int]]]]:
+        """Per dataset: its fixed subset as ``(token ids, first scored position)``, in batches."""
         tok = getattr(tokenizer, "tokenizer", tokenizer)
         out = []
         for index, (name, data) in enumerate(datasets.items()):
             n = len(data)
             k = min(n, self.cfg.difficulty_sample_size)
             rows = np.random.default_rng([seed, index]).choice(n, size=k, replace=False)
-            ids = []
-            for r in rows.tolist():
-                row = data[r]
-                if self.cfg.difficulty_text_field is None and "input_ids" in row and not _has_text(row):
-                    row_ids = list(row["input_ids"])[: self.cfg.difficulty_max_length]  # pre-tokenized rows
-                else:
-                    try:
-                        text = difficulty_text(row, tok, self.cfg.difficulty_text_field)
-                    except (ValueError, KeyError, TypeError) as err:
-                        raise ValueError(f"curriculum dataset {name!r}, row {r}: {err}") from err
-                    if tok is None:
-                        raise ValueError("the curriculum needs a processing_class (tokenizer) to score text rows")
-                    row_ids = tok(text, truncation=True, max_length=self.cfg.difficulty_max_length)["input_ids"]
-                if len(row_ids) < 2:
-                    raise ValueError(
-                        f"curriculum dataset {name!r}, row {r}: its text has {len(row_ids)} token(s); the difficulty "
-                        "loss needs at least 2"
-                    )
-                ids.append(row_ids)
+            items = [self._tokenize_row(name, r, data[r], tok) for r in rows.tolist()]
             bs = self.cfg.difficulty_batch_size
-            out.append([ids[i : i + bs] for i in range(0, len(ids), bs)])
+            out.append([items[i : i + bs] for i in range(0, len(items), bs)])
         return out
+
+    def _tokenize_row(self, name: str, r: int, row: Mapping[str, Any], tok: Any) -> tuple[list[int], int]:
+        """Token ids (at most ``difficulty_max_length``) and the first scored position of one row.
+
+        A row with an unscored prefix is truncated from the left (the scored answer is kept), others from the right.
+        """
+        limit = self.cfg.difficulty_max_length
+        if self.cfg.difficulty_text_field is None and "input_ids" in row and not _has_text(row):
+            ids, start = list(row["input_ids"])[:limit], 1  # pre-tokenized rows
+        else:
+            try:
+                prefix, full = difficulty_segments(
+                    row, tok, self.cfg.difficulty_text_field, self.cfg.difficulty_completion_only
+                )
+            except (ValueError, KeyError, TypeError) as err:
+                raise ValueError(f"curriculum dataset {name!r}, row {r}: {err}") from err
+            if tok is None:
+                raise ValueError("the curriculum needs a processing_class (tokenizer) to score text rows")
+            ids = tok(full)["input_ids"]
+            start = len(tok(prefix)["input_ids"]) if prefix else 1
+            if len(ids) > limit:
+                if prefix:
+                    cut = len(ids) - limit
+                    ids, start = ids[cut:], max(1, start - cut)
+                else:
+                    ids = ids[:limit]
+        if len(ids) - max(start, 1) < 1:
+            raise ValueError(
+                f"curriculum dataset {name!r}, row {r}: nothing to score ({len(ids)} token(s), the first "
+                f"{start} unscored); the difficulty loss needs at least one scored token after the first"
+            )
+        return ids, max(start, 1)
 
     # ------------------------------------------------------------------ difficulty
 
-    def _pad(self, batch: Sequence[Sequence[int]], device: torch.device) -> dict[str, torch.Tensor]:
-        width = max(len(r) for r in batch)
+    def _pad(self, batch: Sequence[tuple[list[int], int]], device: torch.device) -> dict[str, torch.Tensor]:
+        """Right-padded ids, attention mask and labels (-100 on padding and on each row's unscored prefix)."""
+        width = max(len(ids) for ids, _ in batch)
         ids = torch.zeros(len(batch), width, dtype=torch.long)
         mask = torch.zeros(len(batch), width, dtype=torch.long)
-        for i, r in enumerate(batch):
-            ids[i, : len(r)] = torch.tensor(r)
-            mask[i, : len(r)] = 1
-        labels = ids.masked_fill(mask == 0, -100)
+        labels = torch.full((len(batch), width), -100, dtype=torch.long)
+        for i, (row, start) in enumerate(batch):
+            ids[i, : len(row)] = torch.tensor(row)
+            mask[i, : len(row)] = 1
+            labels[i, start : len(row)] = ids[i, start : len(row)]
         return {"input_ids": ids.to(device), "attention_mask": mask.to(device), "labels": labels.to(device)}
 
     def batch_losses(self, model: torch.nn.Module) -> list[np.ndarray]:

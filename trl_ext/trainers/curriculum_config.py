@@ -77,6 +77,13 @@ class CurriculumArguments:
             "'messages', else prompt + completion/chosen."
         },
     )
+    difficulty_completion_only: bool = field(
+        default=True,
+        metadata={
+            "help": "For prompt + completion/chosen rows, score only the answer tokens (what SFT's completion-only "
+            "loss and DPO train on); the prompt is context."
+        },
+    )
     curriculum_epoch_size: int | None = field(
         default=None, metadata={"help": "Examples drawn per epoch (default: the total number of rows)."}
     )
