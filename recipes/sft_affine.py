@@ -10,6 +10,18 @@ with a floor ``min_lr_ratio``, warm-up, gradient checkpointing, bf16 where suppo
 best model by eval loss); save the adapter and tokenizer; write ``loss_log.csv`` and ``loss_curve.png``;
 then evaluate on freshly generated held-out tasks and write ``eval_results.json`` beside the model.
 Every field of the three argument classes is a YAML key and a command-line flag.
+
+Auto-curriculum (``--curriculum_split``, off by default): the training rows are split into several datasets,
+one per task environment (``task``) or one per value of a key of the instance payload (``payload:<key>``,
+e.g. ``payload:n`` for SAT instances of different sizes with a ``--sat_n lo hi`` range), named ``sat`` or
+``n=5`` and sorted (numbers numerically). They are trained with ``CurriculumSFTTrainer``, whose sampling
+weights follow each dataset's difficulty under a rolling frozen model (the ``curriculum_*``, ``freeze_*`` and
+``difficulty_*`` fields of ``CurriculumSFTConfig``; ignored without a split). The run also writes
+``curriculum.json`` (split, dataset names and sizes, update history, final weights) into ``output_dir``,
+and ``loss_log.csv`` gets the ``curriculum/weight/<name>`` and ``curriculum/difficulty/<name>`` columns.
+Validation and the held-out evaluation use all the data, as without a split::
+
+    accelerate launch recipes/sft_affine.py --config recipes/configs/sft_affine_curriculum_tiny.yaml
 """
 
 from __future__ import annotations
@@ -18,6 +30,7 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from accelerate import PartialState
 from transformers import set_seed
@@ -34,48 +47,170 @@ from trl_ext.recipe_utils import (
     recipe_parser,
     teardown_distributed,
 )
+from trl_ext.trainers.curriculum_config import CURRICULUM_FIELDS, CurriculumArguments, CurriculumSFTConfig
+from trl_ext.trainers.curriculum_trainer import CurriculumSFTTrainer
+
+if TYPE_CHECKING:
+    from datasets import Dataset, DatasetDict
 
 logger = logging.getLogger("sft_affine")
+
+CURRICULUM_FILE = "curriculum.json"
+KEEP_COLUMNS = ("prompt", "completion")
 
 
 @dataclass
 class SFTAffineArguments(AffineRecipeArguments):
-    """Arguments of the SFT recipe: task data and held-out evaluation (base class) plus the schedule floor."""
+    """Arguments of the SFT recipe: task data and held-out evaluation (base class), the schedule floor and the
+    optional curriculum split of the training rows."""
 
     min_lr_ratio: float = field(
         default=0.1, metadata={"help": "Floor of the cosine schedule as a fraction of learning_rate (0: none)."}
     )
+    curriculum_split: str | None = field(
+        default=None,
+        metadata={
+            "help": "Auto-curriculum over the training rows: None (plain SFT), 'task' (one dataset per task "
+            "environment) or 'payload:<key>' (one dataset per value of that payload key, e.g. 'payload:n' for "
+            "SAT sizes). Needs at least 2 datasets; tuned by the curriculum_* and difficulty_* fields."
+        },
+    )
 
 
-def prepare_data(args: SFTAffineArguments):
-    """Load ``data_dir`` (collected first when empty) and keep the prompt and completion columns."""
+def parse_curriculum_split(split: str) -> tuple[str, str | None]:
+    """``"task"`` -> ``("task", None)``; ``"payload:<key>"`` -> ``("payload", key)``; anything else: ValueError."""
+    if split == "task":
+        return "task", None
+    if split.startswith("payload:") and split[len("payload:") :].strip():
+        return "payload", split[len("payload:") :].strip()
+    raise ValueError(
+        f"unknown curriculum_split {split!r}: use 'task' (one dataset per task environment) or 'payload:<key>' "
+        "(one dataset per value of a payload key, e.g. 'payload:n')"
+    )
+
+
+def _group_of(split: str, kind: str, key: str | None, task: str, row_id: str, payload: str) -> tuple[str, Any]:
+    """(dataset name, sort key) of one row under ``split``."""
+    if kind == "task":
+        return task, (1, task)
+    values = json.loads(payload)
+    if key not in values:
+        raise ValueError(
+            f"curriculum_split {split!r}: row {row_id!r} (task {task!r}) has no payload key {key!r}; its payload "
+            f"keys are {sorted(values)}"
+        )
+    value = values[key]
+    if value is not None and not isinstance(value, (str, int, float, bool)):
+        raise ValueError(
+            f"curriculum_split {split!r}: row {row_id!r} has a {type(value).__name__} under payload key {key!r}; "
+            "a split needs a scalar value (string, number or bool)"
+        )
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    return f"{key}={value}", ((0, value) if number else (1, str(value)))
+
+
+def split_curriculum(train: Dataset, split: str) -> dict[str, Dataset]:
+    """Split the training ``Dataset`` (row-format columns) into ``{name: Dataset}`` per ``split``.
+
+    Datasets keep only the prompt and completion columns and the row order; they are sorted by their value
+    (numbers numerically, then strings). Raises ``ValueError`` for an unknown split kind, a row without the
+    payload key (naming the row id), or a split that gives fewer than 2 datasets.
+    """
+    kind, key = parse_curriculum_split(split)
+    groups: dict[str, list[int]] = {}
+    order: dict[str, Any] = {}
+    for index, (task, row_id, payload) in enumerate(zip(train["task"], train["id"], train["payload"])):
+        name, sort_key = _group_of(split, kind, key, task, row_id, payload)
+        groups.setdefault(name, []).append(index)
+        order.setdefault(name, sort_key)
+    if len(groups) < 2:
+        name = next(iter(groups), None)
+        raise ValueError(
+            f"curriculum_split {split!r} puts all {len(train)} training rows in one dataset ({name!r}); a "
+            "curriculum needs at least 2 datasets: choose another split (e.g. 'payload:n' with a range "
+            "--sat_n lo hi, or 'task' with several --tasks) or leave curriculum_split unset for plain SFT"
+        )
+    drop = [c for c in train.column_names if c not in KEEP_COLUMNS]
+    return {
+        name: train.select(groups[name]).remove_columns(drop) for name in sorted(groups, key=lambda n: (order[n], n))
+    }
+
+
+def prepare_data(args: SFTAffineArguments) -> tuple[DatasetDict, dict[str, Dataset] | None]:
+    """Load ``data_dir`` (collected first when empty) and keep the prompt and completion columns.
+
+    Returns ``(data, curriculum)``: the ``DatasetDict`` (train, validation) and, when ``curriculum_split`` is
+    set, the training rows split into ``{name: Dataset}`` (:func:`split_curriculum`), else ``None``.
+    """
     data = args.load_data()
-    keep = ["prompt", "completion"]
-    return data.remove_columns([c for c in data["train"].column_names if c not in keep])
+    curriculum = split_curriculum(data["train"], args.curriculum_split) if args.curriculum_split else None
+    data = data.remove_columns([c for c in data["train"].column_names if c not in KEEP_COLUMNS])
+    return data, curriculum
+
+
+def _warn_unused_curriculum_args(training_args: SFTConfig) -> None:
+    if not isinstance(training_args, CurriculumArguments):
+        return
+    defaults = CurriculumArguments()
+    changed = [f for f in CURRICULUM_FIELDS if getattr(training_args, f) != getattr(defaults, f)]
+    if changed:
+        logger.warning("curriculum_split is not set: plain SFT, the curriculum fields %s are ignored", changed)
+
+
+def write_curriculum_report(trainer: CurriculumSFTTrainer, split: str, path: str | Path) -> dict[str, Any]:
+    """Write ``curriculum.json`` (split, names, sizes, history, final weights) for a curriculum trainer."""
+    names = list(trainer.curriculum_datasets)
+    weights = [float(w) for w in trainer.curriculum_sampler.weights]
+    report = {
+        "split": split,
+        "names": names,
+        "sizes": {name: len(d) for name, d in trainer.curriculum_datasets.items()},
+        "final_weights": dict(zip(names, weights)),
+        "history": trainer.curriculum.history,
+    }
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(report, indent=2) + "\n")
+    return report
 
 
 def main(script_args: SFTAffineArguments, training_args: SFTConfig, model_args: LoRAModelConfig) -> dict | None:
+    """Train (plain SFT, or the curriculum with ``curriculum_split``), save, and evaluate on held-out tasks.
+
+    ``training_args`` is a ``CurriculumSFTConfig`` (what the command line parses) or a plain ``SFTConfig``
+    (then a curriculum uses the default knobs). Returns the held-out report, or ``None`` when skipped.
+    """
     set_seed(training_args.seed)
     apply_min_lr_ratio(training_args, script_args.min_lr_ratio)
     script_args.task_params()  # fail early on unknown tasks
+    split = script_args.curriculum_split
+    if split:
+        parse_curriculum_split(split)  # fail early on an unknown split kind
+    else:
+        _warn_unused_curriculum_args(training_args)
 
     model_path = resolve_model_name_or_path(model_args.model_name_or_path)
     tokenizer = load_tokenizer(model_path, revision=model_args.model_revision)
     model = model_args.load_causal_lm(model_path)
-    data = prepare_data(script_args)
+    data, curriculum = prepare_data(script_args)
 
-    trainer = SFTTrainer(
+    trainer_cls = CurriculumSFTTrainer if curriculum is not None else SFTTrainer
+    trainer = trainer_cls(
         model=model,
         args=training_args,
-        train_dataset=data["train"],
+        train_dataset=curriculum if curriculum is not None else data["train"],
         eval_dataset=data["validation"] if training_args.eval_strategy != "no" else None,
         processing_class=tokenizer,
         peft_config=get_peft_config(model_args),
         callbacks=[LossLogCallback()],
     )
     describe_launch(trainer)
+    if curriculum is not None and trainer.accelerator.is_main_process:
+        sizes = ", ".join(f"{name} ({len(d)} rows)" for name, d in curriculum.items())
+        print(f"[trl_ext] curriculum over {len(curriculum)} datasets ({split}): {sizes}", flush=True)
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     trainer.save_model(training_args.output_dir)
+    if curriculum is not None and trainer.accelerator.is_main_process:
+        write_curriculum_report(trainer, split, Path(training_args.output_dir) / CURRICULUM_FILE)
 
     report = None
     if script_args.heldout_samples > 0 and trainer.accelerator.is_main_process:
@@ -94,7 +229,7 @@ def evaluate_saved_model(model_dir: str, script_args: SFTAffineArguments, model_
 
 
 if __name__ == "__main__":
-    parser = recipe_parser(SFTAffineArguments, SFTConfig, LoRAModelConfig)
+    parser = recipe_parser(SFTAffineArguments, CurriculumSFTConfig, LoRAModelConfig)
     script_args, training_args, model_args = parser.parse_args_and_config()
     logging.basicConfig(level=logging.INFO if PartialState().is_main_process else logging.WARNING)
     result = main(script_args, training_args, model_args)
