@@ -17,7 +17,8 @@ e.g. ``payload:n`` for SAT instances of different sizes with a ``--sat_n lo hi``
 ``n=5`` and sorted (numbers numerically). They are trained with ``CurriculumSFTTrainer``, whose sampling
 weights follow each dataset's difficulty under a rolling frozen model (the ``curriculum_*``, ``freeze_*`` and
 ``difficulty_*`` fields of ``CurriculumSFTConfig``; ignored without a split). The run also writes
-``curriculum.json`` (split, dataset names and sizes, update history, final weights) into ``output_dir``,
+``curriculum.json`` (split, dataset names and sizes, update history, initial and final weights) and
+``curriculum_weights.png`` into ``output_dir``,
 and ``loss_log.csv`` gets the ``curriculum/weight/<name>`` and ``curriculum/difficulty/<name>`` columns.
 Validation and the held-out evaluation use all the data, as without a split::
 
@@ -37,6 +38,7 @@ from transformers import set_seed
 from trl import SFTConfig, SFTTrainer, get_peft_config
 
 from trl_ext.callbacks import LossLogCallback
+from trl_ext.callbacks.curriculum import write_curriculum_report
 from trl_ext.data.affine_args import AffineRecipeArguments
 from trl_ext.eval.report import format_report, save_report
 from trl_ext.models import load_tokenizer, resolve_model_name_or_path
@@ -55,7 +57,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("sft_affine")
 
-CURRICULUM_FILE = "curriculum.json"
 KEEP_COLUMNS = ("prompt", "completion")
 
 
@@ -157,22 +158,6 @@ def _warn_unused_curriculum_args(training_args: SFTConfig) -> None:
         logger.warning("curriculum_split is not set: plain SFT, the curriculum fields %s are ignored", changed)
 
 
-def write_curriculum_report(trainer: CurriculumSFTTrainer, split: str, path: str | Path) -> dict[str, Any]:
-    """Write ``curriculum.json`` (split, names, sizes, history, final weights) for a curriculum trainer."""
-    names = list(trainer.curriculum_datasets)
-    weights = [float(w) for w in trainer.curriculum_sampler.weights]
-    report = {
-        "split": split,
-        "names": names,
-        "sizes": {name: len(d) for name, d in trainer.curriculum_datasets.items()},
-        "final_weights": dict(zip(names, weights)),
-        "history": trainer.curriculum.history,
-    }
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(json.dumps(report, indent=2) + "\n")
-    return report
-
-
 def main(script_args: SFTAffineArguments, training_args: SFTConfig, model_args: LoRAModelConfig) -> dict | None:
     """Train (plain SFT, or the curriculum with ``curriculum_split``), save, and evaluate on held-out tasks.
 
@@ -209,8 +194,8 @@ def main(script_args: SFTAffineArguments, training_args: SFTConfig, model_args: 
         print(f"[trl_ext] curriculum over {len(curriculum)} datasets ({split}): {sizes}", flush=True)
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     trainer.save_model(training_args.output_dir)
-    if curriculum is not None and trainer.accelerator.is_main_process:
-        write_curriculum_report(trainer, split, Path(training_args.output_dir) / CURRICULUM_FILE)
+    if curriculum is not None:
+        write_curriculum_report(trainer, training_args.output_dir, split=split)
 
     report = None
     if script_args.heldout_samples > 0 and trainer.accelerator.is_main_process:

@@ -324,3 +324,28 @@ def test_demo_prompts_prefix():
             assert len(row["prompt"]) == min(10, len(row["text"]))
     with pytest.raises(ValueError, match="prompt_chars"):
         demo_prompts(demo, prompt_chars=0)
+
+
+def test_min_chars_drops_short_rows_and_subset_reaches_the_hub_loader(monkeypatch):
+    """min_chars keeps rows with enough text (an explicit, logged filter); subset is the hub configuration name."""
+    import datasets
+
+    rows = [{"text": "a long enough line"}, {"text": " "}, {"text": "ok"}, {"text": "another long line"}]
+    out = load_text_datasets([{"name": "wiki", "source": rows, "min_chars": 5}])
+    assert out["wiki"]["text"] == ["a long enough line", "another long line"]
+    with pytest.raises(DatasetLoadError, match="dataset 'wiki': no row has at least min_chars=50"):
+        load_text_datasets([{"name": "wiki", "source": rows, "min_chars": 50}])
+    with pytest.raises(DatasetLoadError, match="dataset 'wiki': subset 'v1' needs a hub id"):
+        load_text_datasets([{"name": "wiki", "source": rows, "subset": "v1"}])
+
+    calls = []
+
+    def fake_load_dataset(path, name=None, split=None, **kwargs):
+        calls.append((path, name, split))
+        return datasets.Dataset.from_list(rows)
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    out = load_text_datasets([{"name": "wiki", "source": "Salesforce/wikitext", "subset": "wikitext-103-raw-v1",
+                               "split": "validation", "min_chars": 5}])  # fmt: skip
+    assert calls == [("Salesforce/wikitext", "wikitext-103-raw-v1", "validation")]
+    assert len(out["wiki"]) == 2

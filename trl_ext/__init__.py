@@ -45,6 +45,7 @@ _LAZY: dict[str, str] = {
     "with_curriculum": "trl_ext.trainers.curriculum_trainer",
     "CurriculumSampler": "trl_ext.data.curriculum_sampler",
     "CurriculumCallback": "trl_ext.callbacks.curriculum",
+    "SampleTableCallback": "trl_ext.callbacks.sample_table",
     "DatasetSpec": "trl_ext.data.multi_dataset",
     "load_text_datasets": "trl_ext.data.multi_dataset",
     # callbacks
@@ -80,6 +81,7 @@ __all__ = [
     "PPOTrainer",
     "SafeLoRACallback",
     "SafeLoRAReport",
+    "SampleTableCallback",
     "SelectiveConfig",
     "SelectiveDPOConfig",
     "SelectiveDPOTrainer",
@@ -108,6 +110,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from trl_ext.callbacks.curriculum import CurriculumCallback
     from trl_ext.callbacks.loss_log import LossLogCallback
     from trl_ext.callbacks.safelora import SafeLoRACallback
+    from trl_ext.callbacks.sample_table import SampleTableCallback
     from trl_ext.data.curriculum_sampler import CurriculumSampler
     from trl_ext.data.multi_dataset import DatasetSpec, load_text_datasets
     from trl_ext.data.tasks.base import Task, TaskInstance

@@ -16,9 +16,12 @@ drives a :class:`~trl_ext.data.curriculum_sampler.CurriculumSampler`:
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import time
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,7 +32,18 @@ from trl_ext.data.curriculum_sampler import CurriculumSampler
 from trl_ext.data.curriculum_weights import difficulty_statistics, update_weights
 from trl_ext.models.frozen_model import RollingFrozenModel
 
-__all__ = ["CurriculumCallback", "difficulty_segments"]
+__all__ = [
+    "CURRICULUM_JSON",
+    "CURRICULUM_PNG",
+    "CurriculumCallback",
+    "curriculum_summary",
+    "difficulty_segments",
+    "plot_curriculum",
+    "write_curriculum_report",
+]
+
+CURRICULUM_JSON = "curriculum.json"
+CURRICULUM_PNG = "curriculum_weights.png"
 
 
 def difficulty_segments(
@@ -274,3 +288,64 @@ class CurriculumCallback(TrainerCallback):
         self.last_refresh = state["last_refresh"]
         self.history = list(state["history"])
         self.restored = True
+
+
+# ---------------------------------------------------------------------- reports
+
+
+def curriculum_summary(trainer: Any) -> dict[str, Any]:
+    """Names, sizes, initial and final weights, the update history and the run's length of a curriculum trainer
+    (what ``curriculum.json`` holds)."""
+    sampler = trainer.curriculum_sampler
+    return {
+        "names": list(sampler.names),
+        "sizes": dict(zip(sampler.names, sampler.sizes)),
+        "initial_weights": sampler.initial_weights.tolist(),
+        "final_weights": sampler.named_weights,
+        "history": trainer.curriculum.history,
+        "num_updates": len(trainer.curriculum.history),
+        "global_step": trainer.state.global_step,
+    }
+
+
+def plot_curriculum(summary: Mapping[str, Any], png_path: str | os.PathLike) -> None:
+    """Sampling weights (top, a step plot from the initial weights, a marker per update) and frozen-model
+    difficulties μ (bottom) against the step, one line per dataset."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    names, history = summary["names"], summary["history"]
+    fig = Figure(figsize=(8, 6))
+    FigureCanvasAgg(fig)
+    ax_w = fig.add_subplot(2, 1, 1)
+    ax_d = fig.add_subplot(2, 1, 2, sharex=ax_w)
+    last = max([summary.get("global_step", 0)] + [h["step"] for h in history])
+    for i, name in enumerate(names):
+        steps = [0] + [h["step"] for h in history] + [last]
+        weights = [summary["initial_weights"][i]] + [h["weights"][i] for h in history]
+        weights.append(weights[-1])
+        (line,) = ax_w.plot(steps, weights, drawstyle="steps-post", label=name)
+        ax_w.plot(steps[1:-1], weights[1:-1], "o", color=line.get_color())
+        if history:
+            ax_d.plot([h["step"] for h in history], [h["difficulty"][i] for h in history], "o-", label=name)
+    ax_w.set_ylabel("sampling weight")
+    ax_w.set_title("curriculum weights")
+    ax_d.set_ylabel("difficulty μ (nats)")
+    ax_d.set_xlabel("step")
+    for ax in (ax_w, ax_d):
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(png_path, dpi=100)
+
+
+def write_curriculum_report(trainer: Any, output_dir: str | os.PathLike, **extra: Any) -> dict[str, Any]:
+    """Write ``curriculum.json`` (:func:`curriculum_summary` plus ``extra``) and ``curriculum_weights.png`` into
+    ``output_dir`` (main process only); returns the summary on every process."""
+    summary = {**curriculum_summary(trainer), **extra}
+    if trainer.accelerator.is_main_process:
+        out = Path(output_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / CURRICULUM_JSON).write_text(json.dumps(summary, indent=2) + "\n")
+        plot_curriculum(summary, out / CURRICULUM_PNG)
+    return summary

@@ -78,6 +78,7 @@ class CurriculumSampler(Sampler[int]):
         self.batch_size = batch_size
         self.repeat_count = repeat_count
         w0 = check_weights(np.ones(len(self.sizes)) if weights is None else weights, self.names)
+        self.initial_weights = w0.copy()
         self._schedule: list[tuple[tuple[int, int], np.ndarray]] = [((0, 0), w0)]
         self.epoch = 0
         self.position = 0  # unique draws made so far in the current pass
@@ -166,6 +167,7 @@ class CurriculumSampler(Sampler[int]):
             "sizes": self.sizes,
             "seed": self.seed,
             "epoch": self.epoch,
+            "initial_weights": self.initial_weights.tolist(),
             "schedule": [[list(k), w.tolist()] for k, w in self._schedule],
         }
 
@@ -177,4 +179,6 @@ class CurriculumSampler(Sampler[int]):
             )
         self.seed = int(state["seed"])
         self.epoch = int(state["epoch"])
+        if "initial_weights" in state:
+            self.initial_weights = check_weights(state["initial_weights"], self.names)
         self._schedule = [((int(k[0]), int(k[1])), check_weights(w, self.names)) for k, w in state["schedule"]]

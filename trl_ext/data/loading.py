@@ -54,7 +54,9 @@ def _pick_split(data: Mapping[str, Any], split: str, what: str, source: str):
     raise DatasetLoadError(f"{what}: {source!r} has no split {split!r}; available splits: {', '.join(data) or 'none'}")
 
 
-def load_dataset_from(source: str | os.PathLike, split: str = "train", *, what: str = "dataset"):
+def load_dataset_from(
+    source: str | os.PathLike, split: str = "train", *, what: str = "dataset", name: str | None = None
+):
     """Load one split of a dataset given as a string; returns a ``datasets.Dataset``.
 
     ``source`` is, in this order:
@@ -66,9 +68,10 @@ def load_dataset_from(source: str | os.PathLike, split: str = "train", *, what: 
     * any other folder: ``datasets.load_dataset(folder, split=split)`` (a folder of data files);
     * otherwise a hub id: ``datasets.load_dataset(source, split=split)`` (offline rules apply).
 
-    ``what`` names the argument in error messages. Raises ``FileNotFoundError`` for a path-like ``source`` that
-    does not exist, :class:`DatasetLoadError` for an unknown file suffix, a missing split, an unreachable hub id,
-    an unreadable or empty file, or a dataset without rows.
+    ``name`` is the configuration of a hub dataset (or of a folder loaded with ``load_dataset``); it is refused for
+    files and ``save_to_disk`` folders, which have none. ``what`` names the argument in error messages. Raises
+    ``FileNotFoundError`` for a path-like ``source`` that does not exist, :class:`DatasetLoadError` for an unknown
+    file suffix, a missing split, an unreachable hub id, an unreadable or empty file, or a dataset without rows.
     """
     import datasets
 
@@ -85,16 +88,20 @@ def load_dataset_from(source: str | os.PathLike, split: str = "train", *, what: 
             )
         if path.stat().st_size == 0:
             raise DatasetLoadError(f"{what}: {source!r} is an empty file")
+        if name is not None:
+            raise DatasetLoadError(f"{what}: {source!r} is a file; a configuration name ({name!r}) needs a hub id")
         args, kwargs = (builder,), {"data_files": str(path), "split": split}
     elif path.is_dir() and any((path / m).is_file() for m in _SAVED_MARKERS):
+        if name is not None:
+            raise DatasetLoadError(f"{what}: {source!r} is a save_to_disk folder; it has no configuration {name!r}")
         args, kwargs = (), {}
     elif path.is_dir():
-        args, kwargs = (str(path),), {"split": split}
+        args, kwargs = (str(path), name), {"split": split}
     elif _looks_like_path(source):
         where = "" if path.is_absolute() else f" (resolved to {path.absolute()})"
         raise FileNotFoundError(f"{what}: {source!r} does not exist{where}")
     else:
-        args, kwargs = (source,), {"split": split}
+        args, kwargs = (source, name), {"split": split}
     try:
         dataset = datasets.load_dataset(*args, **kwargs) if args else datasets.load_from_disk(str(path))
     except Exception as err:  # datasets raises many unrelated types (ValueError, ConnectionError, ArrowInvalid, ...)

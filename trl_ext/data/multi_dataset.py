@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import logging
 import os
 import string
 from collections.abc import Callable, Mapping, Sequence
@@ -57,6 +58,8 @@ from trl_ext.data.loading import DatasetLoadError, load_dataset_from
 
 if TYPE_CHECKING:
     import datasets
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "FORMATTERS",
@@ -97,6 +100,13 @@ class DatasetSpec:
 
     max_rows: int | None = None
     """Keep only the first ``max_rows`` rows after loading (``None``: all of them)."""
+
+    subset: str | None = None
+    """Configuration name of a hub dataset (e.g. ``wikitext-103-raw-v1`` of ``Salesforce/wikitext``)."""
+
+    min_chars: int = 0
+    """Drop rows whose formatted text has fewer than ``min_chars`` non-blank characters (e.g. Wikitext's blank lines);
+    the number dropped is logged. With 0 (default) an empty text is an error, never skipped."""
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> DatasetSpec:
@@ -211,7 +221,9 @@ def _to_dataset(spec: DatasetSpec, what: str):
 
     source = spec.source
     if isinstance(source, (str, os.PathLike)):
-        dataset = load_dataset_from(source, spec.split, what=what)
+        dataset = load_dataset_from(source, spec.split, what=what, name=spec.subset)
+    elif spec.subset is not None:
+        raise DatasetLoadError(f"{what}: subset {spec.subset!r} needs a hub id as source, got {type(source).__name__}")
     elif isinstance(source, datasets.DatasetDict):
         if spec.split not in source:
             raise DatasetLoadError(
@@ -334,6 +346,16 @@ def _load_one(spec: DatasetSpec, text_column: str, keep_columns: bool):
             raise DatasetLoadError(f"{what}: no column {column!r} ({role}); its columns: {columns}")
 
     texts = _format_rows(dataset, fn, kwargs, label, what)
+    if spec.min_chars:
+        if isinstance(spec.min_chars, bool) or not isinstance(spec.min_chars, int) or spec.min_chars < 0:
+            raise DatasetLoadError(f"{what}: min_chars must be a non-negative integer, got {spec.min_chars!r}")
+        keep = [i for i, text in enumerate(texts) if len(text.strip()) >= spec.min_chars]
+        if not keep:
+            raise DatasetLoadError(f"{what}: no row has at least min_chars={spec.min_chars} characters of text")
+        if len(keep) < len(texts):
+            logger.info("%s: dropped %d of %d rows shorter than min_chars=%d", what, len(texts) - len(keep),
+                        len(texts), spec.min_chars)  # fmt: skip
+            dataset, texts = dataset.select(keep), [texts[i] for i in keep]
     empty = [i for i, text in enumerate(texts) if not text.strip()]
     if empty:
         raise DatasetLoadError(
