@@ -255,26 +255,29 @@ def test_plain_trainer_with_pretokenized_rows_and_with_curriculum(tmp_path, tiny
         with_curriculum(dict)
 
 
+@pytest.fixture(scope="module")
+def one_process_run(tmp_path_factory, tiny_model_path):
+    out = tmp_path_factory.mktemp("curriculum_one")
+    proc = run_script(["tests/scripts/curriculum_ddp.py", str(tiny_model_path), str(out), "8"])
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return json.loads((out / "rank0.json").read_text())
+
+
 @pytest.mark.slow
-def test_ddp_weights_identical_across_processes_and_equal_to_one_process(tmp_path, tiny_model_path):
-    """2 DDP processes (per-device batch 4) vs 1 process (batch 8): the difficulty batches are split over the ranks
-    and summed, so both ranks hold exactly the same weights, equal to the single process's."""
-    script = "tests/scripts/curriculum_ddp.py"
-    single = (
-        run_script([script, str(tiny_model_path), str(tmp_path / "one"), "8"])
-        if (tmp_path / "one").mkdir() is None
-        else None
-    )
-    assert single.returncode == 0, single.stderr[-4000:]
-    (tmp_path / "two").mkdir()
+@pytest.mark.parametrize(("config", "kind"), [("multi_gpu.yaml", "MULTI_CPU"), ("deepspeed_zero2.yaml", "DEEPSPEED")])
+def test_distributed_weights_identical_across_processes_and_equal_to_one_process(
+    tmp_path, tiny_model_path, one_process_run, config, kind
+):
+    """2 processes (per-device batch 4) vs 1 process (batch 8), DDP and DeepSpeed ZeRO-2: the difficulty batches are
+    split over the ranks and summed, so both ranks hold exactly the same weights, equal to the single process's."""
     proc = run_script(
-        ["-m", "accelerate.commands.launch", "--config_file", "accelerate_configs/multi_gpu.yaml", script,
-         str(tiny_model_path), str(tmp_path / "two"), "4"]
+        ["-m", "accelerate.commands.launch", "--config_file", f"accelerate_configs/{config}",
+         "tests/scripts/curriculum_ddp.py", str(tiny_model_path), str(tmp_path), "4"]
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-5000:]
-    one = json.loads((tmp_path / "one" / "rank0.json").read_text())
-    r0, r1 = (json.loads((tmp_path / "two" / f"rank{r}.json").read_text()) for r in (0, 1))
-    assert r0["world"] == 2 and r0["type"] == "MULTI_CPU"
+    one = one_process_run
+    r0, r1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
+    assert r0["world"] == 2 and r0["type"] == kind
     assert r0["history"] == r1["history"]  # bit-identical weights on both ranks
     assert [h["step"] for h in r0["history"]] == [0, 3, 6, 9]
     for a, b in zip(one["history"], r0["history"]):
