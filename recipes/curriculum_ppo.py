@@ -42,11 +42,8 @@ three argument classes is a YAML key and a command-line flag (``curriculum_datas
 from __future__ import annotations
 
 import functools
-import importlib
 import json
 import logging
-import os
-import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,6 +58,7 @@ from trl_ext.callbacks.curriculum import write_curriculum_report
 from trl_ext.callbacks.sample_table import SampleTableCallback
 from trl_ext.data.curriculum_demo import demo_prompts, make_curriculum_demo
 from trl_ext.data.multi_dataset import load_text_datasets
+from trl_ext.import_utils import import_function
 from trl_ext.models import load_tokenizer
 from trl_ext.models.policy_init import prepare_init_policy
 from trl_ext.models.value_head import has_value_head
@@ -154,30 +152,11 @@ def repetition_reward(
     return [-repetition_coef * count_repeats(ids) for ids in completion_ids]
 
 
-def load_reward_function(name: str) -> Callable[..., list[float]]:
-    """Import a reward function from ``"package.module:function"`` or ``"package.module.function"``."""
-    module_name, sep, attr = name.partition(":")
-    if not sep:
-        module_name, _, attr = name.rpartition(".")
-    if not module_name or not attr:
-        raise ValueError(f"reward function {name!r}: expected 'package.module:function'")
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())  # as TRL's grpo script: modules beside the launch directory
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as err:
-        raise ValueError(f"reward function {name!r}: cannot import module {module_name!r}: {err}") from err
-    fn = getattr(module, attr, None)
-    if not callable(fn):
-        raise ValueError(f"reward function {name!r}: module {module_name!r} has no function {attr!r}")
-    return fn
-
-
 def make_reward_funcs(args: CurriculumPPOArguments) -> list[Callable[..., list[float]]]:
     """The repetition reward (named ``repetition_reward`` in the logs) followed by the extra reward functions."""
     return [
         functools.partial(repetition_reward, repetition_coef=args.repetition_coef),
-        *(load_reward_function(name) for name in args.reward_funcs),
+        *(import_function(name, f"reward function {name!r}") for name in args.reward_funcs),
     ]
 
 

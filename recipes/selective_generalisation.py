@@ -39,8 +39,6 @@ Outputs in ``output_dir``: the adapter (or model) and tokenizer, ``results.json`
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import json
 import logging
 import math
@@ -59,6 +57,7 @@ from trl import get_peft_config
 from trl_ext import get_trainer
 from trl_ext.callbacks import LossLogCallback
 from trl_ext.data.loading import check_sft_format, load_dataset_from
+from trl_ext.import_utils import import_function
 from trl_ext.models import is_peft_adapter_dir, load_tokenizer, resolve_model_name_or_path
 from trl_ext.models.policy_init import prepare_init_policy
 from trl_ext.recipe_utils import (
@@ -205,25 +204,7 @@ def load_custom_data(args: SelectiveRecipeArguments) -> dict[str, Any]:
 
 def load_scorer(spec: str) -> Callable[..., Mapping[str, float]]:
     """The function named by ``'package.module:function'`` or ``'path/to/file.py:function'``."""
-    module_name, _, attr = spec.rpartition(":")
-    if not module_name or not attr:
-        raise ValueError(f"eval_scorer must be 'module:function' or 'file.py:function', got {spec!r}")
-    if module_name.endswith(".py"):
-        path = Path(module_name).expanduser()
-        if not path.is_file():
-            raise FileNotFoundError(f"eval_scorer: file {module_name!r} does not exist")
-        module_spec = importlib.util.spec_from_file_location(path.stem, path)
-        module = importlib.util.module_from_spec(module_spec)
-        module_spec.loader.exec_module(module)
-    else:
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError as err:
-            raise ValueError(f"eval_scorer: cannot import module {module_name!r}: {err}") from err
-    function = getattr(module, attr, None)
-    if not callable(function):
-        raise ValueError(f"eval_scorer: {module_name!r} has no function {attr!r}")
-    return function
+    return import_function(spec, "eval_scorer")
 
 
 # --------------------------------------------------------------------------- aligned base (demo)

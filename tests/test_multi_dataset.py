@@ -87,7 +87,7 @@ def test_resolve_formatter_import_and_unknown():
     assert resolve_formatter(shout) is shout
     with pytest.raises(DatasetLoadError, match="unknown formatter 'nope'.*field, join_turns, translation, template"):
         resolve_formatter("nope")
-    with pytest.raises(DatasetLoadError, match="no attribute 'missing'"):
+    with pytest.raises(DatasetLoadError, match="has no function 'missing'"):
         resolve_formatter("tests.test_multi_dataset:missing")
     with pytest.raises(DatasetLoadError, match="cannot import module 'no_such_module_xyz'"):
         resolve_formatter("no_such_module_xyz:f")

@@ -45,7 +45,6 @@ rows are never skipped silently. A path-like ``source`` that does not exist rais
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import logging
 import os
@@ -55,6 +54,7 @@ from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
 from trl_ext.data.loading import DatasetLoadError, load_dataset_from
+from trl_ext.import_utils import import_function
 
 if TYPE_CHECKING:
     import datasets
@@ -188,24 +188,12 @@ def resolve_formatter(formatter: str | Callable[..., str], what: str = "dataset"
     if formatter in FORMATTERS:
         return FORMATTERS[formatter]
     builtins = ", ".join(FORMATTERS)
-    module_name, sep, attr = formatter.partition(":")
-    if not sep or not module_name or not attr:
+    if ":" not in formatter:
         raise DatasetLoadError(
             f"{what}: unknown formatter {formatter!r}; built-in formatters: {builtins}, "
             f"or give an importable 'package.module:function'"
         )
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as err:
-        raise DatasetLoadError(
-            f"{what}: cannot import module {module_name!r} of formatter {formatter!r}: {err}"
-        ) from err
-    fn = getattr(module, attr, None)
-    if fn is None:
-        raise DatasetLoadError(f"{what}: module {module_name!r} has no attribute {attr!r} (formatter {formatter!r})")
-    if not callable(fn):
-        raise DatasetLoadError(f"{what}: formatter {formatter!r} is a {type(fn).__name__}, not a function")
-    return fn
+    return import_function(formatter, f"{what}: formatter {formatter!r}", error=DatasetLoadError)
 
 
 def _formatter_label(formatter: str | Callable[..., str]) -> str:
