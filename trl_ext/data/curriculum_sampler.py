@@ -30,6 +30,9 @@ from trl_ext.data.curriculum_weights import check_weights
 
 __all__ = ["CurriculumSampler"]
 
+_U_BLOCK = 1024
+"""Uniform numbers drawn at a time (the draws do not depend on it: a numpy stream is the same in any block size)."""
+
 
 class CurriculumSampler(Sampler[int]):
     """Weighted dataset-by-dataset sampler (see the module docstring).
@@ -79,6 +82,7 @@ class CurriculumSampler(Sampler[int]):
         self.repeat_count = repeat_count
         w0 = check_weights(np.ones(len(self.sizes)) if weights is None else weights, self.names)
         self.initial_weights = w0.copy()
+        self._version = 0  # bumped by every change of the schedule
         self._schedule: list[tuple[tuple[int, int], np.ndarray]] = [((0, 0), w0)]
         self.epoch = 0
         self.position = 0  # unique draws made so far in the current pass
@@ -104,6 +108,7 @@ class CurriculumSampler(Sampler[int]):
             self._schedule[-1] = (key, w)
         else:
             self._schedule.append((key, w))
+        self._version += 1
 
     def weights_at(self, epoch: int, position: int) -> np.ndarray:
         """The weights in force for unique draw ``position`` of ``epoch``."""
@@ -120,22 +125,40 @@ class CurriculumSampler(Sampler[int]):
         return int(np.searchsorted(self.offsets, index, side="right") - 1)
 
     def _epoch_stream(self, epoch: int) -> Iterator[int]:
+        """Unique draws of ``epoch``, chunk by chunk (``self.position`` counts the draws made)."""
+        k = len(self.sizes)
         u_stream = np.random.default_rng([self.seed, epoch])
-        cursors = [0] * len(self.sizes)
-        cycles = [0] * len(self.sizes)
-        perms: list[np.ndarray | None] = [None] * len(self.sizes)
+        u_buffer: list[float] = []
+        u_next = 0
+        cursors = [0] * k
+        cycles = [0] * k
+        perms: list[list[int]] = [[] for _ in range(k)]
+        offsets = self.offsets.tolist()
+        cached = (-1, None)  # (schedule version, key of the next scheduled change) the cumulative weights hold for
+        cum: list[float] = []
+        total = 0.0
         for start in range(0, self.num_samples - self.batch_size + 1, self.batch_size):
-            u = u_stream.random(self.batch_size)
-            w = self.weights_at(epoch, start)  # looked up per chunk: weights may change while the epoch runs
-            choice = np.searchsorted(np.cumsum(w), u * w.sum(), side="right")
+            version, next_change = cached
+            if version != self._version or (next_change is not None and (epoch, start) >= next_change):
+                # weights may change while the epoch runs (set_weights), or at a replayed schedule entry
+                w = self.weights_at(epoch, start)
+                cum = np.cumsum(w).tolist()
+                total = cum[-1]
+                later = [key for key, _ in self._schedule if key > (epoch, start)]
+                cached = (self._version, later[0] if later else None)
             chunk = []
-            for i in choice.tolist():
-                i = min(i, len(self.sizes) - 1)  # u*Σw == Σw cannot happen (u < 1), but stay in range regardless
-                if perms[i] is None or cursors[i] == self.sizes[i]:
-                    perms[i] = np.random.default_rng([self.seed, epoch, i, cycles[i]]).permutation(self.sizes[i])
+            for _ in range(self.batch_size):
+                if u_next == len(u_buffer):  # the stream is the same whatever the block size
+                    u_buffer, u_next = u_stream.random(_U_BLOCK).tolist(), 0
+                i = min(bisect.bisect_right(cum, u_buffer[u_next] * total), k - 1)
+                u_next += 1
+                if cursors[i] == len(perms[i]):
+                    perms[i] = (
+                        np.random.default_rng([self.seed, epoch, i, cycles[i]]).permutation(self.sizes[i]).tolist()
+                    )
                     cycles[i] += 1
                     cursors[i] = 0
-                chunk.append(int(self.offsets[i] + perms[i][cursors[i]]))
+                chunk.append(offsets[i] + perms[i][cursors[i]])
                 cursors[i] += 1
             self.position = start + self.batch_size
             yield from chunk
@@ -182,3 +205,4 @@ class CurriculumSampler(Sampler[int]):
         if "initial_weights" in state:
             self.initial_weights = check_weights(state["initial_weights"], self.names)
         self._schedule = [((int(k[0]), int(k[1])), check_weights(w, self.names)) for k, w in state["schedule"]]
+        self._version += 1
