@@ -167,6 +167,9 @@ class CurriculumSampler(Sampler[int]):
         self.position = 0
         epoch = self.epoch
         stream = self._epoch_stream(epoch)
+        if self.batch_size == self.mini_repeat_count == self.repeat_count == 1:
+            yield from stream  # no repetition structure: pass the draws through
+            return
         chunk: list[int] = []
         for index in stream:
             chunk.append(index)
