@@ -118,7 +118,6 @@ class CurriculumCallback(TrainerCallback):
         self.last_update: int | None = None  # epoch or step (per the unit) of the last weight update
         self.last_refresh: int | None = None
         self.history: list[dict[str, Any]] = []
-        self.restored = False
 
     # ------------------------------------------------------------------ data
 
@@ -287,7 +286,6 @@ class CurriculumCallback(TrainerCallback):
         self.last_update = state["last_update"]
         self.last_refresh = state["last_refresh"]
         self.history = list(state["history"])
-        self.restored = True
 
 
 # ---------------------------------------------------------------------- reports
