@@ -355,3 +355,20 @@ def test_difficulty_is_the_answer_loss_against_a_direct_computation(tmp_path, ti
     first = trainer.curriculum.history[0]
     np.testing.assert_allclose(first["difficulty"], expected, rtol=1e-5)
     assert first["variance"] == [0.0, 0.0]
+
+
+def test_curriculum_metrics_reach_tensorboard(tmp_path, tiny_model_path):
+    """The updates go through Trainer.log, so report_to integrations record them (TensorBoard read back)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    trainer = _sft(
+        tmp_path, tiny_model_path, max_steps=4, curriculum_interval_unit="steps", curriculum_interval=2,
+        report_to=["tensorboard"],
+    )  # fmt: skip
+    trainer.train()
+    (event_file,) = tmp_path.rglob("events.out.tfevents.*")
+    events = EventAccumulator(str(event_file)).Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"train/curriculum/weight/hard", "train/curriculum/difficulty/easy", "train/curriculum/frozen_age"} <= tags
+    logged = [e.value for e in events.Scalars("train/curriculum/weight/hard")]
+    np.testing.assert_allclose(logged, [h["weights"][2] for h in trainer.curriculum.history], rtol=1e-6)
