@@ -18,4 +18,4 @@ else
   torch_args=("torch==2.13.0")
 fi
 $UV pip install --quiet --python .venv/bin/python --compile-bytecode "${torch_args[@]}" \
-  -e ".[dev,deepspeed,quantization,wandb]"
+  -e ".[dev,deepspeed,quantization,wandb,tensorboard]"
