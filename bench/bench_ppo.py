@@ -1,8 +1,13 @@
 """Time per PPO update, peak memory and reward curve: ``trl_ext.PPOTrainer`` against TRL 1.12's removed PPOTrainer.
 
 What is compared
-    * ``trl_ext``: :class:`trl_ext.PPOTrainer` (a ``GRPOTrainer`` subclass) in the current venv: value head (2-layer
-      MLP) on the policy's last hidden states, ``num_generations=1``, a python reward function.
+    * ``trl_ext``: :class:`trl_ext.PPOTrainer` (a ``GRPOTrainer`` subclass): value head (2-layer MLP) on the
+      policy's last hidden states, ``num_generations=1``, a python reward function. It runs in a venv with the same
+      packages as the 1.12 one except TRL (``--trl_ext_venv``, default ``~/.cache/trl_ext/bench_trl116_venv``,
+      created on first use like the 1.12 one; this checkout goes on ``PYTHONPATH``), so that both arms import the
+      same libraries: transformers and TRL 1.16 import optional packages when present (in the dev venv bitsandbytes,
+      scipy, wandb, trackio, gradio_client and deepspeed add about 120 MiB of RSS that no trainer asked for).
+      ``--trl_ext_venv current`` runs it in the current interpreter instead.
     * ``trl_1.12``: ``trl.experimental.ppo.PPOTrainer`` of TRL 1.12.0 (removed in 1.13) in a separate venv that this
       script creates on first use (``--trl112_venv``, default ``~/.cache/trl_ext/bench_trl112_venv``: ``trl==1.12.0``,
       the current venv's transformers and CPU torch, accelerate, peft, datasets, bytecode compiled; about a minute,
@@ -51,7 +56,7 @@ What is compared
       calls ``gc.collect()`` twice per update (timed as the ``gc.collect`` phase; ``w/o gc`` leaves it out).
 
 How
-    Each run is a fresh subprocess: this file with ``--worker trl_ext`` (current interpreter, or ``--trl_ext_venv``)
+    Each run is a fresh subprocess: this file with ``--worker trl_ext`` (``--trl_ext_venv``'s interpreter)
     or ``--worker trl112`` (the 1.12 venv's interpreter); it reads a JSON spec and prints one ``BENCH_PPO_RESULT
     {json}`` line. Runs alternate trl_ext, trl_1.12, trl_ext, ... for ``--repeats`` rounds. A callback takes
     ``time.perf_counter()`` and ``time.process_time()`` at ``on_train_begin`` and at the ``on_step_end`` that closes
@@ -86,7 +91,7 @@ Reading the output
     .venv/bin/python bench/bench_ppo.py --repeats 5 --json /tmp/bench_ppo.json --plot /tmp/bench_ppo.png
     .venv/bin/python bench/bench_ppo.py --updates 100 --trl_ext_value separate        # reward comparison
     .venv/bin/python bench/bench_ppo.py --hidden_size 256 --layers 4 --updates 8      # a 2.6 M-parameter policy
-    .venv/bin/python bench/bench_ppo.py --trl_ext_venv ~/.cache/trl_ext/bench_trl116_venv  # same packages as 1.12
+    .venv/bin/python bench/bench_ppo.py --trl_ext_venv current  # trl_ext arm in the current venv (its packages)
     .venv/bin/python bench/bench_ppo.py --arms trl_ext --repeats 1 --profile /tmp/ppo_prof  # cProfile dumps
 """
 
@@ -125,6 +130,7 @@ TARGET_TIME_RATIO = 1.0
 TARGET_MEMORY_RATIO = 1.0
 RESULT_MARKER = "BENCH_PPO_RESULT "
 DEFAULT_TRL112_VENV = Path("~/.cache/trl_ext/bench_trl112_venv").expanduser()
+DEFAULT_TRL_EXT_VENV = Path("~/.cache/trl_ext/bench_trl116_venv").expanduser()
 TRL112_VERSION = "1.12.0"
 VENV_MARKER = ".bench_ppo_ready"
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -1105,9 +1111,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--trl_ext_venv",
         type=Path,
-        default=None,
-        help="Run the trl_ext arm in this venv (created once like the 1.12 one, with this venv's TRL version; the "
-        "repository goes on PYTHONPATH) instead of the current interpreter: same packages in both arms.",
+        default=DEFAULT_TRL_EXT_VENV,
+        help="Venv of the trl_ext arm: created once like the 1.12 one, with this venv's TRL version (the repository "
+        "goes on PYTHONPATH), so both arms import the same packages. 'current': the current interpreter.",
     )
     parser.add_argument(
         "--find_links", type=Path, default=Path("/opt/wheels"), help="Wheel folder holding the CPU torch wheel."
@@ -1180,7 +1186,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     }
     find_links = opts.find_links if opts.find_links.is_dir() else None
     pythons = {"trl_ext": Path(sys.executable)}
-    if "trl_ext" in arms and opts.trl_ext_venv is not None:
+    if "trl_ext" in arms and str(opts.trl_ext_venv) != "current":
         pythons["trl_ext"] = ensure_venv(
             opts.trl_ext_venv, trl.__version__, torch.__version__, transformers.__version__, find_links
         )
