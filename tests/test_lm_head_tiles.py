@@ -101,3 +101,84 @@ def test_ppo_forwards_run_with_the_tile(tmp_path, tiny_model_path, requested, ex
     assert seen.count(expected) >= 3  # rollout log-probs + values, two training mini-batches
     assert set(seen) <= {expected, TRL_WIDTH}
     assert trl_utils._CHUNKED_LOGPROB_CHUNK_SIZE == TRL_WIDTH
+
+
+def _sft_losses(trainer_cls, tmp_path, model_path, seen=None):
+    from datasets import Dataset
+    from transformers import AutoTokenizer
+    from trl import SFTConfig
+
+    rows = [{"text": f"count {i} {i + 1} {i + 2} {i + 3}"} for i in range(32)]
+    args = SFTConfig(
+        output_dir=str(tmp_path),
+        per_device_train_batch_size=8,
+        max_steps=4,
+        learning_rate=1e-3,
+        logging_steps=1,
+        report_to="none",
+        save_strategy="no",
+        use_cpu=True,
+        seed=0,
+        disable_tqdm=True,
+    )
+    trainer = trainer_cls(
+        model=str(model_path),
+        args=args,
+        train_dataset=Dataset.from_list(rows),
+        processing_class=AutoTokenizer.from_pretrained(model_path),
+    )
+    if seen is not None:
+        trainer.model.register_forward_pre_hook(lambda *_: seen.append(trl_utils._CHUNKED_LOGPROB_CHUNK_SIZE))
+    trainer.train()
+    return [h["loss"] for h in trainer.state.log_history if "loss" in h]
+
+
+def test_mixin_runs_sft_at_the_tile_with_the_same_losses(tmp_path, tiny_model_path):
+    from trl import SFTTrainer
+
+    from trl_ext.trainers.lm_head_tiles import LMHeadTileMixin
+
+    class TiledSFTTrainer(LMHeadTileMixin, SFTTrainer):
+        pass
+
+    seen: list[int] = []
+    tiled = _sft_losses(TiledSFTTrainer, tmp_path / "tiled", tiny_model_path, seen)
+    plain = _sft_losses(SFTTrainer, tmp_path / "plain", tiny_model_path)
+    assert set(seen) == {DEFAULT_TILE_WITHOUT_TRITON}  # an SFTConfig has no field: the automatic width
+    assert len(tiled) == len(plain) == 4
+    # the first step sees the same weights: equal to fp32 rounding; later steps drift by the order of the fp32 sums
+    assert tiled[0] == pytest.approx(plain[0], rel=1e-6)
+    for a, b in zip(tiled, plain):
+        assert a == pytest.approx(b, rel=1e-3)
+    assert trl_utils._CHUNKED_LOGPROB_CHUNK_SIZE == TRL_WIDTH
+
+
+def test_every_trl_ext_trainer_and_config_has_the_tile():
+    from trl_ext import (
+        CurriculumDPOConfig,
+        CurriculumDPOTrainer,
+        CurriculumGRPOConfig,
+        CurriculumGRPOTrainer,
+        CurriculumPPOConfig,
+        CurriculumPPOTrainer,
+        CurriculumSFTConfig,
+        CurriculumSFTTrainer,
+        PPOTrainer,
+        SelectiveConfig,
+        SelectiveDPOConfig,
+        SelectiveDPOTrainer,
+        SelectiveSFTTrainer,
+    )
+    from trl_ext.trainers.lm_head_tiles import LMHeadTileMixin
+    from trl_ext.trainers.selective_ppo import SelectivePPOConfig, SelectivePPOTrainer
+
+    trainers = (PPOTrainer, SelectiveSFTTrainer, SelectiveDPOTrainer, SelectivePPOTrainer, CurriculumSFTTrainer)
+    trainers += (CurriculumDPOTrainer, CurriculumGRPOTrainer, CurriculumPPOTrainer)
+    for cls in trainers:
+        assert issubclass(cls, LMHeadTileMixin), cls.__name__
+    configs = (PPOConfig, SelectiveConfig, SelectiveDPOConfig, SelectivePPOConfig, CurriculumSFTConfig)
+    configs += (CurriculumDPOConfig, CurriculumGRPOConfig, CurriculumPPOConfig)
+    for cls in configs:
+        assert "lm_head_vocab_tile" in cls.__dataclass_fields__, cls.__name__
+    with pytest.raises(ValueError, match="lm_head_vocab_tile"):
+        SelectiveConfig(output_dir="x", strategy="naive", lm_head_vocab_tile=-1)

@@ -14,6 +14,7 @@ from trl import DPOConfig, GRPOConfig, SFTConfig
 
 from trl_ext.data.curriculum_weights import UPDATE_RULES
 from trl_ext.models.frozen_model import FROZEN_MODES
+from trl_ext.trainers.lm_head_tiles import LMHeadTileArguments
 from trl_ext.trainers.ppo_config import PPOConfig
 
 __all__ = [
@@ -140,17 +141,17 @@ class CurriculumTrainingArguments(CurriculumArguments, TrainingArguments):
 
 
 @dataclass
-class CurriculumSFTConfig(CurriculumArguments, SFTConfig):
+class CurriculumSFTConfig(CurriculumArguments, LMHeadTileArguments, SFTConfig):
     """``trl.SFTConfig`` plus the curriculum knobs (for :class:`CurriculumSFTTrainer`); packing is refused."""
 
 
 @dataclass
-class CurriculumDPOConfig(CurriculumArguments, DPOConfig):
+class CurriculumDPOConfig(CurriculumArguments, LMHeadTileArguments, DPOConfig):
     """``trl.DPOConfig`` plus the curriculum knobs (for :class:`CurriculumDPOTrainer`)."""
 
 
 @dataclass
-class CurriculumGRPOConfig(CurriculumArguments, GRPOConfig):
+class CurriculumGRPOConfig(CurriculumArguments, LMHeadTileArguments, GRPOConfig):
     """``trl.GRPOConfig`` plus the curriculum knobs (for :class:`CurriculumGRPOTrainer`)."""
 
 

@@ -27,6 +27,7 @@ from trl import DPOTrainer, GRPOTrainer, SFTTrainer
 from trl_ext.callbacks.curriculum import CurriculumCallback
 from trl_ext.data.curriculum_sampler import CurriculumSampler
 from trl_ext.trainers.curriculum_config import CURRICULUM_FIELDS, CurriculumArguments
+from trl_ext.trainers.lm_head_tiles import LMHeadTileMixin
 from trl_ext.trainers.ppo_trainer import PPOTrainer
 
 __all__ = [
@@ -209,15 +210,15 @@ class CurriculumTrainer(CurriculumMixin, Trainer):
     """``transformers.Trainer`` over several datasets with curriculum weights (``CurriculumTrainingArguments``)."""
 
 
-class CurriculumSFTTrainer(CurriculumMixin, SFTTrainer):
+class CurriculumSFTTrainer(CurriculumMixin, LMHeadTileMixin, SFTTrainer):
     """``trl.SFTTrainer`` over several datasets with curriculum weights (args: ``CurriculumSFTConfig``)."""
 
 
-class CurriculumDPOTrainer(CurriculumMixin, DPOTrainer):
+class CurriculumDPOTrainer(CurriculumMixin, LMHeadTileMixin, DPOTrainer):
     """``trl.DPOTrainer`` over several preference datasets with curriculum weights (args: ``CurriculumDPOConfig``)."""
 
 
-class CurriculumGRPOTrainer(CurriculumMixin, GRPOTrainer):
+class CurriculumGRPOTrainer(CurriculumMixin, LMHeadTileMixin, GRPOTrainer):
     """``trl.GRPOTrainer`` over several prompt datasets with curriculum weights; prompt groups stay intact."""
 
 

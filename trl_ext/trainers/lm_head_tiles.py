@@ -12,6 +12,12 @@ tiles, identical log-probs and gradients, and faster because the tiles stay in c
 forward. The width is read by TRL at call time from the module global
 ``trl.trainer.utils._CHUNKED_LOGPROB_CHUNK_SIZE`` and saved by the autograd function for its backward, so
 setting it around the forward covers the backward too.
+
+TRL's SFT, DPO and GRPO trainers all score through this head. trl_ext's trainers apply the width for the whole of
+``train()``, ``evaluate()`` and ``predict()`` through :class:`LMHeadTileMixin`, configured by the
+``lm_head_vocab_tile`` field of :class:`LMHeadTileArguments` (part of every trl_ext config; a host config without
+the field gets the automatic choice). Plain TRL trainers get it with ``with vocab_tile(resolve_vocab_tile(None,
+trainer.accelerator.device)): trainer.train()``.
 """
 
 from __future__ import annotations
@@ -19,6 +25,8 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -91,3 +99,53 @@ def vocab_tile(width: int | None) -> Iterator[None]:
     finally:
         with _lock:
             setattr(trl_utils, _GLOBAL, previous)
+
+
+@dataclass
+class LMHeadTileArguments:
+    """The ``lm_head_vocab_tile`` config field, shared by trl_ext's configs (YAML key and command-line flag)."""
+
+    lm_head_vocab_tile: int | None = field(
+        default=None,
+        metadata={
+            "help": "Vocabulary entries per tile of TRL's fused LM head (log-probs and entropy without full logits). "
+            "Default: 256 where the tiles are folded with torch ops (CPU, MPS: each op makes a tokens x tile "
+            "temporary, so TRL's 32768-wide tile costs GiBs there), TRL's own width where Triton folds them "
+            "(CUDA/XPU). A value is applied on every device. See trl_ext.trainers.lm_head_tiles."
+        },
+    )
+
+    def __post_init__(self) -> None:
+        if self.lm_head_vocab_tile is not None and self.lm_head_vocab_tile < 1:
+            raise ValueError(
+                f"lm_head_vocab_tile must be a positive number of vocabulary entries or None, got "
+                f"{self.lm_head_vocab_tile}"
+            )
+        parent = super()
+        if hasattr(parent, "__post_init__"):
+            parent.__post_init__()
+
+
+class LMHeadTileMixin:
+    """Runs ``train()``, ``evaluate()`` and ``predict()`` of a TRL trainer with the LM-head tile width of
+    ``args.lm_head_vocab_tile`` (automatic when the config has no such field), see :func:`resolve_vocab_tile`."""
+
+    @property
+    def lm_head_vocab_tile(self) -> int | None:
+        """The width applied (None: TRL's own)."""
+        if not hasattr(self, "_lm_head_vocab_tile"):
+            requested = getattr(self.args, "lm_head_vocab_tile", None)
+            self._lm_head_vocab_tile = resolve_vocab_tile(requested, self.accelerator.device)
+        return self._lm_head_vocab_tile
+
+    def train(self, *args: Any, **kwargs: Any):
+        with vocab_tile(self.lm_head_vocab_tile):
+            return super().train(*args, **kwargs)
+
+    def evaluate(self, *args: Any, **kwargs: Any):
+        with vocab_tile(self.lm_head_vocab_tile):
+            return super().evaluate(*args, **kwargs)
+
+    def predict(self, *args: Any, **kwargs: Any):
+        with vocab_tile(self.lm_head_vocab_tile):
+            return super().predict(*args, **kwargs)

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 
 from trl import GRPOConfig
 
+from trl_ext.trainers.lm_head_tiles import LMHeadTileArguments
+
 
 class _AtLeastTwo(int):
     """An int that reports ``< 2`` as False: lets ``num_generations=1`` through ``GRPOConfig.__post_init__``.
@@ -19,7 +21,7 @@ class _AtLeastTwo(int):
 
 
 @dataclass
-class PPOConfig(GRPOConfig):
+class PPOConfig(LMHeadTileArguments, GRPOConfig):
     r"""PPO with a learned value function, per-token KL control and GAE (SPEC §5), on TRL's GRPO machinery.
 
     Every ``GRPOConfig`` field works as in GRPO (generation, vLLM, reward functions and weights, logging, ...)
@@ -105,15 +107,6 @@ class PPOConfig(GRPOConfig):
     disable_dropout: bool = field(
         default=True, metadata={"help": "Disable dropout so rollout and update log-probs and values agree."}
     )
-    lm_head_vocab_tile: int | None = field(
-        default=None,
-        metadata={
-            "help": "Vocabulary entries per tile of TRL's fused LM head (log-probs and entropy without full logits). "
-            "Default: 256 where the tiles are folded with torch ops (CPU, MPS: each op makes a tokens x tile "
-            "temporary, so TRL's 32768-wide tile costs GiBs there), TRL's own width where Triton folds them "
-            "(CUDA/XPU). A value is applied on every device. See trl_ext.trainers.lm_head_tiles."
-        },
-    )
     ddp_find_unused_parameters: bool | None = field(
         default=False,
         metadata={
@@ -144,11 +137,6 @@ class PPOConfig(GRPOConfig):
             raise ValueError(f"target_kl must be > 0 or None, got {self.target_kl}")
         if not (0.0 <= self.gamma <= 1.0 and 0.0 <= self.lam <= 1.0):
             raise ValueError(f"gamma and lam must be in [0, 1], got gamma={self.gamma}, lam={self.lam}")
-        if self.lm_head_vocab_tile is not None and self.lm_head_vocab_tile < 1:
-            raise ValueError(
-                f"lm_head_vocab_tile must be a positive number of vocabulary entries or None, got "
-                f"{self.lm_head_vocab_tile}"
-            )
         if self.use_adaptive_entropy:
             raise ValueError("use_adaptive_entropy is a GRPO loss option; PPOTrainer uses a fixed entropy_coef")
         if self.num_generations is None or self.num_generations < 1:

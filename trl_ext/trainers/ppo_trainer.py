@@ -15,7 +15,7 @@ sequence-level. So this class only:
   the optimizer see it, but saved *beside* the policy (``value_head.safetensors``) and never pushed to vLLM;
 * skips the remaining PPO epochs of a rollout past ``1.5 · target_kl`` (early stopping);
 * narrows the vocabulary tiles of TRL's fused LM head where they are folded with torch ops (CPU):
-  ``lm_head_vocab_tile``, see :mod:`trl_ext.trainers.lm_head_tiles`.
+  ``lm_head_vocab_tile``, see :mod:`trl_ext.trainers.lm_head_tiles` (like every trl_ext trainer).
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ from trl_ext.losses.ppo import (
 )
 from trl_ext.models.value_head import SeparateValueModel, ValueHead, has_value_head
 from trl_ext.trainers.kl_control import make_kl_controller
-from trl_ext.trainers.lm_head_tiles import resolve_vocab_tile, vocab_tile
+from trl_ext.trainers.lm_head_tiles import LMHeadTileMixin
 from trl_ext.trainers.ppo_config import PPOConfig
 
 logger = logging.getLogger(__name__)
@@ -54,7 +54,7 @@ VALUE_PREFIX = f"{VALUE_ATTR}."
 PPO_STATE_FILE = "ppo_state.json"
 
 
-class PPOTrainer(GRPOTrainer):
+class PPOTrainer(LMHeadTileMixin, GRPOTrainer):
     """PPO (SPEC §5) on TRL's online-RL machinery. See :class:`~trl_ext.trainers.ppo_config.PPOConfig`.
 
     Args:
@@ -119,7 +119,6 @@ class PPOTrainer(GRPOTrainer):
         self._captured_values: list[torch.Tensor] = []
         self._capture_values = False
         self._last_rewards_per_func: torch.Tensor | None = None
-        self._lm_head_vocab_tile = resolve_vocab_tile(args.lm_head_vocab_tile, self.accelerator.device)
         self._attach_value_function(model, value_model)
         self._register_hidden_state_hook()
         if getattr(self, "use_vllm", False) and hasattr(self, "vllm_generation"):
@@ -209,11 +208,6 @@ class PPOTrainer(GRPOTrainer):
             yield
         finally:
             self._capture_values = False
-
-    def _get_per_token_logps_and_entropies(self, *args, **kwargs):
-        """GRPO's chunked log-probs (rollout, reference and training forwards) with this trainer's LM-head tile."""
-        with vocab_tile(getattr(self, "_lm_head_vocab_tile", None)):
-            return super()._get_per_token_logps_and_entropies(*args, **kwargs)
 
     def _logps_and_values(self, model, input_ids, attention_mask, logits_to_keep, **kwargs):
         """Per-token log-probs (and entropies) of the completion and the values of the states that emit them.

@@ -15,6 +15,8 @@ from typing import ClassVar
 
 from trl import DPOConfig, SFTConfig
 
+from trl_ext.trainers.lm_head_tiles import LMHeadTileArguments
+
 STRATEGIES = (
     "naive",
     "positive_negative_proxy",
@@ -162,7 +164,7 @@ class SelectiveArguments:
 
 
 @dataclass
-class SelectiveConfig(SelectiveArguments, SFTConfig):
+class SelectiveConfig(SelectiveArguments, LMHeadTileArguments, SFTConfig):
     """``SFTConfig`` plus the selective-generalisation knobs of :class:`SelectiveArguments` (strategy table there).
 
     The host loss L(T) is SFT's cross-entropy on the outcome data; proxy data are tokenized like the outcome data.
@@ -170,7 +172,7 @@ class SelectiveConfig(SelectiveArguments, SFTConfig):
 
 
 @dataclass
-class SelectiveDPOConfig(SelectiveArguments, DPOConfig):
+class SelectiveDPOConfig(SelectiveArguments, LMHeadTileArguments, DPOConfig):
     """``DPOConfig`` plus the selective-generalisation knobs of :class:`SelectiveArguments` (strategy table there).
 
     The host loss L(T) is DPO's loss on the outcome preference pairs; ``beta`` is its β, ``dpo_beta`` the β of the

@@ -14,13 +14,14 @@ from typing import Any
 from trl import DPOTrainer
 
 from trl_ext.data.proxy import paired_batches
+from trl_ext.trainers.lm_head_tiles import LMHeadTileMixin
 from trl_ext.trainers.selective_config import SelectiveDPOConfig
 from trl_ext.trainers.selective_mixin import SelectiveMixin, language_modeling_collator, tokenize_proxy_dataset
 
 __all__ = ["SelectiveDPOTrainer"]
 
 
-class SelectiveDPOTrainer(SelectiveMixin, DPOTrainer):
+class SelectiveDPOTrainer(SelectiveMixin, LMHeadTileMixin, DPOTrainer):
     r"""``DPOTrainer`` with proxy data and the selective-generalisation strategy of ``args.strategy``.
 
     L(T) below is DPO's loss on the outcome preference pairs, e.g. ``mean −log σ(β((log π_θ(y_c) − log

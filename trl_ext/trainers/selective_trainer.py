@@ -17,13 +17,14 @@ from typing import Any
 
 from trl import SFTTrainer
 
+from trl_ext.trainers.lm_head_tiles import LMHeadTileMixin
 from trl_ext.trainers.selective_config import SelectiveConfig
 from trl_ext.trainers.selective_mixin import PROXY_NAMES, SelectiveMixin
 
 __all__ = ["PROXY_NAMES", "SelectiveSFTTrainer"]
 
 
-class SelectiveSFTTrainer(SelectiveMixin, SFTTrainer):
+class SelectiveSFTTrainer(SelectiveMixin, LMHeadTileMixin, SFTTrainer):
     """``SFTTrainer`` with proxy data and the selective-generalisation strategy of ``args.strategy``.
 
     The host loss L(T) is SFT's cross-entropy; ``naive`` trains it on the shuffled union T ∪ A⁺. Proxy data are
