@@ -65,6 +65,7 @@ from trl_ext.models.value_head import has_value_head
 from trl_ext.recipe_utils import LoRAModelConfig, describe_launch, recipe_parser, teardown_distributed
 from trl_ext.trainers.curriculum_config import CurriculumPPOConfig
 from trl_ext.trainers.curriculum_trainer import CurriculumPPOTrainer
+from trl_ext.trainers.lm_head_tiles import resolve_vocab_tile, vocab_tile
 
 logger = logging.getLogger("curriculum_ppo")
 
@@ -225,7 +226,8 @@ def lm_warmup(
         processing_class=load_tokenizer(init_path),
         callbacks=[LossLogCallback(output_dir=out, plot=False)],
     )
-    trainer.train()
+    with vocab_tile(resolve_vocab_tile(None, trainer.accelerator.device)):  # narrow LM-head tiles on CPU
+        trainer.train()
     trainer.save_model(str(out))
     trainer.accelerator.wait_for_everyone()
     del trainer

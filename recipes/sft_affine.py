@@ -51,6 +51,7 @@ from trl_ext.recipe_utils import (
 )
 from trl_ext.trainers.curriculum_config import CURRICULUM_FIELDS, CurriculumArguments, CurriculumSFTConfig
 from trl_ext.trainers.curriculum_trainer import CurriculumSFTTrainer
+from trl_ext.trainers.lm_head_tiles import resolve_vocab_tile, vocab_tile
 
 if TYPE_CHECKING:
     from datasets import Dataset, DatasetDict
@@ -192,7 +193,8 @@ def main(script_args: SFTAffineArguments, training_args: SFTConfig, model_args: 
     if curriculum is not None and trainer.accelerator.is_main_process:
         sizes = ", ".join(f"{name} ({len(d)} rows)" for name, d in curriculum.items())
         print(f"[trl_ext] curriculum over {len(curriculum)} datasets ({split}): {sizes}", flush=True)
-    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    with vocab_tile(resolve_vocab_tile(None, trainer.accelerator.device)):  # narrow LM-head tiles on CPU
+        trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     trainer.save_model(training_args.output_dir)
     if curriculum is not None:
         write_curriculum_report(trainer, training_args.output_dir, split=split)
