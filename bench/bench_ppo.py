@@ -453,6 +453,8 @@ def worker_trl_ext(spec: dict[str, Any]) -> dict[str, Any]:
     def forward_name(model_arg, *a, **k):
         if inside_ppo_forward[0] or torch.is_grad_enabled():
             return None
+        if model_arg is trainer.model and getattr(trainer, "_capture_rollout", False):
+            return None  # GRPO's old-log-probs forward, turned into the log-probs + values forward (timed inside)
         return "fwd_ref" if model_arg is trainer.ref_model else "fwd_old_logps"
 
     trainer._get_per_token_logps_and_entropies = phases.wrap(trainer._get_per_token_logps_and_entropies, forward_name)

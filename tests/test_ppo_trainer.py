@@ -329,3 +329,71 @@ def test_linear_value_head_is_w_dot_h_plus_b_and_round_trips(tmp_path):
     torch.testing.assert_close(again(h), head(h))
     with pytest.raises(ValueError, match=r"hidden_size must be >= 0 \(0: a linear head\), got -1"):
         ValueHead(16, hidden_size=-1)
+
+
+@pytest.mark.parametrize(
+    "peft, epochs, mini_batches, policy_forwards",
+    [
+        (False, 2, 2, 1),  # GRPO's old-log-probs forward yields the values too: one policy forward per rollout
+        (True, 2, 2, 2),  # + the reference forward (adapter disabled)
+        (True, 1, 1, 2),  # no old-log-probs forward: the captured one is the reference's, dropped; own forward
+    ],
+)
+def test_rollout_logps_and_values_come_from_one_forward(tmp_path, tiny_model_path, peft, epochs, mini_batches,
+                                                        policy_forwards):  # fmt: skip
+    """The rollout's log-probs and values equal a fresh forward of the policy, whichever forward produced them."""
+    from peft import LoraConfig
+    from trl import GRPOTrainer
+
+    checks: list[tuple[float, float, int]] = []
+
+    class Checked(PPOTrainer):
+        def _generate_and_score_completions(self, inputs):
+            calls = []
+            original = GRPOTrainer._get_per_token_logps_and_entropies
+
+            def counting(trainer_self, model, *a, **k):
+                if model is trainer_self.model and not torch.is_grad_enabled():
+                    calls.append(1)
+                return original(trainer_self, model, *a, **k)
+
+            GRPOTrainer._get_per_token_logps_and_entropies = counting
+            try:
+                out = super()._generate_and_score_completions(inputs)
+            finally:
+                GRPOTrainer._get_per_token_logps_and_entropies = original
+            ids = torch.cat([out["prompt_ids"], out["completion_ids"]], dim=1)
+            mask = torch.cat([out["prompt_mask"], out["completion_mask"]], dim=1)
+            with torch.no_grad():
+                logps, _, values = self._logps_and_values(self.model, ids, mask, out["completion_ids"].size(1))
+            valid = out["completion_mask"].bool()
+            checks.append(
+                (
+                    (logps - out["old_per_token_logps"])[valid].abs().max().item(),
+                    (values - out["old_values"])[valid].abs().max().item(),
+                    len(calls),
+                )
+            )
+            return out
+
+    lora = LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")
+    trainer = Checked(
+        model=str(tiny_model_path),
+        reward_funcs=target_fraction,
+        args=_config(
+            tmp_path, num_ppo_epochs=epochs, num_mini_batches=mini_batches, max_steps=2 * epochs * mini_batches
+        ),
+        train_dataset=_prompts(),
+        processing_class=AutoTokenizer.from_pretrained(tiny_model_path),
+        peft_config=lora if peft else None,
+    )
+    if peft:  # a non-zero adapter, so the reference forward (adapter disabled) differs from the policy's
+        with torch.no_grad():
+            for name, param in trainer.model.named_parameters():
+                if "lora_B" in name:
+                    param.normal_(0.0, 0.5)
+    trainer.train()
+    assert len(checks) == 2
+    for logp_diff, value_diff, calls in checks:
+        assert logp_diff < 1e-5 and value_diff < 1e-5
+        assert calls == policy_forwards

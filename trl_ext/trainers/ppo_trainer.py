@@ -7,8 +7,9 @@ its loss takes per-token ``(B, T)`` advantages, its per-token importance ratio i
 tensors returned by ``_generate_and_score_completions`` survive its split/shuffle. RLOO's ratio and KL are
 sequence-level. So this class only:
 
-* post-processes each rollout (``_generate_and_score_completions``): one no-grad forward for the rollout
-  log-probs and values, per-token rewards with the KL penalty, GAE, whitening, KL control;
+* post-processes each rollout (``_generate_and_score_completions``): the rollout log-probs and values (from
+  GRPO's own no-grad "old log-probs" forward when it runs one, else from one forward of its own), per-token
+  rewards with the KL penalty, GAE, whitening, KL control;
 * replaces the loss (``_compute_loss``): clipped surrogate + clipped value loss − entropy bonus;
 * owns the value function (a head on the policy's last hidden states, captured by a forward hook on the
   backbone, or a separate value model), attached to the policy as ``model.v_head`` so that DDP, DeepSpeed and
@@ -118,6 +119,8 @@ class PPOTrainer(LMHeadTileMixin, GRPOTrainer):
         self._ppo_stop_rollout = False
         self._captured_values: list[torch.Tensor] = []
         self._capture_values = False
+        self._capture_rollout = False
+        self._rollout_capture: tuple[torch.Tensor, torch.Tensor] | None = None
         self._last_rewards_per_func: torch.Tensor | None = None
         self._attach_value_function(model, value_model)
         self._register_hidden_state_hook()
@@ -232,8 +235,30 @@ class PPOTrainer(LMHeadTileMixin, GRPOTrainer):
         self._last_rewards_per_func = rewards_per_func
         return rewards_per_func
 
+    def _get_per_token_logps_and_entropies(self, model, *args, **kwargs):
+        """GRPO's no-grad forwards of a rollout; the first one on the policy also captures the values.
+
+        GRPO computes the rollout ("old") log-probs with a no-grad policy forward whenever the rollout is reused
+        (``num_ppo_epochs`` or ``num_mini_batches`` > 1, or vLLM importance sampling). That forward is turned into
+        :meth:`_logps_and_values`, so :meth:`_generate_and_score_completions` can take the log-probs and values of
+        that single forward instead of running another one. Whether the captured forward really was the old-log-probs
+        one (and not, say, the adapter-disabled reference forward of a PEFT policy) is checked afterwards by the
+        identity of the returned tensor; otherwise the values are dropped and recomputed.
+        """
+        if self._capture_rollout and model is self.model and not torch.is_grad_enabled():
+            self._capture_rollout = False
+            logps, entropies, values = self._logps_and_values(model, *args, **kwargs)
+            self._rollout_capture = (logps, values)
+            return logps, entropies, None
+        return super()._get_per_token_logps_and_entropies(model, *args, **kwargs)
+
     def _generate_and_score_completions(self, inputs):
-        out = super()._generate_and_score_completions(inputs)
+        self._capture_rollout, self._rollout_capture = True, None
+        try:
+            out = super()._generate_and_score_completions(inputs)
+        finally:
+            self._capture_rollout = False
+        captured, self._rollout_capture = self._rollout_capture, None
         mode = "train" if self.model.training else "eval"
         if mode == "train":
             self._ppo_stop_rollout = False
@@ -249,10 +274,17 @@ class PPOTrainer(LMHeadTileMixin, GRPOTrainer):
         attention_mask = torch.cat([out["prompt_mask"], completion_mask], dim=1)
         logits_to_keep = completion_ids.size(1)
         mask = completion_mask if "tool_mask" not in out else completion_mask * out["tool_mask"]
-        with torch.no_grad():
-            logps, _, values = self._logps_and_values(
-                self.model, input_ids, attention_mask, logits_to_keep, batch_size=self.args.per_device_train_batch_size
-            )
+        if captured is not None and out.get("old_per_token_logps") is captured[0]:
+            logps, values = captured  # GRPO's old-log-probs forward, which computed the values too
+        else:
+            with torch.no_grad():
+                logps, _, values = self._logps_and_values(
+                    self.model,
+                    input_ids,
+                    attention_mask,
+                    logits_to_keep,
+                    batch_size=self.args.per_device_train_batch_size,
+                )
         ref = out.get("ref_per_token_logps")
         kl = kl_estimate(logps, ref, self.args.kl_estimator) if ref is not None else torch.zeros_like(logps)
         kl = kl * mask
