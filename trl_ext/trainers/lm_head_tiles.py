@@ -1,12 +1,12 @@
 """Vocabulary tile width of TRL's fused LM head (``add_fused_lm_head``) on devices without Triton.
 
-TRL 1.16's online trainers compute per-token log-probs and entropies with a chunked LM head
+TRL 1.16's trainers (SFT, DPO, GRPO) compute per-token log-probs and entropies with a chunked LM head
 (``trl.kernels.ChunkedLogProbFunction``): the logits are produced tile by tile, a tile being at most
 ``TOKEN_CHUNK_SIZE`` (4096) tokens × ``chunk_size`` vocabulary entries, and each tile is folded into online
 log-sum-exp statistics. On CUDA/XPU with Triton the fold is one kernel. Everywhere else (CPU, MPS, ...) it is a
-sequence of torch ops, each of which materialises a tile-sized temporary; with TRL's tile width of 32768 entries a
-forward + backward over 2048 tokens of a 32k vocabulary peaks at +2.4 GiB on CPU (measured; +46 MiB with 256-wide
-tiles, identical log-probs and gradients, and faster because the tiles stay in cache).
+sequence of torch ops, each of which materialises a tile-sized temporary. With TRL's tile width of 32768 entries,
+a forward + backward over 2048 tokens of a 32k vocabulary peaks at +2.4 GiB and takes 8.0 s on CPU; with 256-wide
+tiles it takes +19 MiB and 3.0 s, with identical log-probs and gradients (``bench/bench_lm_head_tiles.py``).
 
 :func:`resolve_vocab_tile` picks the width for a device and :func:`vocab_tile` applies it for the duration of a
 forward. The width is read by TRL at call time from the module global
@@ -32,7 +32,7 @@ import torch
 
 DEFAULT_TILE_WITHOUT_TRITON = 256
 """Vocabulary entries per tile where the fold runs as torch ops (no Triton): a tile of N tokens costs ~N KiB per
-temporary in fp32, and 128-512 was fastest on CPU in ``bench/README.md``'s measurement."""
+temporary in fp32; 128 and 256 were the fastest widths on CPU (``bench/README.md``), 1024 15 % slower."""
 
 _GLOBAL = "_CHUNKED_LOGPROB_CHUNK_SIZE"
 _lock = threading.Lock()
