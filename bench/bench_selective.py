@@ -83,6 +83,7 @@ Reading the output
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import math
 import os
@@ -152,8 +153,8 @@ COMPONENT_HELP: dict[str, str] = {
     "fb_neg": "A⁻ proxy_forward (grad, full logits) + CE + backward",
     "f_base_pos": "A⁺ base_forward (adapter off, no grad)",
     "f_base_neg": "A⁻ base_forward (adapter off, no grad)",
-    "fb_pos_hidden": "A⁺ proxy_forward with hidden states + representation MSE + backward",
-    "f_base_pos_hidden": "A⁺ base_forward with hidden states",
+    "fb_pos_hidden": "A⁺ proxy_forward with hidden states (last-position logits) + representation MSE + backward",
+    "f_base_pos_hidden": "A⁺ base_forward with hidden states (last-position logits)",
     "project": "project_gradients(g_T, g_A, strict) + set_gradients + 4 logged stats",
     "project_out": "PrecomputedProjection.surgery (g − ⟨g,ḡ⟩/‖ḡ‖² ḡ)",
     "steer": "GradientSteering.surgery (g + α S)",
@@ -361,6 +362,8 @@ def run_arm(
     """Build a fresh trainer for ``strategy`` (or ``plain``) from the saved weights and train ``opts.steps`` steps."""
     from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback, set_seed
 
+    from trl_ext.trainers.lm_head_tiles import vocab_tile
+
     result = ArmResult(arm=strategy, round=rnd)
     gc.collect()
     can_reset = reset_peak_rss()
@@ -399,7 +402,10 @@ def run_arm(
     trainer.add_callback(counter)
     trainer.add_callback(timer)  # last: its on_log runs after every other callback's
     t1 = time.perf_counter()
-    trainer.train()
+    # plain TRL has no lm_head_vocab_tile: it gets trl_ext's tile here (as every selective arm does inside its
+    # train()) unless --plain_lm_head_tile trl, so that the arms differ only by the strategy's work
+    with vocab_tile(plain_tile(opts, args.device) if strategy == PLAIN else None):
+        trainer.train()
     t2 = time.perf_counter()
     counter.remove()
 
@@ -411,6 +417,13 @@ def run_arm(
     del trainer, model, counter, timer
     gc.collect()
     return result
+
+
+def plain_tile(opts: argparse.Namespace, device: Any) -> int | None:
+    """The fused-LM-head tile of the plain arm: trl_ext's (as the selective arms run) or None (TRL's own)."""
+    from trl_ext.trainers.lm_head_tiles import resolve_vocab_tile
+
+    return resolve_vocab_tile(None, device) if opts.plain_lm_head_tile == "trl_ext" else None
 
 
 def instrument_one_offs(trainer: Any, result: ArmResult) -> None:
@@ -464,6 +477,7 @@ def run_components(
     from trl_ext import SelectiveSFTTrainer
     from trl_ext.losses.projection import project_gradients
     from trl_ext.losses.selective import representation_mse
+    from trl_ext.trainers.lm_head_tiles import vocab_tile
     from trl_ext.trainers.selective_mechanisms import (
         GradientSteering,
         PlanePenalty,
@@ -500,6 +514,9 @@ def run_components(
         "directional_penalty": PlanePenalty(args.lambda_plane, "directional"),
     }
     loader = iter(trainer.get_train_dataloader())
+    # the components run outside train(): apply the tile that the trainer's train() applies (until the return)
+    tile = contextlib.ExitStack()
+    tile.enter_context(vocab_tile(trainer.lm_head_vocab_tile))
 
     def timed(component: str, fn: Callable[[], Any]) -> Any:
         c0, t0 = time.process_time(), time.perf_counter()
@@ -542,7 +559,8 @@ def run_components(
             timed(f"fb_{name}", lambda s=stream: fb_proxy(s))
             if name == "pos":
                 g_proxy = {n: g.detach().clone() for n, g in trainer.current_gradients().items()}
-        trainer._needs_hidden = True
+        # as the trainer runs representation_constraint: hidden states, and logits only at the last position
+        trainer._needs_hidden, trainer._logits_to_keep = True, 1
         ref = timed("f_base_pos_hidden", lambda: f_base("positive"))
         model.zero_grad()
 
@@ -552,7 +570,7 @@ def run_components(
             representation_mse(out.hidden_states, ref.hidden_states, mask).backward()
 
         timed("fb_pos_hidden", fb_hidden)
-        trainer._needs_hidden = False
+        trainer._needs_hidden, trainer._logits_to_keep = False, 0
         trainer._step_outputs = {}
 
         def project(g_proxy: dict[str, torch.Tensor] = g_proxy) -> None:
@@ -577,6 +595,7 @@ def run_components(
         model.zero_grad()
         for values in trainer._metrics.values():
             values.clear()
+    tile.close()
     return result  # the trainer and its closures form cycles: the next run's gc.collect() frees them
 
 
@@ -1002,6 +1021,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--quick",
         action="store_true",
         help="Smoke run: 4 steps, 1 round, no warm-up runs, SafeLoRA on a 256-wide 2-layer model.",
+    )
+    parser.add_argument(
+        "--plain_lm_head_tile",
+        choices=("trl_ext", "trl"),
+        default="trl_ext",
+        help="Fused-LM-head tile of the plain SFTTrainer arm: trl_ext's (the selective arms' own, default) or TRL's.",
     )
     parser.add_argument("--json", type=Path, default=None, help="Also write every number to this JSON file.")
     opts = parser.parse_args(argv)

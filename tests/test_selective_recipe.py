@@ -55,7 +55,8 @@ LORA_STRATEGIES = ("orth_penalty", "directional_penalty", "steering_weights", "s
 # keys a config may set only for its own strategy: SelectiveConfig's own fields
 STRATEGY_KEYS = set(SelectiveConfig.__dataclass_fields__) - set(SFTConfig.__dataclass_fields__)
 CONFIG_FILES = sorted(p for p in CONFIGS.glob("*.yaml") if not p.name.startswith("sweep_"))
-SWEEP_FILES = (CONFIGS / "sweep_base_tiny.yaml", CONFIGS / "sweep_strategies_tiny.yaml")
+SWEEP_BASES = {"adamw": CONFIGS / "sweep_base_tiny.yaml", "sgd": CONFIGS / "sweep_base_sgd_tiny.yaml"}
+SWEEP_VARY = CONFIGS / "sweep_strategies_tiny.yaml"
 
 
 @pytest.fixture(scope="module")
@@ -354,12 +355,17 @@ def test_aligned_base_only_prepares_and_stops(demo_runs, recipe, tmp_path, capsy
         recipe.main(*parsed)
 
 
-def test_demo_sweep_files_parse_and_name_known_strategies(recipe, tmp_path):
-    """The README's demo sweep: its base config parses with the recipe, every run names a strategy and keys the
-    base config has (so sweep.py accepts it without --allow_new_keys), and LoRA is on exactly where needed."""
-    base_path, vary_path = SWEEP_FILES
+@pytest.mark.parametrize("regime", sorted(SWEEP_BASES))
+def test_demo_sweep_files_parse_and_name_known_strategies(recipe, tmp_path, regime):
+    """The README's two demo sweeps: each base config parses with the recipe in its optimizer regime, every run
+    names a strategy and keys the base config has (so sweep.py accepts it without --allow_new_keys), and LoRA is
+    on exactly where needed."""
+    base_path, vary_path = SWEEP_BASES[regime], SWEEP_VARY
     script_args, training_args, model_args = _parse(recipe, base_path, "--output_dir", str(tmp_path))
     assert script_args.data == "demo" and not model_args.use_peft
+    expected = {"adamw": ("adamw", 2e-3, 150), "sgd": ("sgd", 0.03, 300)}[regime]
+    optim = str(getattr(training_args.optim, "value", training_args.optim))
+    assert (optim.split("_")[0], training_args.learning_rate, training_args.max_steps) == expected
     base = yaml.safe_load(base_path.read_text())
     runs = yaml.safe_load(vary_path.read_text())["runs"]
     assert {r["strategy"] for r in runs} == set(STRATEGIES)

@@ -35,24 +35,42 @@ The letter triples are split once, with a fixed seed independent of ``seed``, in
 training and aligned-base rows), a proxy quarter (A⁺/A⁻) and an evaluation quarter (both evaluation sets),
 so that evaluation prompts never occur in any training set, whatever the seeds.
 
-Measured (2 CPU cores, one torch thread; batch 16, constant LR 2e-3, AdamW β₂ 0.98, full fine-tune, 150 steps;
-default sizes: 512 outcome rows, 3 A⁺/A⁻ rows, 60 + 60 evaluation prompts), task / proxy for seeds 0 to 4:
+Measured 2026-11-22 (2 CPU cores, one torch thread; batch 16, constant LR, full fine-tune; default sizes: 512
+outcome rows, 3 A⁺/A⁻ rows, 60 + 60 evaluation prompts), task / proxy for seeds 0 to 4. ``grad_project`` is
+conflict-only (``grad_project_strict=False``). Before any outcome training, the aligned base (600 steps, lr 3e-3,
+about 20 s) scores task 0.01 / 0.31 / 0.09 / 0.17 / 0.11 and proxy 1.00 at every seed.
 
-========================================  ================================  ================================
-stage                                     task                              proxy
-========================================  ================================  ================================
-aligned base (600 steps, lr 3e-3, ~20 s)  low (0.01 at seed 0)              1.00 (seed 0)
-outcome only (``SFTTrainer`` on T)        1.00 (seed 0)                     0.00 (seed 0)
-``naive`` (CE on T ∪ A⁺, ~6 s)            1.00 / 1.00 / 0.99 / 0.96 / 1.00  0.13 / 0.63 / 0.00 / 0.03 / 0.83
-``kl_divergence``, β_kl 1 (~12 s)         1.00 / 0.67 / 0.88 / 0.93 / 1.00  0.77 / 0.72 / 0.98 / 0.47 / 0.95
-``kl_divergence``, β_kl 10                0.99 / 0.99 / 0.82 / 0.95 / 1.00  0.77 / 0.72 / 0.97 / 0.38 / 0.93
-========================================  ================================  ================================
+*AdamW regime* (β₂ 0.98, lr 2e-3, 150 steps; :data:`OUTCOME_LR`, :data:`OUTCOME_STEPS`):
 
-KL keeps more of the property than ``naive`` at every seed (mean proxy 0.78 against 0.32), usually at the same
-task score; at some seeds it slows the task down (seed 1: 0.67 at β_kl 1). All twelve strategies over three
-seeds: the README's sweep and Pareto plot. The aligned base's copy skill (and with it how fast reversing is
-learnt) appears abruptly during its training; β₂ 0.98 and one row per train-split triple bring it forward.
-Reproduce the table's first rows with ``python -m trl_ext.data.selective_demo --output_dir DIR --seeds 0 1 2``.
+=====================================  ================================  ================================
+stage                                  task                              proxy
+=====================================  ================================  ================================
+outcome only (``SFTTrainer`` on T)     1.00 / 0.76 / 0.99 / 0.98 / 1.00  0.00 / 0.00 / 0.00 / 0.00 / 0.00
+``naive`` (CE on T ∪ A⁺, ~4 s)         1.00 / 1.00 / 0.96 / 0.94 / 1.00  0.15 / 0.63 / 0.00 / 0.05 / 0.83
+``kl_divergence``, β_kl 1 (~6 s)       1.00 / 0.68 / 0.91 / 0.94 / 1.00  0.73 / 0.77 / 0.97 / 0.77 / 0.97
+``grad_project`` (~6 s)                1.00 / 0.68 / 1.00 / 0.98 / 1.00  0.22 / 0.43 / 0.12 / 0.23 / 0.13
+=====================================  ================================  ================================
+
+*Small-step regime* (plain SGD, lr 0.03, 300 steps; :data:`SGD_OUTCOME_LR`, :data:`SGD_OUTCOME_STEPS`):
+
+=====================================  ================================  ================================
+stage                                  task                              proxy
+=====================================  ================================  ================================
+outcome only (``SFTTrainer`` on T)     0.71 / 0.69 / 0.63 / 0.36 / 1.00  0.27 / 0.20 / 0.00 / 0.10 / 0.18
+``naive`` (~8 s)                       0.70 / 0.68 / 0.58 / 0.69 / 1.00  0.60 / 0.12 / 0.10 / 0.05 / 0.47
+``kl_divergence``, β_kl 1 (~12 s)      0.69 / 0.67 / 0.51 / 0.69 / 0.80  1.00 / 0.63 / 0.73 / 0.67 / 0.97
+``grad_project`` (~12 s)               0.71 / 0.68 / 0.61 / 0.68 / 0.96  1.00 / 0.70 / 0.15 / 0.05 / 0.55
+=====================================  ================================  ================================
+
+KL keeps more of the property than ``naive`` at every seed in both regimes (mean proxy 0.84 against 0.33 under
+AdamW, 0.80 against 0.27 in small steps), usually at the same task score; at some seeds it slows the task down
+(seed 1 under AdamW: 0.68). Gradient projection's guarantee is first order: in small steps it keeps at least
+``naive``'s proxy score at every seed (mean 0.49 against 0.27) at the same task score; under AdamW's large steps it
+does not (0.23 against 0.33). All twelve strategies over three seeds in both regimes: the README's sweeps and
+Pareto plots. The aligned base's copy skill (and with it how fast reversing is learnt) appears abruptly during its
+training; β₂ 0.98 and one row per train-split triple bring it forward.
+Reproduce the tables with ``python -m trl_ext.data.selective_demo --output_dir DIR --seeds 0 1 2 3 4`` (add
+``--sgd`` for the small-step regime).
 """
 
 from __future__ import annotations
@@ -80,6 +98,8 @@ __all__ = [
     "PROXY_DATA_INSTRUCTIONS",
     "PROXY_EVAL_INSTRUCTIONS",
     "PROXY_INSTRUCTIONS",
+    "SGD_OUTCOME_LR",
+    "SGD_OUTCOME_STEPS",
     "TASK_INSTRUCTION",
     "evaluate_demo",
     "make_aligned_base_data",
@@ -116,6 +136,10 @@ ALIGNED_BASE_STEPS = 600
 ALIGNED_BASE_LR = 3e-3
 OUTCOME_STEPS = 150
 OUTCOME_LR = 2e-3
+SGD_OUTCOME_STEPS = 300
+"""Outcome steps of the small-step regime (plain SGD), in which a first-order method can act."""
+SGD_OUTCOME_LR = 0.03
+"""Learning rate of the small-step regime (plain SGD, no momentum)."""
 DEMO_BETA_KL = 1.0
 BATCH_SIZE = 16
 ADAM_BETA2 = 0.98
@@ -405,16 +429,19 @@ def run_demo(
     *,
     outcome_steps: int = OUTCOME_STEPS,
     outcome_lr: float = OUTCOME_LR,
+    optim: str | None = None,
     beta_kl: float = DEMO_BETA_KL,
     peft_config=None,
     **make_demo_kwargs: Any,
 ) -> dict[str, dict[str, float]]:
-    """The whole demo: the aligned base, then three outcome stages from it with the same settings.
+    """The whole demo: the aligned base, then four outcome stages from it with the same settings.
 
     Returns ``{stage: {"task", "proxy", "steps", "seconds"}}`` for ``"aligned_base"``, ``"outcome_only"``
-    (plain SFT on T), ``"naive"`` (SPEC's ``naive``: CE on the shuffled union T ∪ A⁺) and ``"kl_divergence"``
-    (CE(T) + β_kl·KL(p_θ‖p_base) on A⁺ batches). ``peft_config`` (e.g. a ``peft.LoraConfig``) trains the
-    outcome stages as adapters on the aligned base.
+    (plain SFT on T), ``"naive"`` (SPEC's ``naive``: CE on the shuffled union T ∪ A⁺), ``"kl_divergence"``
+    (CE(T) + β_kl·KL(p_θ‖p_base) on A⁺ batches) and ``"grad_project"`` (conflict-only: per tensor, remove from
+    ∇CE(T) a component that opposes ∇CE(A⁺)). ``optim`` is a ``TrainingArguments.optim`` name (``None``: AdamW,
+    the default regime; ``"sgd"`` with :data:`SGD_OUTCOME_STEPS` and :data:`SGD_OUTCOME_LR`: the small-step
+    regime). ``peft_config`` (e.g. a ``peft.LoraConfig``) trains the outcome stages as adapters on the aligned base.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -435,6 +462,7 @@ def run_demo(
         "outcome_only": {},
         "naive": {"strategy": "naive"},
         "kl_divergence": {"strategy": "kl_divergence", "beta_kl": beta_kl},
+        "grad_project": {"strategy": "grad_project", "grad_project_strict": False},
     }
     for stage, extra in stages.items():
         model = AutoModelForCausalLM.from_pretrained(base)
@@ -450,6 +478,7 @@ def run_demo(
             peft_config=peft_config,
             proxy_dataset=data["proxy_positive"] if extra else None,
             negative_proxy_dataset=data["proxy_negative"] if extra else None,
+            **({"optim": optim} if optim else {}),
             **extra,
         )
         seconds = time.perf_counter() - start
@@ -462,8 +491,17 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Run the selective-generalisation demo on the tiny model.")
     parser.add_argument("--output_dir", required=True)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-    parser.add_argument("--outcome_steps", type=int, default=OUTCOME_STEPS)
-    parser.add_argument("--outcome_lr", type=float, default=OUTCOME_LR)
+    parser.add_argument(
+        "--sgd",
+        action="store_true",
+        help=f"the small-step regime: plain SGD, lr {SGD_OUTCOME_LR}, {SGD_OUTCOME_STEPS} steps (default AdamW)",
+    )
+    parser.add_argument(
+        "--outcome_steps", type=int, default=None, help=f"default {OUTCOME_STEPS} ({SGD_OUTCOME_STEPS} with --sgd)"
+    )
+    parser.add_argument(
+        "--outcome_lr", type=float, default=None, help=f"default {OUTCOME_LR} ({SGD_OUTCOME_LR} with --sgd)"
+    )
     parser.add_argument("--beta_kl", type=float, default=DEMO_BETA_KL)
     parser.add_argument("--lora", action="store_true", help="outcome stages as LoRA r 32, alpha 64, rsLoRA")
     args = parser.parse_args(argv)
@@ -474,12 +512,15 @@ def main(argv: list[str] | None = None) -> None:
         peft_config = LoraConfig(
             r=32, lora_alpha=64, use_rslora=True, target_modules="all-linear", task_type="CAUSAL_LM"
         )
+    steps = args.outcome_steps if args.outcome_steps is not None else SGD_OUTCOME_STEPS if args.sgd else OUTCOME_STEPS
+    lr = args.outcome_lr if args.outcome_lr is not None else SGD_OUTCOME_LR if args.sgd else OUTCOME_LR
     for seed in args.seeds:
         res = run_demo(
             Path(args.output_dir) / f"seed_{seed}",
             seed,
-            outcome_steps=args.outcome_steps,
-            outcome_lr=args.outcome_lr,
+            outcome_steps=steps,
+            outcome_lr=lr,
+            optim="sgd" if args.sgd else None,
             beta_kl=args.beta_kl,
             peft_config=peft_config,
         )
