@@ -175,7 +175,7 @@ def test_grad_project_and_kl_keep_more_of_the_proxy_than_naive_in_small_sgd_step
     component that opposes ∇CE(A⁺), per tensor) and ``kl_divergence`` keep clearly more of the sign-off than
     ``naive`` at the same task score. Measured: naive task 0.70 / proxy 0.60, grad_project 0.71 / 1.00,
     KL 0.69 / 1.00 (seeds 0-4 in the trl_ext.data.selective_demo docstring; under AdamW's large steps
-    grad_project keeps nothing, see the README). ~60 s."""
+    grad_project keeps nothing, see the README). ~30 s."""
     data = make_demo(seed=0)
     common = {
         "proxy_dataset": data["proxy_positive"],
