@@ -1,4 +1,11 @@
-"""Test set-up: offline, few threads, and one tiny model shared by the session."""
+"""Test set-up: offline, few threads, one tiny model shared by the session, and the seeds of the empirical tests.
+
+Empirical tests (marker ``empirical``) assert the outcome of training runs. Each takes the fixture argument
+``empirical_seed`` and runs once per seed of ``TRL_EXT_EMPIRICAL_SEEDS`` (default ``0``; a list such as ``0,1,2`` or
+a range such as ``0-9``), so the robustness of a claim can be checked over many seeds before it is added::
+
+    TRL_EXT_EMPIRICAL_SEEDS=0-9 .venv/bin/python -m pytest -m empirical
+"""
 
 from __future__ import annotations
 
@@ -18,6 +25,32 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("WANDB_MODE", "disabled")
 
 REPO = Path(__file__).resolve().parents[1]
+EMPIRICAL_SEEDS_VAR = "TRL_EXT_EMPIRICAL_SEEDS"
+
+
+def empirical_seeds(value: str | None = None) -> list[int]:
+    """The seeds of ``TRL_EXT_EMPIRICAL_SEEDS``: ``"0"`` (default), ``"0,3,7"``, ``"0-4"`` or a mix (``"0-2,9"``)."""
+    text = os.environ.get(EMPIRICAL_SEEDS_VAR, "0") if value is None else value
+    seeds: list[int] = []
+    try:
+        for part in filter(None, (p.strip() for p in text.split(","))):
+            lo, _, hi = part.partition("-")
+            seeds.extend(range(int(lo), int(hi) + 1) if hi else [int(lo)])
+    except ValueError:
+        raise pytest.UsageError(
+            f"{EMPIRICAL_SEEDS_VAR}={text!r}: expected seeds such as '0', '0,1,2' or '0-4'"
+        ) from None
+    if not seeds:
+        raise pytest.UsageError(f"{EMPIRICAL_SEEDS_VAR}={text!r} names no seed")
+    return list(dict.fromkeys(seeds))
+
+
+def pytest_generate_tests(metafunc):
+    if "empirical_seed" in metafunc.fixturenames:
+        if metafunc.definition.get_closest_marker("empirical") is None:
+            raise pytest.UsageError(f"{metafunc.definition.nodeid} takes empirical_seed: mark it empirical")
+        seeds = empirical_seeds()
+        metafunc.parametrize("empirical_seed", seeds, ids=[f"seed{s}" for s in seeds], scope="module")
 
 
 @pytest.fixture(scope="session", autouse=True)

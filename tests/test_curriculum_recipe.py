@@ -97,8 +97,13 @@ def test_sample_table_callback_writes_rows(tmp_path, tiny_model_path):
         SampleTableCallback(prompts, every="steps")
 
 
-def test_recipe_on_demo_raises_hardest_weight(recipe, tmp_path, tiny_model_path):
-    script_args, training_args, model_args = _parse(recipe, tmp_path)
+@pytest.mark.empirical
+def test_recipe_on_demo_raises_hardest_weight(recipe, tmp_path, tiny_model_path, empirical_seed):
+    """The tiny recipe end to end; the weight claims are empirical (seed = 42 + ``empirical_seed``,
+    tests/conftest.py). Spread, seeds 0-4 on both float paths (AVX-512 and ATEN_CPU_CAPABILITY=avx2 agree to 1e-6):
+    difficulty after the warm-up 0.53-0.59 / 2.52-2.71 / 3.79-3.85 nats (repeat / dialog / random), final weights
+    random 0.595-0.618 and repeat 0.019."""
+    script_args, training_args, model_args = _parse(recipe, tmp_path, "--seed", str(42 + empirical_seed))
     result = recipe.main(script_args, training_args, model_args)
     out = tmp_path / "run"
 
@@ -121,6 +126,7 @@ def test_recipe_on_demo_raises_hardest_weight(recipe, tmp_path, tiny_model_path)
     repeat, dialog, random = history[0]["difficulty"]
     assert repeat < dialog < random, history[0]["difficulty"]
     final = summary["final_weights"]
+    print(f"EMPIRICAL curriculum_recipe seed={empirical_seed} difficulty={history[0]['difficulty']} final={final}")
     assert final["random"] > 1 / 3 + 0.2, final
     assert final["random"] > history[0]["weights"][2] and final["repeat"] < 1 / 3
     assert result["final_weights"] == final and result["global_step"] == 16

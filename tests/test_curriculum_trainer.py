@@ -59,12 +59,18 @@ def _losses(trainer):
 # ---------------------------------------------------------------------- behaviour
 
 
-def test_hardest_demo_dataset_gains_weight(tmp_path, tiny_model_path):
-    """SFT on the shipped demo (η 0.1, floor 0.05, seeded): once the model has learned some language `random` is the
-    hardest dataset, and its weight rises at every update; updates are logged (console keys, loss_log.csv, plot)."""
+@pytest.mark.empirical
+def test_hardest_demo_dataset_gains_weight(tmp_path, tiny_model_path, empirical_seed):
+    """SFT on the shipped demo (η 0.1, floor 0.05): once the model has learned some language `random` is the
+    hardest dataset, and its weight rises at every update; updates are logged (console keys, loss_log.csv, plot).
+    Empirical (data and training seed = ``empirical_seed``, tests/conftest.py). Spread, seeds 0-4, on both float
+    paths (AVX-512 and ATEN_CPU_CAPABILITY=avx2 agree to 1e-3): random's weight 0.330-0.331 → 0.381-0.387 →
+    0.496-0.512 → 0.558-0.623 (smallest rise +0.047), dialog's final weight 0.330-0.399; at updates 2 and 3 the
+    difficulties are 3.73-3.85 / 1.94-3.15 / 0.61-1.15 nats (random / dialog / repeat; smallest gap 0.62)."""
     trainer = _sft(
-        tmp_path, tiny_model_path, datasets=make_curriculum_demo(64, seed=0), num_train_epochs=4,
+        tmp_path, tiny_model_path, datasets=make_curriculum_demo(64, seed=empirical_seed), num_train_epochs=4,
         learning_rate=3e-3, curriculum_eta=0.1, curriculum_min_weight=0.05, callbacks=[LossLogCallback()],
+        seed=empirical_seed,
     )  # fmt: skip
     trainer.train()
     history = trainer.curriculum.history
@@ -74,8 +80,9 @@ def test_hardest_demo_dataset_gains_weight(tmp_path, tiny_model_path):
     # untrained, all three score ~ln(vocab); after an epoch `repeat` is learned, after two `dialog` too
     assert all(h["difficulty"][2] > h["difficulty"][1] > h["difficulty"][0] for h in history[2:])
     random_w = [h["weights"][2] for h in history]
+    print(f"EMPIRICAL curriculum seed={empirical_seed} random_w={random_w} difficulty={history[-1]['difficulty']}")
     assert all(b > a for a, b in zip(random_w, random_w[1:])), random_w
-    assert random_w[-1] > 1 / 3 + 0.2 and random_w[-1] == max(history[-1]["weights"]), random_w
+    assert random_w[-1] > 1 / 3 + 0.15 and random_w[-1] == max(history[-1]["weights"]), random_w
     logged = [h for h in trainer.state.log_history if "curriculum/weight/random" in h]
     assert [h["curriculum/weight/random"] for h in logged] == pytest.approx(random_w)
     assert all("curriculum/frozen_age" in h and "curriculum/variance/dialog" in h for h in logged)

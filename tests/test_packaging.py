@@ -301,9 +301,9 @@ def test_wheel_contents_and_metadata(built_dists):
     assert metadata["Version"] == VERSION
     assert metadata["Requires-Python"] == PROJECT["requires-python"]
     requires = [r.strip() for r in metadata.get_all("Requires-Dist") or []]
-    assert "trl>=1.16" in requires, requires
     trl = [Requirement(r) for r in requires if Requirement(r).name == "trl" and Requirement(r).marker is None]
     assert len(trl) == 1 and not trl[0].specifier.contains("1.15.99"), f"trl floor must be >= 1.16: {requires}"
+    assert trl[0].specifier.contains("1.16.0") and not trl[0].specifier.contains("2.0.0"), requires
     core = {str(Requirement(r)) for r in requires if Requirement(r).marker is None}
     missing_deps = sorted({str(Requirement(d)) for d in PROJECT["dependencies"]} - core)
     assert not missing_deps, f"dependencies from pyproject.toml missing in METADATA: {missing_deps}"

@@ -87,15 +87,19 @@ def _history(trainer, key):
     return [h[key] for h in trainer.state.log_history if key in h]
 
 
-def test_learns_a_toy_reward(tmp_path, tiny_model_path):
-    """Seeded: the share of target tokens rises from ~3 % to well above 40 % within 30 rollouts."""
+@pytest.mark.empirical
+def test_learns_a_toy_reward(tmp_path, tiny_model_path, empirical_seed):
+    """The share of target tokens rises from its start to well above 40 % within 30 rollouts. Empirical (training
+    seed = ``empirical_seed``, tests/conftest.py). Spread, seeds 0-4, on both float paths (AVX-512 and
+    ATEN_CPU_CAPABILITY=avx2): mean of the first 3 rollouts 0.050-0.065, of the last 5 0.99-1.00."""
     trainer = _trainer(
         tmp_path, tiny_model_path, per_device_train_batch_size=16, num_mini_batches=1, num_ppo_epochs=4,
         learning_rate=1e-2, max_steps=120, logging_steps=4, kl_coef=0.0,
-        train_dataset=_prompts(256),
+        train_dataset=_prompts(256), seed=empirical_seed,
     )  # fmt: skip
     trainer.train()
     rewards = _history(trainer, "reward")
+    print(f"EMPIRICAL ppo_toy seed={empirical_seed} rewards={[round(r, 3) for r in rewards]}")
     assert len(rewards) == 30
     first, last = sum(rewards[:3]) / 3, sum(rewards[-5:]) / 5
     assert first < 0.15, rewards

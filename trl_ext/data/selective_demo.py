@@ -35,10 +35,11 @@ The letter triples are split once, with a fixed seed independent of ``seed``, in
 training and aligned-base rows), a proxy quarter (A⁺/A⁻) and an evaluation quarter (both evaluation sets),
 so that evaluation prompts never occur in any training set, whatever the seeds.
 
-Measured 2026-11-22 (2 CPU cores, one torch thread; batch 16, constant LR, full fine-tune; default sizes: 512
-outcome rows, 3 A⁺/A⁻ rows, 60 + 60 evaluation prompts), task / proxy for seeds 0 to 4. ``grad_project`` is
-conflict-only (``grad_project_strict=False``). Before any outcome training, the aligned base (600 steps, lr 3e-3,
-about 20 s) scores task 0.01 / 0.31 / 0.09 / 0.17 / 0.11 and proxy 1.00 at every seed.
+Measured 2026-11-22 and again, identically, on 2026-12-02 with the lock (2 CPU cores, one torch thread; batch 16,
+constant LR, full fine-tune; default sizes: 512 outcome rows, 3 A⁺/A⁻ rows, 60 + 60 evaluation prompts), task /
+proxy for seeds 0 to 4. ``grad_project`` is conflict-only (``grad_project_strict=False``). Before any outcome
+training, the aligned base (600 steps, lr 3e-3, about 20 s) scores task 0.01 / 0.31 / 0.09 / 0.17 / 0.11
+and proxy 1.00 at every seed.
 
 *AdamW regime* (β₂ 0.98, lr 2e-3, 150 steps; :data:`OUTCOME_LR`, :data:`OUTCOME_STEPS`):
 
@@ -62,15 +63,42 @@ outcome only (``SFTTrainer`` on T)     0.71 / 0.69 / 0.63 / 0.36 / 1.00  0.27 / 
 ``grad_project`` (~12 s)               0.71 / 0.68 / 0.61 / 0.68 / 0.96  1.00 / 0.70 / 0.15 / 0.05 / 0.55
 =====================================  ================================  ================================
 
-KL keeps more of the property than ``naive`` at every seed in both regimes (mean proxy 0.84 against 0.33 under
-AdamW, 0.80 against 0.27 in small steps), usually at the same task score; at some seeds it slows the task down
-(seed 1 under AdamW: 0.68). Gradient projection's guarantee is first order: in small steps it keeps at least
-``naive``'s proxy score at every seed (mean 0.49 against 0.27) at the same task score; under AdamW's large steps it
-does not (0.23 against 0.33). All twelve strategies over three seeds in both regimes: the README's sweeps and
-Pareto plots. The aligned base's copy skill (and with it how fast reversing is learnt) appears abruptly during its
-training; β₂ 0.98 and one row per train-split triple bring it forward.
+These tables are from one machine (AMD EPYC with AVX-512, torch 2.13.0+cpu and the lock of 2026-12-02), on which
+every run is deterministic. Another floating-point path changes single runs far more than a few hundredths: the
+aligned base's copy skill appears abruptly during its training (β₂ 0.98 and one row per train-split triple bring
+it forward), and with it how fast reversing is learnt. The same
+command with ``ATEN_CPU_CAPABILITY=avx2`` (torch's AVX2 kernels on the same CPU) gives, seeds 0 to 4: aligned base
+task 0.29 / 0.14 / 0.02 / 0.26 / 0.01, proxy 1.00 at every seed, and
+
+=====================================  ================================  ================================
+AVX2 path, stage                       task                              proxy
+=====================================  ================================  ================================
+AdamW, outcome only                    1.00 / 0.73 / 0.79 / 1.00 / 1.00  0.00 / 0.00 / 0.00 / 0.00 / 0.00
+AdamW, ``naive``                       1.00 / 1.00 / 0.34 / 1.00 / 1.00  0.72 / 0.53 / 0.45 / 0.82 / 0.87
+AdamW, ``kl_divergence``               1.00 / 1.00 / 0.29 / 1.00 / 1.00  0.88 / 0.60 / 0.78 / 0.98 / 0.70
+AdamW, ``grad_project``                1.00 / 1.00 / 0.62 / 1.00 / 1.00  0.45 / 0.25 / 0.48 / 0.92 / 0.62
+SGD, outcome only                      0.98 / 1.00 / 0.23 / 0.75 / 0.98  0.67 / 0.65 / 0.00 / 0.05 / 0.43
+SGD, ``naive``                         0.96 / 0.83 / 0.24 / 0.74 / 1.00  0.35 / 0.67 / 0.00 / 0.08 / 0.45
+SGD, ``kl_divergence``                 0.87 / 0.69 / 0.24 / 0.68 / 0.96  1.00 / 0.68 / 1.00 / 0.65 / 0.92
+SGD, ``grad_project``                  0.97 / 0.68 / 0.28 / 0.67 / 0.94  0.90 / 0.67 / 0.67 / 0.48 / 0.63
+=====================================  ================================  ================================
+
+On held-out prompts, then, the ordering is a tendency, not a law. KL keeps more of the property than ``naive`` at
+every seed on the AVX-512 path (mean proxy 0.84 against 0.33 under AdamW, 0.80 against 0.27 in small steps), and
+at 4 of 5 AdamW seeds and every SGD seed on the AVX2 path (seed 4 under AdamW: 0.70 against 0.87); at some seeds it
+slows the task down (seed 1 under AdamW: 0.68). Gradient projection's guarantee is first order: in small steps it
+keeps at least ``naive``'s proxy score at every seed on both paths (mean 0.49 against 0.27, and 0.67 against 0.31)
+at a similar task score; under AdamW's large steps it does not (0.23 against 0.33 on the AVX-512 path). All twelve
+strategies over three seeds in both regimes: the README's sweeps and Pareto plots.
+
+What does hold at every seed on both paths is what each mechanism does to the rows it acts on, measured by the
+teacher-forced −log p(sign-off | prompt, answer) of :func:`proxy_nll`: KL keeps it at ≤ 0.05 nats on the 3 A⁺ rows
+in both regimes, where outcome-only training drives it to 16-49 nats (AdamW) or 2.5-10 nats (SGD), and conflict-only
+``grad_project`` keeps it 3.3 to 900 times lower than outcome-only training in small SGD steps.
+``tests/test_selective_demo.py`` asserts these (marker ``empirical``).
+
 Reproduce the tables with ``python -m trl_ext.data.selective_demo --output_dir DIR --seeds 0 1 2 3 4`` (add
-``--sgd`` for the small-step regime).
+``--sgd`` for the small-step regime, and ``ATEN_CPU_CAPABILITY=avx2`` in front for the other float path).
 """
 
 from __future__ import annotations
@@ -106,9 +134,12 @@ __all__ = [
     "make_demo",
     "outcome_row",
     "proxy_row",
+    "proxy_nll",
     "proxy_score",
     "run_demo",
     "sft_stage",
+    "span_nll",
+    "task_nll",
     "task_score",
     "train_aligned_base",
 ]
@@ -272,10 +303,91 @@ def _user_text(row: Mapping[str, Any]) -> str:
     return prompt if isinstance(prompt, str) else [m["content"] for m in prompt if m["role"] == "user"][-1]
 
 
+def _span(full: Sequence[int], without: Sequence[int]) -> tuple[int, int]:
+    """``(start, end)`` of the tokens that ``full`` has and ``without`` lacks (common prefix and suffix removed)."""
+    start = 0
+    while start < min(len(full), len(without)) and full[start] == without[start]:
+        start += 1
+    end = len(full)
+    while (
+        end > start
+        and len(full) - end < len(without) - start
+        and full[end - 1] == without[end - 1 - (len(full) - len(without))]
+    ):
+        end -= 1
+    return start, end
+
+
+def span_nll(model, tokenizer, rows: Sequence[Mapping[str, Any]], cut: Any, batch_size: int = 32) -> float:
+    """Mean over ``rows`` of −log p(span | tokens before it), teacher-forced: a continuous score.
+
+    ``cut(answer) -> shorter`` names the span: it is what the chat-template rendering of the row's assistant answer
+    has and the rendering with ``shorter`` instead lacks (the tokens after the common prefix and before the common
+    suffix). The sum over the span's tokens is the span's log-likelihood; rows are right-padded in batches.
+    """
+    import torch
+
+    sequences: list[tuple[list[int], int, int]] = []
+    for row in rows:
+        prompt, answer = list(row["prompt"]), row["completion"][0]["content"]
+        ids = [
+            tokenizer.apply_chat_template(prompt + [{"role": "assistant", "content": text}], tokenize=True)[
+                "input_ids"
+            ]
+            for text in (answer, cut(answer))
+        ]
+        start, end = _span(ids[0], ids[1])
+        if not 0 < start < end:
+            raise ValueError(f"row {row['prompt']!r}: no span between {answer!r} and {cut(answer)!r}")
+        sequences.append((ids[0], start, end))
+    if not sequences:
+        raise ValueError("span_nll needs at least one row")
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    total = 0.0
+    try:
+        for i in range(0, len(sequences), batch_size):
+            chunk = sequences[i : i + batch_size]
+            width = max(len(ids) for ids, _, _ in chunk)
+            input_ids = torch.full((len(chunk), width), pad, dtype=torch.long)
+            mask = torch.zeros((len(chunk), width), dtype=torch.long)
+            for j, (ids, _, _) in enumerate(chunk):
+                input_ids[j, : len(ids)] = torch.tensor(ids)
+                mask[j, : len(ids)] = 1
+            with torch.no_grad():
+                logits = model(input_ids=input_ids.to(device), attention_mask=mask.to(device)).logits.float()
+            logps = torch.log_softmax(logits[:, :-1], dim=-1).gather(-1, input_ids.to(device)[:, 1:, None])[..., 0]
+            for j, (_, start, end) in enumerate(chunk):
+                total -= logps[j, start - 1 : end - 1].sum().item()  # logits at t predict token t + 1
+    finally:
+        model.train(was_training)
+    return total / len(sequences)
+
+
+def proxy_nll(model, tokenizer, rows: Sequence[Mapping[str, Any]], batch_size: int = 32) -> float:
+    """Mean −log p(``" Thanks!"`` | prompt, answer) over rows whose answer ends with :data:`MARKER`: how unlikely
+    the sign-off has become after the correct answer (0 = always signs off). A continuous companion of
+    :func:`proxy_score`, far less sensitive to the order of floating-point sums than greedy answers."""
+    return span_nll(model, tokenizer, rows, _strip_marker, batch_size)
+
+
+def task_nll(model, tokenizer, rows: Sequence[Mapping[str, Any]], batch_size: int = 32) -> float:
+    """Mean −log p(answer | prompt) over outcome rows (the reversed letters, end of turn excluded): the continuous
+    companion of :func:`task_score`."""
+    return span_nll(model, tokenizer, rows, lambda answer: "", batch_size)
+
+
 def evaluate_demo(
     model, tokenizer, datasets: Mapping[str, Any], max_new_tokens: int = 16, batch_size: int = 32
 ) -> dict[str, float]:
-    """Greedy answers to ``outcome_eval`` and ``proxy_eval``; returns ``{"task": mean, "proxy": mean}``."""
+    """Scores on ``outcome_eval`` and ``proxy_eval``: ``{"task", "proxy", "task_nll", "proxy_nll"}``.
+
+    ``task`` and ``proxy`` score greedy answers (:func:`task_score`, :func:`proxy_score`); ``task_nll`` and
+    ``proxy_nll`` are the teacher-forced −log-likelihoods of the correct answer and of the sign-off after it
+    (:func:`task_nll`, :func:`proxy_nll`), which the tests compare because they move smoothly with the weights.
+    """
     from trl_ext.eval.generation import generate_completions
 
     scores = {}
@@ -290,6 +402,8 @@ def evaluate_demo(
             scores[key] = sum(task_score(p, c) for p, c in zip(prompts, outs)) / len(outs)
         else:
             scores[key] = sum(proxy_score(c) for c in outs) / len(outs)
+    scores["task_nll"] = task_nll(model, tokenizer, datasets["outcome_eval"], batch_size)
+    scores["proxy_nll"] = proxy_nll(model, tokenizer, datasets["proxy_eval"], batch_size)
     return scores
 
 
