@@ -305,17 +305,14 @@ def _user_text(row: Mapping[str, Any]) -> str:
 
 def _span(full: Sequence[int], without: Sequence[int]) -> tuple[int, int]:
     """``(start, end)`` of the tokens that ``full`` has and ``without`` lacks (common prefix and suffix removed)."""
+    shorter = min(len(full), len(without))
     start = 0
-    while start < min(len(full), len(without)) and full[start] == without[start]:
+    while start < shorter and full[start] == without[start]:
         start += 1
-    end = len(full)
-    while (
-        end > start
-        and len(full) - end < len(without) - start
-        and full[end - 1] == without[end - 1 - (len(full) - len(without))]
-    ):
-        end -= 1
-    return start, end
+    suffix = 0  # never into the common prefix
+    while suffix < shorter - start and full[-1 - suffix] == without[-1 - suffix]:
+        suffix += 1
+    return start, len(full) - suffix
 
 
 def span_nll(model, tokenizer, rows: Sequence[Mapping[str, Any]], cut: Any, batch_size: int = 32) -> float:
