@@ -64,7 +64,7 @@ if [ "$mode" = lock ]; then
     uvpip install "${torch_args[@]}"
   fi
   # The package itself, with the locked setuptools (no download, no unpinned build environment).
-  uvpip install --no-deps --no-build-isolation -e ".[$EXTRAS]"
+  uvpip install --no-deps --no-build-isolation -e .
 else
   if [ "$local_torch" = 1 ]; then
     torch_args=(--find-links "$TORCH_WHEELS" "torch==2.13.0+cpu")

@@ -138,7 +138,6 @@ __all__ = [
     "proxy_score",
     "run_demo",
     "sft_stage",
-    "span_nll",
     "task_nll",
     "task_score",
     "train_aligned_base",
@@ -303,76 +302,20 @@ def _user_text(row: Mapping[str, Any]) -> str:
     return prompt if isinstance(prompt, str) else [m["content"] for m in prompt if m["role"] == "user"][-1]
 
 
-def _span(full: Sequence[int], without: Sequence[int]) -> tuple[int, int]:
-    """``(start, end)`` of the tokens that ``full`` has and ``without`` lacks (common prefix and suffix removed)."""
-    shorter = min(len(full), len(without))
-    start = 0
-    while start < shorter and full[start] == without[start]:
-        start += 1
-    suffix = 0  # never into the common prefix
-    while suffix < shorter - start and full[-1 - suffix] == without[-1 - suffix]:
-        suffix += 1
-    return start, len(full) - suffix
-
-
-def span_nll(model, tokenizer, rows: Sequence[Mapping[str, Any]], cut: Any, batch_size: int = 32) -> float:
-    """Mean over ``rows`` of −log p(span | tokens before it), teacher-forced: a continuous score.
-
-    ``cut(answer) -> shorter`` names the span: it is what the chat-template rendering of the row's assistant answer
-    has and the rendering with ``shorter`` instead lacks (the tokens after the common prefix and before the common
-    suffix). The sum over the span's tokens is the span's log-likelihood; rows are right-padded in batches.
-    """
-    import torch
-
-    sequences: list[tuple[list[int], int, int]] = []
-    for row in rows:
-        prompt, answer = list(row["prompt"]), row["completion"][0]["content"]
-        ids = [
-            tokenizer.apply_chat_template(prompt + [{"role": "assistant", "content": text}], tokenize=True)[
-                "input_ids"
-            ]
-            for text in (answer, cut(answer))
-        ]
-        start, end = _span(ids[0], ids[1])
-        if not 0 < start < end:
-            raise ValueError(f"row {row['prompt']!r}: no span between {answer!r} and {cut(answer)!r}")
-        sequences.append((ids[0], start, end))
-    if not sequences:
-        raise ValueError("span_nll needs at least one row")
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    total = 0.0
-    try:
-        for i in range(0, len(sequences), batch_size):
-            chunk = sequences[i : i + batch_size]
-            width = max(len(ids) for ids, _, _ in chunk)
-            input_ids = torch.full((len(chunk), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(chunk), width), dtype=torch.long)
-            for j, (ids, _, _) in enumerate(chunk):
-                input_ids[j, : len(ids)] = torch.tensor(ids)
-                mask[j, : len(ids)] = 1
-            with torch.no_grad():
-                logits = model(input_ids=input_ids.to(device), attention_mask=mask.to(device)).logits.float()
-            logps = torch.log_softmax(logits[:, :-1], dim=-1).gather(-1, input_ids.to(device)[:, 1:, None])[..., 0]
-            for j, (_, start, end) in enumerate(chunk):
-                total -= logps[j, start - 1 : end - 1].sum().item()  # logits at t predict token t + 1
-    finally:
-        model.train(was_training)
-    return total / len(sequences)
-
-
 def proxy_nll(model, tokenizer, rows: Sequence[Mapping[str, Any]], batch_size: int = 32) -> float:
     """Mean −log p(``" Thanks!"`` | prompt, answer) over rows whose answer ends with :data:`MARKER`: how unlikely
     the sign-off has become after the correct answer (0 = always signs off). A continuous companion of
     :func:`proxy_score`, far less sensitive to the order of floating-point sums than greedy answers."""
+    from trl_ext.eval.likelihood import span_nll
+
     return span_nll(model, tokenizer, rows, _strip_marker, batch_size)
 
 
 def task_nll(model, tokenizer, rows: Sequence[Mapping[str, Any]], batch_size: int = 32) -> float:
     """Mean −log p(answer | prompt) over outcome rows (the reversed letters, end of turn excluded): the continuous
     companion of :func:`task_score`."""
+    from trl_ext.eval.likelihood import span_nll
+
     return span_nll(model, tokenizer, rows, lambda answer: "", batch_size)
 
 
