@@ -350,7 +350,7 @@ def train_config(arm: str, output_dir: str, opts: argparse.Namespace) -> Any:
         **TRAIN_SETTINGS,
     }
     if arm == CURRICULUM:
-        from trl_ext.trainers.curriculum_config import CurriculumSFTConfig
+        from trl_ext.curriculum.config import CurriculumSFTConfig
 
         return CurriculumSFTConfig(**common)
     from trl import SFTConfig
@@ -368,7 +368,7 @@ class DemoData:
 
     def named(self, rows: int) -> dict[str, Any]:
         if rows not in self._named:
-            from trl_ext.data.curriculum_demo import make_curriculum_demo
+            from trl_ext.curriculum.demo import make_curriculum_demo
 
             self._named[rows] = make_curriculum_demo(rows, self.seed)
         return self._named[rows]
@@ -408,7 +408,7 @@ def run_epoch(
         args.max_steps = max_steps
     timer = make_epoch_timer(result)
     if arm == CURRICULUM:
-        from trl_ext.trainers.curriculum_trainer import CurriculumSFTTrainer
+        from trl_ext.curriculum.trainer import CurriculumSFTTrainer
 
         trainer = CurriculumSFTTrainer(
             model=model, args=args, train_dataset=data.named(rows), processing_class=tokenizer, callbacks=[timer]
@@ -459,7 +459,7 @@ def sampler_micro(opts: argparse.Namespace) -> dict[str, Any]:
     from accelerate.data_loader import SeedableRandomSampler
     from torch.utils.data import RandomSampler
 
-    from trl_ext.data.curriculum_sampler import CurriculumSampler
+    from trl_ext.curriculum.sampler import CurriculumSampler
 
     n = opts.micro_indices
     sizes = [n - 2 * (n // 3), n // 3, n // 3]
@@ -757,10 +757,10 @@ def print_report(summary: dict[str, Any], opts: argparse.Namespace) -> None:
 # ---------------------------------------------------------------------------------------------- main
 
 CODE_FILES = (
-    "trl_ext/data/curriculum_sampler.py",
-    "trl_ext/callbacks/curriculum.py",
-    "trl_ext/trainers/curriculum_trainer.py",
-    "trl_ext/models/frozen_model.py",
+    "trl_ext/curriculum/sampler.py",
+    "trl_ext/curriculum/callback.py",
+    "trl_ext/curriculum/trainer.py",
+    "trl_ext/curriculum/difficulty.py",
 )
 """The curriculum code whose cost is measured (fingerprinted in the JSON, to tell versions apart)."""
 

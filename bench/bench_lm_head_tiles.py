@@ -6,7 +6,7 @@ What is compared
     backward of ``log_probs.sum() + 0.5·entropy.sum()`` over ``--tokens`` hidden states of width ``--hidden`` and a
     ``--vocab``-entry LM head, at TRL's own tile width (``trl.trainer.utils._CHUNKED_LOGPROB_CHUNK_SIZE``, 32768
     in TRL 1.16: the plain TRL arm) and at each ``--widths`` entry (trl_ext's default on devices without Triton is
-    256, ``trl_ext.trainers.lm_head_tiles``). On CPU the tiles are folded with torch ops, each making a
+    256, ``trl_ext.common.lm_head_tiles``). On CPU the tiles are folded with torch ops, each making a
     tokens × tile temporary.
 
 How

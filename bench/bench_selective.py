@@ -1,6 +1,6 @@
 """Step-time cost of each selective-generalisation strategy against a plain TRL ``SFTTrainer`` step.
 
-The issue's target: for every strategy of ``trl_ext.trainers.selective_config.STRATEGIES``, the step-time ratio
+The issue's target: for every strategy of ``trl_ext.selective.config.STRATEGIES``, the step-time ratio
 strategy/plain is **within 10 % of the ratio implied by the forward/backward passes the strategy needs** (the
 measured/implied ratio lies in [0.90, 1.10]). SafeLoRA: the time of ``safelora_project`` on a model whose
 q/k/v/o/gate/up/down projections all carry LoRA.
@@ -17,7 +17,7 @@ What is compared
     Every arm trains the embedded tiny model (``trl_ext.models.get_tiny_model_path()``; or a random-init Qwen2 of
     ``--hidden_size``/``--intermediate_size``/``--layers`` with the tiny tokenizer) with the same LoRA adapter
     (r 32, alpha 64, rsLoRA, dropout 0, ``target_modules="all-linear"``: the 7 projections of every layer) on the
-    selective demo's data (``trl_ext.data.selective_demo.make_demo``: ``outcome_train``, ``proxy_positive`` and
+    selective demo's data (``trl_ext.selective.demo.make_demo``: ``outcome_train``, ``proxy_positive`` and
     ``proxy_negative``, 32 rows each, conversational prompt-completion), batch ``--batch_size`` (proxy batches the
     same size), the same seed, lr 1e-3 constant, AdamW (β₂ 0.98, no weight decay), clipping at 1.0, fp32,
     ``max_length`` 64, ``logging_steps=1``, no evaluation, no saving, no reporting.
@@ -362,7 +362,7 @@ def run_arm(
     """Build a fresh trainer for ``strategy`` (or ``plain``) from the saved weights and train ``opts.steps`` steps."""
     from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback, set_seed
 
-    from trl_ext.trainers.lm_head_tiles import vocab_tile
+    from trl_ext.common.lm_head_tiles import vocab_tile
 
     result = ArmResult(arm=strategy, round=rnd)
     gc.collect()
@@ -421,14 +421,14 @@ def run_arm(
 
 def plain_tile(opts: argparse.Namespace, device: Any) -> int | None:
     """The fused-LM-head tile of the plain arm: trl_ext's (as the selective arms run) or None (TRL's own)."""
-    from trl_ext.trainers.lm_head_tiles import resolve_vocab_tile
+    from trl_ext.common.lm_head_tiles import resolve_vocab_tile
 
     return resolve_vocab_tile(None, device) if opts.plain_lm_head_tile == "trl_ext" else None
 
 
 def instrument_one_offs(trainer: Any, result: ArmResult) -> None:
     """Time the set-up (plane / proxy gradient), the train-end edits and SafeLoRA of ``trainer`` into ``result``."""
-    from trl_ext.callbacks.safelora import SafeLoRACallback
+    from trl_ext.selective.safelora.callback import SafeLoRACallback
 
     def setup_sink(seconds: float, kwargs: dict[str, Any]) -> None:
         result.setup_s = seconds
@@ -475,15 +475,15 @@ def run_components(
     from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
 
     from trl_ext import SelectiveSFTTrainer
-    from trl_ext.losses.projection import project_gradients
-    from trl_ext.losses.selective import representation_mse
-    from trl_ext.trainers.lm_head_tiles import vocab_tile
-    from trl_ext.trainers.selective_mechanisms import (
+    from trl_ext.common.lm_head_tiles import vocab_tile
+    from trl_ext.selective.losses import representation_mse
+    from trl_ext.selective.mechanisms import (
         GradientSteering,
         PlanePenalty,
         PrecomputedProjection,
         _ce_from_logits,
     )
+    from trl_ext.selective.projection import project_gradients
 
     result = ComponentResult(round=rnd)
     gc.collect()
@@ -607,7 +607,7 @@ def time_safelora(label: str, model: Any, opts: argparse.Namespace) -> list[dict
     import torch
     from peft import LoraConfig, get_peft_model
 
-    from trl_ext.safelora import load_state_dict_from, safelora_project
+    from trl_ext.selective.safelora.core import load_state_dict_from, safelora_project
 
     gen = torch.Generator().manual_seed(opts.seed)
     base_sd = load_state_dict_from(model)
@@ -732,7 +732,7 @@ def prepare_models(workdir: Path, opts: argparse.Namespace) -> Path:
 
 def build_data(opts: argparse.Namespace) -> dict[str, Any]:
     """The demo's outcome (enough rows for every run and the components, no epoch boundary) and proxy sets."""
-    from trl_ext.data.selective_demo import make_demo
+    from trl_ext.selective.demo import make_demo
 
     num_outcome = max(256, (opts.steps + 1) * opts.batch_size)
     return make_demo(num_outcome=num_outcome, num_proxy=NUM_PROXY, num_negative=NUM_PROXY, num_eval=0, seed=0)
@@ -996,7 +996,7 @@ def print_report(summary: dict[str, Any], opts: argparse.Namespace) -> None:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line flags (``--quick``: 4 steps x 1 round, small SafeLoRA model, one repeat)."""
-    from trl_ext.trainers.selective_config import STRATEGIES
+    from trl_ext.selective.config import STRATEGIES
 
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=20, help="Optimizer steps per run (and component iterations).")

@@ -2,8 +2,8 @@
 
 What is compared
     * ``trl_ext``: the configuration of ``recipes/sft_affine.py`` -- TRL ``SFTTrainer`` with
-      ``trl_ext.callbacks.LossLogCallback`` and the recipe's ``SFTConfig`` (``sft_affine_tiny.yaml`` values),
-      the cosine schedule given a floor by ``trl_ext.recipe_utils.apply_min_lr_ratio(args, 0.1)`` and
+      ``trl_ext.LossLogCallback`` and the recipe's ``SFTConfig`` (``sft_affine_tiny.yaml`` values),
+      the cosine schedule given a floor by ``trl_ext.common.recipes.apply_min_lr_ratio(args, 0.1)`` and
       ``resolve_precision`` (bf16 off on CPU).
     * ``plain``: the same TRL ``SFTTrainer``, model, data, seed and ``SFTConfig``, with no trl_ext piece:
       plain ``cosine`` schedule and no extra callback.
@@ -187,7 +187,7 @@ def build_dataset(num_samples: int, seed: int) -> Any:
     """The recipe's data: SAT (n 5, k 3) rows in conversational prompt-completion form, train split."""
     from datasets import Dataset
 
-    from trl_ext.data.affine_data import collect_affine
+    from trl_ext.data.affine import collect_affine
 
     train_rows, _ = collect_affine({"sat": {"n": 5, "k": 3}}, num_samples, seed, 0.1, progress=False)
     return Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in train_rows])
@@ -211,7 +211,7 @@ def make_sft_config(arm: str, output_dir: str, opts: argparse.Namespace) -> Any:
         **RECIPE_SFT_SETTINGS,
     )
     if arm == "trl_ext":
-        from trl_ext.recipe_utils import apply_min_lr_ratio, resolve_precision
+        from trl_ext.common.recipes import apply_min_lr_ratio, resolve_precision
 
         apply_min_lr_ratio(args, MIN_LR_RATIO)
         resolve_precision(args)
@@ -239,7 +239,7 @@ def run_once(arm: str, rnd: int, model_path: Path, dataset: Any, workdir: Path, 
     timer = make_step_timer(result)
     callbacks: list[Any] = []
     if arm == "trl_ext":
-        from trl_ext.callbacks import LossLogCallback
+        from trl_ext.common.loss_log import LossLogCallback
 
         loss_log = LossLogCallback()
 

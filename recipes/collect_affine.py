@@ -1,7 +1,7 @@
 """Generate the stage-1 (SFT) task dataset as TRL conversational prompt–completion JSONL (SPEC §6).
 
 Writes ``<output_dir>/train.jsonl`` and ``<output_dir>/validation.jsonl`` (row format in
-:mod:`trl_ext.data.affine_data`) and prints the row counts.
+:mod:`trl_ext.data.affine`) and prints the row counts.
 
 Usage::
 
@@ -27,8 +27,8 @@ except ImportError:  # running from a source checkout without an install
 
 from trl import TrlParser
 
+from trl_ext.data.affine import collect_affine, write_affine_dataset
 from trl_ext.data.affine_args import AffineTaskArguments
-from trl_ext.data.affine_data import collect_affine, write_affine_dataset
 
 
 @dataclass

@@ -8,7 +8,7 @@
 Steps:
 
 1. **Data.** ``curriculum_datasets`` (a list of :class:`~trl_ext.data.multi_dataset.DatasetSpec` dicts, YAML only)
-   or, when it is unset, the shipped demo (:func:`~trl_ext.data.curriculum_demo.make_curriculum_demo`: ``repeat``,
+   or, when it is unset, the shipped demo (:func:`~trl_ext.curriculum.demo.make_curriculum_demo`: ``repeat``,
    ``dialog``, ``random``, of increasing difficulty). Every dataset becomes a ``text`` column; the prompt of a row is
    its first ``prompt_chars`` characters (``prompt`` column) and the whole ``text`` stays beside it, so the
    curriculum's frozen model scores the full text. ``subset`` gives a hub configuration name (e.g.
@@ -19,7 +19,7 @@ Steps:
    then PPO's starting policy and reference. An untrained model (the embedded ``tiny`` one) scores every dataset
    alike (≈ 6.4 nats), so the curriculum has nothing to act on; a pretrained model needs no warm-up (0, default).
    A finished warm-up folder is reused (resuming does not retrain it).
-3. **PPO** (:class:`~trl_ext.trainers.curriculum_trainer.CurriculumPPOTrainer`: trl_ext's PPO with a value head,
+3. **PPO** (:class:`~trl_ext.curriculum.trainer.CurriculumPPOTrainer`: trl_ext's PPO with a value head,
    GAE and fixed or adaptive KL control, LoRA by default) on the prompts. The score of a completion is the sum of
    the reward functions (weighted by ``reward_weights`` when given): first the repetition reward
 
@@ -27,8 +27,8 @@ Steps:
 
    over the completion's token ids (consecutive repeated tokens), then every extra ``reward_funcs`` entry. The
    curriculum updates the sampling weights of the datasets from the frozen model's difficulty estimates (see
-   :class:`~trl_ext.trainers.curriculum_config.CurriculumArguments`).
-4. **Test prompts.** At the end of every epoch :class:`~trl_ext.callbacks.sample_table.SampleTableCallback` generates
+   :class:`~trl_ext.curriculum.config.CurriculumArguments`).
+4. **Test prompts.** At the end of every epoch :class:`~trl_ext.common.sample_table.SampleTableCallback` generates
    a completion for each of ``test_prompts`` (greedy, ``test_max_new_tokens``).
 
 Outputs in ``output_dir``: the adapter (or model), tokenizer and value head; ``curriculum.json`` (dataset names,
@@ -53,19 +53,19 @@ from accelerate import PartialState
 from transformers import set_seed
 from trl import get_peft_config
 
-from trl_ext.callbacks import LossLogCallback
-from trl_ext.callbacks.curriculum import write_curriculum_report
-from trl_ext.callbacks.sample_table import SampleTableCallback
-from trl_ext.data.curriculum_demo import demo_prompts, make_curriculum_demo
+from trl_ext.common.imports import import_function
+from trl_ext.common.lm_head_tiles import resolve_vocab_tile, vocab_tile
+from trl_ext.common.loss_log import LossLogCallback
+from trl_ext.common.recipes import LoRAModelConfig, describe_launch, recipe_parser, teardown_distributed
+from trl_ext.common.sample_table import SampleTableCallback
+from trl_ext.curriculum.callback import write_curriculum_report
+from trl_ext.curriculum.config import CurriculumPPOConfig
+from trl_ext.curriculum.demo import demo_prompts, make_curriculum_demo
+from trl_ext.curriculum.trainer import CurriculumPPOTrainer
 from trl_ext.data.multi_dataset import load_text_datasets
-from trl_ext.import_utils import import_function
 from trl_ext.models import load_tokenizer
 from trl_ext.models.policy_init import prepare_init_policy
-from trl_ext.models.value_head import has_value_head
-from trl_ext.recipe_utils import LoRAModelConfig, describe_launch, recipe_parser, teardown_distributed
-from trl_ext.trainers.curriculum_config import CurriculumPPOConfig
-from trl_ext.trainers.curriculum_trainer import CurriculumPPOTrainer
-from trl_ext.trainers.lm_head_tiles import resolve_vocab_tile, vocab_tile
+from trl_ext.ppo.value_head import VALUE_FUNCTION_FILES, has_value_head
 
 logger = logging.getLogger("curriculum_ppo")
 
@@ -252,7 +252,12 @@ def main(
     with state.main_process_first():  # the main process downloads and caches, the others then read the cache
         datasets = build_datasets(script_args, training_args.seed)
 
-    init_path = prepare_init_policy(model_args.model_name_or_path, output_dir / "init_policy", dtype=model_args.dtype)
+    init_path = prepare_init_policy(
+        model_args.model_name_or_path,
+        output_dir / "init_policy",
+        dtype=model_args.dtype,
+        carry_files=VALUE_FUNCTION_FILES,
+    )
     warmup_path = None
     if script_args.lm_warmup_steps > 0:
         warmup_path = init_path = lm_warmup(init_path, datasets, script_args, training_args, model_args)

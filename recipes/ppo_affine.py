@@ -24,20 +24,20 @@ from datasets import Dataset
 from transformers import set_seed
 from trl import get_peft_config
 
-from trl_ext.callbacks import LossLogCallback
-from trl_ext.data.affine_args import AffineRecipeArguments
-from trl_ext.data.task_rewards import make_task_reward, prompt_only_rows
-from trl_ext.eval.report import compare_reports, format_report, save_report
-from trl_ext.models import load_tokenizer
-from trl_ext.models.policy_init import prepare_init_policy
-from trl_ext.models.value_head import has_value_head
-from trl_ext.recipe_utils import (
+from trl_ext import PPOConfig, PPOTrainer
+from trl_ext.common.loss_log import LossLogCallback
+from trl_ext.common.recipes import (
     LoRAModelConfig,
     describe_launch,
     recipe_parser,
     teardown_distributed,
 )
-from trl_ext.trainers import PPOConfig, PPOTrainer
+from trl_ext.data.affine_args import AffineRecipeArguments
+from trl_ext.eval.report import compare_reports, format_report, save_report
+from trl_ext.models import load_tokenizer
+from trl_ext.models.policy_init import prepare_init_policy
+from trl_ext.ppo.value_head import VALUE_FUNCTION_FILES, has_value_head
+from trl_ext.tasks.rewards import make_task_reward, prompt_only_rows
 
 logger = logging.getLogger("ppo_affine")
 
@@ -53,7 +53,12 @@ def main(script_args: PPOAffineArguments, training_args: PPOConfig, model_args: 
     output_dir = Path(training_args.output_dir)
     state = PartialState()
 
-    init_path = prepare_init_policy(model_args.model_name_or_path, output_dir / "init_policy", dtype=model_args.dtype)
+    init_path = prepare_init_policy(
+        model_args.model_name_or_path,
+        output_dir / "init_policy",
+        dtype=model_args.dtype,
+        carry_files=VALUE_FUNCTION_FILES,
+    )
     if training_args.value_init_path is None and has_value_head(init_path):
         training_args.value_init_path = init_path  # continuing a PPO run: keep its value function
     data = script_args.load_data()

@@ -11,7 +11,7 @@ The strategy is ``strategy:`` of :class:`trl_ext.SelectiveConfig`; the trainer c
 ``trl_ext.get_trainer(strategy)``. Every field of the three argument classes is a YAML key and a command-line flag.
 
 Data (``data:``)
-    ``demo`` (default): the generated demo of :mod:`trl_ext.data.selective_demo` (reverse letters; the proxy
+    ``demo`` (default): the generated demo of :mod:`trl_ext.selective.demo` (reverse letters; the proxy
     property is the sign-off "Thanks!"). ``model_name_or_path`` is the model the demo's *aligned base* is trained
     from (a full fine-tune on proxy-style rows); the aligned base is the model this recipe then trains. It is trained
     once per demo seed into ``<aligned_base_dir>/seed_<demo_seed>`` and reused by every later run that finds a model
@@ -26,7 +26,7 @@ Data (``data:``)
 Evaluation, before training (the starting model) and after it
     ``task_loss`` / ``proxy_loss``: the trainer's mean eval loss (completion tokens only for prompt-completion data)
     on the outcome / proxy evaluation sets. ``task`` / ``proxy``: in demo mode the demo's scores
-    (:func:`~trl_ext.data.selective_demo.evaluate_demo`: greedy answers, task accuracy and share of answers with the
+    (:func:`~trl_ext.selective.demo.evaluate_demo`: greedy answers, task accuracy and share of answers with the
     sign-off, both in [0, 1]); in custom mode ``exp(-loss)`` (the geometric-mean probability of the reference
     completion tokens, in (0, 1], higher is better) unless ``eval_scorer: module:function`` names a scorer with
     ``evaluate_demo``'s contract.
@@ -55,19 +55,20 @@ from transformers import set_seed
 from trl import get_peft_config
 
 from trl_ext import get_trainer
-from trl_ext.callbacks import LossLogCallback
-from trl_ext.data.loading import check_sft_format, load_dataset_from
-from trl_ext.import_utils import import_function
-from trl_ext.models import is_peft_adapter_dir, load_tokenizer, resolve_model_name_or_path
-from trl_ext.models.policy_init import prepare_init_policy
-from trl_ext.recipe_utils import (
+from trl_ext.common.imports import import_function
+from trl_ext.common.loss_log import LossLogCallback
+from trl_ext.common.recipes import (
     LoRAModelConfig,
     RecipeParser,
     describe_launch,
     recipe_parser,
     teardown_distributed,
 )
-from trl_ext.trainers.selective_config import SelectiveConfig
+from trl_ext.data.loading import check_sft_format, load_dataset_from
+from trl_ext.models import is_peft_adapter_dir, load_tokenizer, resolve_model_name_or_path
+from trl_ext.models.policy_init import prepare_init_policy
+from trl_ext.ppo.value_head import VALUE_FUNCTION_FILES
+from trl_ext.selective.config import SelectiveConfig
 
 logger = logging.getLogger("selective_generalisation")
 
@@ -247,7 +248,7 @@ def prepare_aligned_base(args: SelectiveRecipeArguments, source: str, seed: int)
     """
     from filelock import FileLock
 
-    from trl_ext.data.selective_demo import train_aligned_base
+    from trl_ext.selective.demo import train_aligned_base
 
     folder = aligned_base_folder(args, seed)
     overrides = args.aligned_base_kwargs()
@@ -331,7 +332,7 @@ def prepare_model_and_data(
 ) -> tuple[str | None, dict[str, Any]]:
     """The path of the model to train and the datasets (demo names); ``None`` as path for ``aligned_base_only``."""
     if script_args.data == "demo":
-        from trl_ext.data.selective_demo import make_demo
+        from trl_ext.selective.demo import make_demo
 
         source = resolve_model_name_or_path(model_args.model_name_or_path)
         if is_peft_adapter_dir(source):
@@ -355,7 +356,12 @@ def prepare_model_and_data(
         raise ValueError("aligned_base_only needs data: demo (custom data has no aligned base to train)")
     data = load_custom_data(script_args)  # data errors before the (slow) model load
     output_dir = Path(training_args.output_dir)
-    return prepare_init_policy(model_args.model_name_or_path, output_dir / "init_model", dtype=model_args.dtype), data
+    return prepare_init_policy(
+        model_args.model_name_or_path,
+        output_dir / "init_model",
+        dtype=model_args.dtype,
+        carry_files=VALUE_FUNCTION_FILES,
+    ), data
 
 
 def main(
@@ -369,7 +375,7 @@ def main(
     trainer_cls = get_trainer(training_args.strategy)
     scorer = load_scorer(script_args.eval_scorer) if script_args.eval_scorer else None
     if scorer is None and script_args.data == "demo":
-        from trl_ext.data.selective_demo import evaluate_demo
+        from trl_ext.selective.demo import evaluate_demo
 
         scorer = evaluate_demo
     model_path, data = prepare_model_and_data(script_args, training_args, model_args)

@@ -37,21 +37,21 @@ from accelerate import PartialState
 from transformers import set_seed
 from trl import SFTConfig, SFTTrainer, get_peft_config
 
-from trl_ext.callbacks import LossLogCallback
-from trl_ext.callbacks.curriculum import write_curriculum_report
-from trl_ext.data.affine_args import AffineRecipeArguments
-from trl_ext.eval.report import format_report, save_report
-from trl_ext.models import load_tokenizer, resolve_model_name_or_path
-from trl_ext.recipe_utils import (
+from trl_ext.common.lm_head_tiles import resolve_vocab_tile, vocab_tile
+from trl_ext.common.loss_log import LossLogCallback
+from trl_ext.common.recipes import (
     LoRAModelConfig,
     apply_min_lr_ratio,
     describe_launch,
     recipe_parser,
     teardown_distributed,
 )
-from trl_ext.trainers.curriculum_config import CURRICULUM_FIELDS, CurriculumArguments, CurriculumSFTConfig
-from trl_ext.trainers.curriculum_trainer import CurriculumSFTTrainer
-from trl_ext.trainers.lm_head_tiles import resolve_vocab_tile, vocab_tile
+from trl_ext.curriculum.callback import write_curriculum_report
+from trl_ext.curriculum.config import CURRICULUM_FIELDS, CurriculumArguments, CurriculumSFTConfig
+from trl_ext.curriculum.trainer import CurriculumSFTTrainer
+from trl_ext.data.affine_args import AffineRecipeArguments
+from trl_ext.eval.report import format_report, save_report
+from trl_ext.models import load_tokenizer, resolve_model_name_or_path
 
 if TYPE_CHECKING:
     from datasets import Dataset, DatasetDict

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from trl_ext.data import affine_data
-from trl_ext.data.affine_data import (
+from trl_ext.data import affine as affine_data
+from trl_ext.data.affine import (
     collect_affine,
     instance_to_row,
     load_affine_dataset,
@@ -24,7 +24,7 @@ from trl_ext.data.affine_data import (
     write_affine_dataset,
     write_jsonl,
 )
-from trl_ext.data.tasks import Task, TaskInstance, get_task, registry
+from trl_ext.tasks import Task, TaskInstance, get_task, registry
 
 REPO = Path(__file__).resolve().parent.parent
 RECIPE = REPO / "recipes" / "collect_affine.py"

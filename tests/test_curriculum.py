@@ -7,9 +7,9 @@ import pytest
 import torch
 from scipy import stats
 
-from trl_ext.data.curriculum_sampler import CurriculumSampler
-from trl_ext.data.curriculum_weights import check_weights, difficulty_statistics, update_weights
-from trl_ext.models.frozen_model import RollingFrozenModel
+from trl_ext.curriculum.difficulty import RollingFrozenModel
+from trl_ext.curriculum.sampler import CurriculumSampler
+from trl_ext.curriculum.weights import check_weights, difficulty_statistics, update_weights
 
 # ---------------------------------------------------------------------- update rules
 

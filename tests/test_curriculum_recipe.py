@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import pytest
 
 from tests.conftest import REPO, load_recipe
-from trl_ext.callbacks import read_loss_log
+from trl_ext.common.loss_log import read_loss_log
 
 TINY = str(REPO / "recipes/configs/curriculum_ppo_tiny.yaml")
 # the tiny config cut to 2 curriculum epochs of 2 rollouts (16 PPO steps) and a 100-step warm-up
@@ -24,8 +24,8 @@ def recipe():
 
 
 def _parse(recipe, tmp_path, *extra: str):
-    from trl_ext.recipe_utils import LoRAModelConfig, recipe_parser
-    from trl_ext.trainers import CurriculumPPOConfig
+    from trl_ext import CurriculumPPOConfig
+    from trl_ext.common.recipes import LoRAModelConfig, recipe_parser
 
     parser = recipe_parser(recipe.CurriculumPPOArguments, CurriculumPPOConfig, LoRAModelConfig)
     return parser.parse_args_and_config(["--config", TINY, "--output_dir", str(tmp_path / "run"), *FAST, *extra])
@@ -57,7 +57,7 @@ def test_sample_table_callback_writes_rows(tmp_path, tiny_model_path):
     import torch
     from transformers import AutoModelForCausalLM
 
-    from trl_ext.callbacks.sample_table import SampleTableCallback
+    from trl_ext.common.sample_table import SampleTableCallback
     from trl_ext.models import load_tokenizer
 
     torch.manual_seed(0)
@@ -162,9 +162,9 @@ def test_missing_text_field_is_named(recipe, tmp_path):
 
 
 def test_real_config_parses(recipe, tmp_path):
+    from trl_ext import CurriculumPPOConfig
+    from trl_ext.common.recipes import LoRAModelConfig, recipe_parser
     from trl_ext.data.multi_dataset import DatasetSpec
-    from trl_ext.recipe_utils import LoRAModelConfig, recipe_parser
-    from trl_ext.trainers import CurriculumPPOConfig
 
     parser = recipe_parser(recipe.CurriculumPPOArguments, CurriculumPPOConfig, LoRAModelConfig)
     script_args, training_args, model_args = parser.parse_args_and_config(

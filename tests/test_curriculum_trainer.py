@@ -19,9 +19,9 @@ from trl_ext import (
     CurriculumTrainingArguments,
     with_curriculum,
 )
-from trl_ext.callbacks import LossLogCallback, read_loss_log
-from trl_ext.data.curriculum_demo import make_curriculum_demo
-from trl_ext.trainers.curriculum_trainer import CURRICULUM_FROZEN_FILE, CURRICULUM_STATE_FILE
+from trl_ext.common.loss_log import LossLogCallback, read_loss_log
+from trl_ext.curriculum.demo import make_curriculum_demo
+from trl_ext.curriculum.trainer import CURRICULUM_FROZEN_FILE, CURRICULUM_STATE_FILE
 
 
 def _texts(n=40, seed=0):
@@ -164,7 +164,7 @@ def test_grpo_keeps_prompt_groups_and_ppo_runs(tmp_path, tiny_model_path):
     """GRPO: each generation batch holds whole groups of num_generations copies of one prompt; PPO
     (num_generations 1) trains over the same datasets. Both update the weights."""
     from trl_ext import CurriculumGRPOConfig, CurriculumGRPOTrainer, CurriculumPPOConfig, CurriculumPPOTrainer
-    from trl_ext.data.curriculum_demo import demo_prompts
+    from trl_ext.curriculum.demo import demo_prompts
 
     data = demo_prompts(make_curriculum_demo(32, seed=0), prompt_chars=12)
 

@@ -12,7 +12,7 @@ import pytest
 from safetensors.torch import load_file
 
 from tests.conftest import REPO, run_script
-from trl_ext.callbacks import read_loss_log
+from trl_ext.common.loss_log import read_loss_log
 
 TINY = str(REPO / "recipes/configs/sft_affine_tiny.yaml")
 COMMON = ("--config", TINY, "--num_samples", "120", "--max_steps", "6", "--logging_steps", "1",

@@ -35,9 +35,9 @@ def test_cli_writes_report_and_compares_with_baseline(tmp_path, tiny_model_path)
 
 def test_scores_are_recomputed_from_completions(tmp_path, tiny_model_path, monkeypatch):
     """Patch generation to return the expert answer for half the prompts: the report must score exactly that."""
-    import trl_ext.eval.generation as generation
-    from trl_ext.data.tasks import get_task
+    import trl_ext.common.generation as generation
     from trl_ext.eval.tasks import heldout_instances
+    from trl_ext.tasks import get_task
 
     recipe = load_recipe("evaluate_affine")
     args = recipe.EvaluateArguments(

@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from trl_ext.eval.generation import generate_completions
+from trl_ext.common.generation import generate_completions
 
 
 def test_batched_equals_one_by_one(tiny_model_path):

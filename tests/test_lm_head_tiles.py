@@ -8,8 +8,8 @@ import trl.trainer.utils as trl_utils
 from transformers import AutoModelForCausalLM, TrainerCallback
 
 from trl_ext import PPOConfig
-from trl_ext.trainers import lm_head_tiles
-from trl_ext.trainers.lm_head_tiles import DEFAULT_TILE_WITHOUT_TRITON, resolve_vocab_tile, vocab_tile
+from trl_ext.common import lm_head_tiles
+from trl_ext.common.lm_head_tiles import DEFAULT_TILE_WITHOUT_TRITON, resolve_vocab_tile, vocab_tile
 
 TRL_WIDTH = trl_utils._CHUNKED_LOGPROB_CHUNK_SIZE
 
@@ -136,7 +136,7 @@ def _sft_losses(trainer_cls, tmp_path, model_path, seen=None):
 def test_mixin_runs_sft_at_the_tile_with_the_same_losses(tmp_path, tiny_model_path):
     from trl import SFTTrainer
 
-    from trl_ext.trainers.lm_head_tiles import LMHeadTileMixin
+    from trl_ext.common.lm_head_tiles import LMHeadTileMixin
 
     class TiledSFTTrainer(LMHeadTileMixin, SFTTrainer):
         pass
@@ -169,8 +169,8 @@ def test_every_trl_ext_trainer_and_config_has_the_tile():
         SelectiveDPOTrainer,
         SelectiveSFTTrainer,
     )
-    from trl_ext.trainers.lm_head_tiles import LMHeadTileMixin
-    from trl_ext.trainers.selective_ppo import SelectivePPOConfig, SelectivePPOTrainer
+    from trl_ext.common.lm_head_tiles import LMHeadTileMixin
+    from trl_ext.selective.ppo import SelectivePPOConfig, SelectivePPOTrainer
 
     trainers = (PPOTrainer, SelectiveSFTTrainer, SelectiveDPOTrainer, SelectivePPOTrainer, CurriculumSFTTrainer)
     trainers += (CurriculumDPOTrainer, CurriculumGRPOTrainer, CurriculumPPOTrainer)

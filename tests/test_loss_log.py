@@ -9,8 +9,7 @@ import matplotlib.image as mpimg
 import pytest
 from transformers import TrainerControl, TrainerState
 
-from trl_ext.callbacks import LossLogCallback, plot_loss_log, read_loss_log
-from trl_ext.callbacks.loss_log import is_loss_key
+from trl_ext.common.loss_log import LossLogCallback, is_loss_key, plot_loss_log, read_loss_log
 
 
 def _state(step: int, epoch: float = 0.0) -> TrainerState:

@@ -12,7 +12,7 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 datasets = pytest.importorskip("datasets")
 
-from trl_ext.data.curriculum_demo import DEMO_ORDER, demo_prompts, make_curriculum_demo  # noqa: E402
+from trl_ext.curriculum.demo import DEMO_ORDER, demo_prompts, make_curriculum_demo  # noqa: E402
 from trl_ext.data.loading import DatasetLoadError  # noqa: E402
 from trl_ext.data.multi_dataset import (  # noqa: E402
     FORMATTERS,

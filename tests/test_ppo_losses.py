@@ -1,4 +1,4 @@
-"""PPO pure functions (``trl_ext.losses.ppo``) and KL controllers (``trl_ext.trainers.kl_control``).
+"""PPO pure functions (``trl_ext.ppo.losses``) and KL controllers (``trl_ext.ppo.kl_control``).
 
 Checked against independent pure-Python/numpy references and hand-worked numbers (SPEC §5).
 """
@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from trl_ext.losses.ppo import (
+from trl_ext.ppo.kl_control import AdaptiveKLController, FixedKLController, make_kl_controller
+from trl_ext.ppo.losses import (
     explained_variance,
     gae,
     kl_estimate,
@@ -23,7 +24,6 @@ from trl_ext.losses.ppo import (
     token_rewards,
     value_loss,
 )
-from trl_ext.trainers.kl_control import AdaptiveKLController, FixedKLController, make_kl_controller
 
 HUGE = 1e30
 

@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import load_file
 
 from tests.conftest import REPO, load_recipe, run_script
-from trl_ext.callbacks import read_loss_log
+from trl_ext.common.loss_log import read_loss_log
 from trl_ext.eval.report import load_report
 
 TINY = str(REPO / "recipes/configs/ppo_affine_tiny.yaml")
@@ -65,9 +65,9 @@ def test_recipe_from_sft_adapter(tmp_path, sft_adapter, tiny_model_path):
 
 
 def test_tiny_config_parses_and_errors_are_named(tmp_path):
+    from trl_ext import PPOConfig
+    from trl_ext.common.recipes import LoRAModelConfig, recipe_parser
     from trl_ext.models import ModelNotFoundError
-    from trl_ext.recipe_utils import LoRAModelConfig, recipe_parser
-    from trl_ext.trainers import PPOConfig
 
     recipe = load_recipe("ppo_affine")
     parser = recipe_parser(recipe.PPOAffineArguments, PPOConfig, LoRAModelConfig)

@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 from transformers import AutoTokenizer, TrainerCallback
 
 from trl_ext import PPOConfig, PPOTrainer, ValueHead, load_policy_with_value_head
-from trl_ext.trainers.ppo_trainer import exclude_value_params_from_vllm
+from trl_ext.ppo.trainer import exclude_value_params_from_vllm
 
 TARGETS = set(range(100, 132))  # 32 of ~1000 tokens: a random policy emits ~3 % of them
 
@@ -291,7 +291,7 @@ def test_config_maps_ppo_names_and_checks_values(tmp_path):
 
 
 def test_separate_value_model(tmp_path, tiny_model_path):
-    from trl_ext.models.value_head import SeparateValueModel
+    from trl_ext.ppo.value_head import SeparateValueModel
 
     trainer = _trainer(tmp_path, tiny_model_path, value_model_name_or_path=str(tiny_model_path), max_steps=4)
     assert isinstance(trainer.value_function, SeparateValueModel)

@@ -1,4 +1,4 @@
-"""Gradient surgery and alignment planes (``trl_ext.losses.projection``, SPEC §3).
+"""Gradient surgery and alignment planes (``trl_ext.selective.projection``, SPEC §3).
 
 Checked against numpy computations of the formulas and against the defining properties (orthogonality,
 unchanged non-conflicting gradients, the rescaled norm), plus a safetensors round trip.
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from trl_ext.losses.projection import (
+from trl_ext.selective.projection import (
     MeanGradient,
     alignment_plane_from_gradients,
     alignment_plane_from_weights,

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from trl_ext.data.proxy import ProxyCycler, paired_batches
+from trl_ext.selective.proxy import ProxyCycler, paired_batches
 
 
 def draw(cycler: ProxyCycler, steps: int) -> list[dict]:

@@ -8,8 +8,8 @@ import pytest
 import torch
 from transformers import TrainingArguments, get_scheduler
 
+from trl_ext.common.recipes import LoRAModelConfig, apply_min_lr_ratio, resolve_precision
 from trl_ext.models import ModelNotFoundError, load_causal_lm, load_tokenizer, resolve_model_name_or_path
-from trl_ext.recipe_utils import LoRAModelConfig, apply_min_lr_ratio, resolve_precision
 
 
 def _lrs(args: TrainingArguments, total: int) -> list[float]:
@@ -98,8 +98,8 @@ def test_real_configs_parse_here(recipe_name):
     from trl import SFTConfig
 
     from tests.conftest import REPO, load_recipe
-    from trl_ext.recipe_utils import recipe_parser
-    from trl_ext.trainers import PPOConfig
+    from trl_ext import PPOConfig
+    from trl_ext.common.recipes import recipe_parser
 
     recipe = load_recipe(recipe_name)
     script_cls = recipe.SFTAffineArguments if recipe_name == "sft_affine" else recipe.PPOAffineArguments

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from trl_ext.safelora import (
+from trl_ext.selective.safelora.core import (
     REPORT_NAME,
     SafeLoRAReport,
     load_state_dict_from,
@@ -330,7 +330,7 @@ def test_callback_projects_at_train_end(setup, tiny_model_path, tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
     from trl import SFTConfig, SFTTrainer
 
-    from trl_ext.callbacks.safelora import SafeLoRACallback
+    from trl_ext.selective.safelora.callback import SafeLoRACallback
 
     _, base, aligned, names = setup
     snapshots = {}

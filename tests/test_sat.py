@@ -10,8 +10,8 @@ import re
 
 import pytest
 
-from trl_ext.data.tasks import available_tasks, get_task
-from trl_ext.data.tasks.sat import (
+from trl_ext.tasks import available_tasks, get_task
+from trl_ext.tasks.sat import (
     SATTask,
     check_assignment,
     format_assignment,

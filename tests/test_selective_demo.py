@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from trl_ext.data import selective_demo as demo
-from trl_ext.data.proxy import paired_batches
-from trl_ext.data.selective_demo import MARKER, make_aligned_base_data, make_demo, proxy_score, task_score
+from trl_ext.selective import demo
+from trl_ext.selective.demo import MARKER, make_aligned_base_data, make_demo, proxy_score, task_score
+from trl_ext.selective.proxy import paired_batches
 
 
 def _user(row) -> str:
@@ -289,7 +289,7 @@ def test_grad_project_and_kl_keep_the_sign_off_on_their_proxy_rows_in_small_sgd_
 
 
 def test_demo_cli_resolves_the_regimes(monkeypatch, tmp_path, capsys):
-    """``python -m trl_ext.data.selective_demo``: AdamW defaults, ``--sgd`` the small-step regime, explicit values
+    """``python -m trl_ext.selective.demo``: AdamW defaults, ``--sgd`` the small-step regime, explicit values
     win over both."""
     calls = []
 

@@ -23,9 +23,9 @@ from trl_ext import (
     SelectiveSFTTrainer,
     get_trainer,
 )
-from trl_ext.data.selective_demo import make_demo, proxy_row
-from trl_ext.trainers.selective_config import STRATEGIES
-from trl_ext.trainers.selective_mechanisms import Mechanism, _ce_from_logits
+from trl_ext.selective.config import STRATEGIES
+from trl_ext.selective.demo import make_demo, proxy_row
+from trl_ext.selective.mechanisms import Mechanism, _ce_from_logits
 
 DEMO = make_demo(num_outcome=16, num_proxy=8, num_negative=8, num_eval=0)
 POSITIVE, NEGATIVE = DEMO["proxy_positive"], DEMO["proxy_negative"]

@@ -1,4 +1,4 @@
-"""Selective-generalisation loss terms (``trl_ext.losses.selective``, SPEC §3).
+"""Selective-generalisation loss terms (``trl_ext.selective.losses``, SPEC §3).
 
 Each function is checked against an independent numpy / loop computation on random inputs.
 """
@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 import torch
 
-from trl_ext.losses.selective import (
+from trl_ext.common.logprobs import sequence_logps
+from trl_ext.selective.losses import (
     directional_penalty,
     dpo_regulariser,
     orth_penalty,
     positive_negative_proxy_loss,
     representation_mse,
-    sequence_logps,
     token_kl,
 )
 

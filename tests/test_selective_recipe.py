@@ -11,9 +11,9 @@ import yaml
 from trl import SFTConfig
 
 from tests.conftest import REPO, load_recipe, run_script
-from trl_ext.callbacks import read_loss_log
+from trl_ext.common.loss_log import read_loss_log
 from trl_ext.data.loading import DatasetLoadError
-from trl_ext.trainers.selective_config import STRATEGIES, SelectiveConfig
+from trl_ext.selective.config import STRATEGIES, SelectiveConfig
 
 CONFIGS = REPO / "recipes" / "configs" / "selective"
 RESULT_KEYS = {"task", "proxy", "task_loss", "proxy_loss", "before", "strategy", "seed", "train_seconds", "train_loss"}
@@ -133,7 +133,7 @@ def test_cli_flags_override_the_config_and_bad_values_are_named(recipe, tmp_path
     with pytest.raises(ValueError, match="data: custom needs outcome_eval_dataset, proxy_eval_dataset"):
         _parse(recipe, config, "--data", "custom", "--outcome_dataset", "x.jsonl")
     with pytest.raises(ValueError, match="eval_scorer must be 'module:function'"):
-        _parse(recipe, config, "--eval_scorer", "trl_ext.data.selective_demo")
+        _parse(recipe, config, "--eval_scorer", "trl_ext.selective.demo")
 
 
 def test_only_settings_given_are_passed_to_the_demo(recipe):
@@ -235,7 +235,7 @@ def custom_files(tmp_path_factory):
     """The demo's datasets written in every supported form."""
     from datasets import DatasetDict
 
-    from trl_ext.data.selective_demo import make_demo
+    from trl_ext.selective.demo import make_demo
 
     tmp = tmp_path_factory.mktemp("custom_data")
     data = make_demo(num_outcome=32, num_proxy=8, num_negative=8, num_eval=6, seed=0)

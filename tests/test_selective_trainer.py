@@ -8,8 +8,8 @@ from datasets import Dataset
 from transformers import AutoTokenizer, TrainerCallback
 
 from trl_ext import SelectiveConfig, SelectiveSFTTrainer, get_trainer
-from trl_ext.trainers.selective_config import STRATEGIES
-from trl_ext.trainers.selective_mechanisms import _ce_from_logits
+from trl_ext.selective.config import STRATEGIES
+from trl_ext.selective.mechanisms import _ce_from_logits
 
 
 def _rows(n, prompt, answer):
@@ -177,7 +177,7 @@ def test_grad_project_conflict_only_keeps_non_conflicting_tensors(tmp_path, tiny
 
 
 def test_precomputed_projection_uses_the_cached_mean(tmp_path, tiny_model_path):
-    from trl_ext.losses.projection import MeanGradient
+    from trl_ext.selective.projection import MeanGradient
 
     cache = tmp_path / "proxy_grad.safetensors"
     trainer = _trainer(tmp_path, tiny_model_path, "grad_project_precomputed_proxy_grad", proxy_grad_path=str(cache))
@@ -375,7 +375,7 @@ def test_resume_reproduces_the_losses_and_proxy_batches(tmp_path, tiny_model_pat
 def test_representation_term_equals_a_direct_computation_without_full_logits(tmp_path, tiny_model_path):
     """representation_constraint: β·Σ_l MSE(h_θ^l, h_base^l) on A⁺ (embedding output skipped), 0 while LoRA B is 0
     and > 0 after training; its forwards keep one position of logits (no (B, L, vocab) tensor)."""
-    from trl_ext.losses.selective import representation_mse
+    from trl_ext.selective.losses import representation_mse
 
     trainer = _trainer(tmp_path, tiny_model_path, "representation_constraint", beta_representation=0.5, max_steps=6)
     trainer.train()

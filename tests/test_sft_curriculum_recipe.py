@@ -7,15 +7,15 @@ import json
 import pytest
 
 from tests.conftest import REPO, load_recipe
-from trl_ext.callbacks import read_loss_log
+from trl_ext.common.loss_log import read_loss_log
 
 CURRICULUM_TINY = str(REPO / "recipes/configs/sft_affine_curriculum_tiny.yaml")
 SIZES = ["n=3", "n=4", "n=5", "n=6", "n=7"]
 
 
 def _parse(recipe, argv: list[str]):
-    from trl_ext.recipe_utils import LoRAModelConfig, recipe_parser
-    from trl_ext.trainers import CurriculumSFTConfig
+    from trl_ext import CurriculumSFTConfig
+    from trl_ext.common.recipes import LoRAModelConfig, recipe_parser
 
     return recipe_parser(recipe.SFTAffineArguments, CurriculumSFTConfig, LoRAModelConfig).parse_args_and_config(argv)
 

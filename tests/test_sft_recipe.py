@@ -10,7 +10,7 @@ import yaml
 from safetensors.torch import load_file
 
 from tests.conftest import REPO, load_recipe, run_script
-from trl_ext.callbacks import read_loss_log
+from trl_ext.common.loss_log import read_loss_log
 from trl_ext.eval.report import load_report
 
 TINY = str(REPO / "recipes/configs/sft_affine_tiny.yaml")
@@ -114,7 +114,7 @@ def test_resume_reproduces_losses(tmp_path, tiny_model_path):
 def _parse(recipe, argv):
     from trl import SFTConfig, TrlParser
 
-    from trl_ext.recipe_utils import LoRAModelConfig
+    from trl_ext.common.recipes import LoRAModelConfig
 
     return TrlParser((recipe.SFTAffineArguments, SFTConfig, LoRAModelConfig)).parse_args_and_config(argv)
 
@@ -151,7 +151,7 @@ def test_missing_model_path_is_named(tmp_path, tiny_model_path):
 
 
 def test_malformed_data_row_is_named(tmp_path, tiny_model_path):
-    from trl_ext.data.affine_data import collect_affine, write_affine_dataset
+    from trl_ext.data.affine import collect_affine, write_affine_dataset
 
     train, val = collect_affine({"sat": {"n": 5, "k": 3}}, 20, 0, 0.1, progress=False)
     write_affine_dataset(tmp_path / "d", train, val)

@@ -16,8 +16,8 @@ import torch
 from transformers import AutoTokenizer
 
 from trl_ext import CurriculumSFTConfig, CurriculumSFTTrainer
-from trl_ext.data.curriculum_demo import make_curriculum_demo
-from trl_ext.recipe_utils import cpu_distributed_defaults, teardown_distributed
+from trl_ext.common.recipes import cpu_distributed_defaults, teardown_distributed
+from trl_ext.curriculum.demo import make_curriculum_demo
 
 
 def main(model_path: str, output_dir: str, batch: str) -> None:

@@ -11,7 +11,7 @@ from datasets import Dataset
 from transformers import AutoTokenizer
 
 from trl_ext import PPOConfig, PPOTrainer
-from trl_ext.recipe_utils import cpu_distributed_defaults, teardown_distributed
+from trl_ext.common.recipes import cpu_distributed_defaults, teardown_distributed
 
 
 def reward(completions, completion_ids, **kwargs):

@@ -16,7 +16,7 @@ from datasets import Dataset
 from transformers import AutoTokenizer
 
 from trl_ext import SelectiveConfig, SelectiveDPOConfig, SelectiveDPOTrainer, SelectiveSFTTrainer
-from trl_ext.recipe_utils import cpu_distributed_defaults, teardown_distributed
+from trl_ext.common.recipes import cpu_distributed_defaults, teardown_distributed
 
 STEPS = {"sft": 4, "dpo": 2}
 """Optimizer steps per host (each logs one cosine per step)."""
@@ -43,7 +43,7 @@ def _sft(model_path: str, settings: dict):
 
 def _dpo(model_path: str, settings: dict):
     """Full fine-tuning with DPO's reference model; outcome pairs: the demo's reversal (chosen) vs a copy."""
-    from trl_ext.data.selective_demo import make_demo
+    from trl_ext.selective.demo import make_demo
 
     demo = make_demo(num_outcome=16, num_proxy=8, num_negative=8, num_eval=0)
     outcome = demo["outcome_train"].map(

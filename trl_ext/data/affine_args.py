@@ -49,7 +49,7 @@ class AffineTaskArguments:
 
         Only ``sat`` has parameters here (unset ones are omitted so the task's defaults apply).
         """
-        from trl_ext.data.tasks import get_task_class
+        from trl_ext.tasks import get_task_class
 
         params: dict[str, dict[str, Any]] = {}
         for name in self.tasks:
@@ -89,7 +89,7 @@ class AffineRecipeArguments(AffineTaskArguments):
 
     def load_data(self):
         """The task data of ``data_dir`` as a ``DatasetDict``, collected there first when it is empty."""
-        from trl_ext.data.affine_data import load_or_collect_affine
+        from trl_ext.data.affine import load_or_collect_affine
 
         return load_or_collect_affine(
             self.data_dir, self.task_params(), self.num_samples, self.collect_seed, self.val_fraction

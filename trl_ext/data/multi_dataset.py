@@ -53,8 +53,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
+from trl_ext.common.imports import import_function
 from trl_ext.data.loading import DatasetLoadError, load_dataset_from
-from trl_ext.import_utils import import_function
 
 if TYPE_CHECKING:
     import datasets

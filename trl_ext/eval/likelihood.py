@@ -28,12 +28,12 @@ def span_nll(
     its answer has and the rendering with ``shorter`` instead lacks (after the common prefix, before the common
     suffix). E.g. ``cut = lambda a: ""`` scores the whole answer, and a cut that drops a sign-off scores the
     sign-off given the rest. The span's −log-likelihood is the sum over its tokens
-    (:func:`trl_ext.losses.selective.sequence_logps`); rows are right-padded in batches of ``batch_size``.
+    (:func:`trl_ext.common.logprobs.sequence_logps`); rows are right-padded in batches of ``batch_size``.
     Raises ``ValueError`` for no rows, or for a row whose two renderings do not differ.
     """
     import torch
 
-    from trl_ext.losses.selective import sequence_logps
+    from trl_ext.common.logprobs import sequence_logps
 
     sequences: list[tuple[list[int], int, int]] = []
     for row in rows:

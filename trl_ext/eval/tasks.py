@@ -6,7 +6,7 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from trl_ext.data.tasks import TaskInstance, get_task
+from trl_ext.tasks import TaskInstance, get_task
 
 
 def heldout_instances(
@@ -53,7 +53,7 @@ def evaluate_model_on_tasks(
     intervals; when ``keep_completions`` it also holds every (id, task, completion, score) under
     ``"samples"`` for inspection.
     """
-    from trl_ext.eval.generation import generate_completions
+    from trl_ext.common.generation import generate_completions
     from trl_ext.eval.report import build_report
 
     completions = generate_completions(

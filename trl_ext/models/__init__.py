@@ -1,26 +1,5 @@
-"""Small modules: the embedded tiny model and model loading (value head, adapters and planes come later)."""
+"""Models: the embedded tiny model, loading (hub id, folder or adapter), policy initialisation, frozen copies."""
 
-from trl_ext.models.loading import (
-    ModelNotFoundError,
-    default_device,
-    is_peft_adapter_dir,
-    load_causal_lm,
-    load_for_inference,
-    load_tokenizer,
-    resolve_model_name_or_path,
-)
-from trl_ext.models.tiny_model import TINY_MODEL_NAME, TinyModelConfig, build_tiny_model, get_tiny_model_path
+import lazy_loader as _lazy
 
-__all__ = [
-    "TINY_MODEL_NAME",
-    "ModelNotFoundError",
-    "TinyModelConfig",
-    "build_tiny_model",
-    "default_device",
-    "get_tiny_model_path",
-    "is_peft_adapter_dir",
-    "load_causal_lm",
-    "load_for_inference",
-    "load_tokenizer",
-    "resolve_model_name_or_path",
-]
+__getattr__, __dir__, __all__ = _lazy.attach_stub(__name__, __file__)

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 
 from trl_ext.models.loading import is_peft_adapter_dir, load_causal_lm, load_tokenizer, resolve_model_name_or_path
-from trl_ext.models.value_head import VALUE_HEAD_CONFIG, VALUE_HEAD_WEIGHTS, VALUE_MODEL_DIR
 
 
 def prepare_init_policy(
-    model_name_or_path: str | None, merged_dir: str | os.PathLike, dtype: str | None = None
+    model_name_or_path: str | None,
+    merged_dir: str | os.PathLike,
+    dtype: str | None = None,
+    carry_files: Sequence[str] = (),
 ) -> str:
     """Return a path every process can load the starting policy (and the reference model) from.
 
@@ -33,9 +36,10 @@ def prepare_init_policy(
             model = load_causal_lm(path, dtype=dtype).merge_and_unload()
             model.save_pretrained(merged)
             load_tokenizer(path).save_pretrained(merged)
-            for name in (VALUE_HEAD_WEIGHTS, VALUE_HEAD_CONFIG):
-                if (Path(path) / name).is_file():
-                    shutil.copy2(Path(path) / name, merged / name)
-            if (Path(path) / VALUE_MODEL_DIR).is_dir():
-                shutil.copytree(Path(path) / VALUE_MODEL_DIR, merged / VALUE_MODEL_DIR, dirs_exist_ok=True)
+            for name in carry_files:
+                source = Path(path) / name
+                if source.is_dir():
+                    shutil.copytree(source, merged / name, dirs_exist_ok=True)
+                elif source.is_file():
+                    shutil.copy2(source, merged / name)
     return str(merged.resolve())

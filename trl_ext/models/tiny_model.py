@@ -87,7 +87,7 @@ class TinyModelConfig:
 def default_corpus(seed: int = 0, num_task_samples: int = 200) -> list[str]:
     """Lines to train the tokenizer on: the built-in English text plus generated task prompts/answers."""
     lines = _ENGLISH.splitlines()
-    from trl_ext.data.tasks import available_tasks, get_task
+    from trl_ext.tasks import available_tasks, get_task
 
     rng = random.Random(seed)
     for name in available_tasks():

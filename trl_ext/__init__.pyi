@@ -1,0 +1,39 @@
+# The public API of trl_ext, each name once. lazy_loader reads this stub at import time (trl_ext/__init__.py):
+# a name is imported from its module on first access. Type checkers read it as the package's interface.
+
+__version__: str
+
+from .common.loss_log import LossLogCallback
+from .common.sample_table import SampleTableCallback
+from .curriculum.callback import CurriculumCallback
+from .curriculum.config import (
+    CurriculumArguments,
+    CurriculumDPOConfig,
+    CurriculumGRPOConfig,
+    CurriculumPPOConfig,
+    CurriculumSFTConfig,
+    CurriculumTrainingArguments,
+)
+from .curriculum.sampler import CurriculumSampler
+from .curriculum.trainer import (
+    CurriculumDPOTrainer,
+    CurriculumGRPOTrainer,
+    CurriculumPPOTrainer,
+    CurriculumSFTTrainer,
+    CurriculumTrainer,
+    with_curriculum,
+)
+from .data.multi_dataset import DatasetSpec, load_text_datasets
+from .models.tiny_model import TinyModelConfig, build_tiny_model, get_tiny_model_path
+from .ppo.config import PPOConfig
+from .ppo.trainer import PPOTrainer, load_policy_with_value_head
+from .ppo.value_head import ValueHead
+from .selective.config import SelectiveConfig, SelectiveDPOConfig
+from .selective.dpo import SelectiveDPOTrainer
+from .selective.ppo import SelectivePPOConfig, SelectivePPOTrainer
+from .selective.registry import get_trainer
+from .selective.safelora.callback import SafeLoRACallback
+from .selective.safelora.core import SafeLoRAReport, load_state_dict_from, safelora_from_paths, safelora_project
+from .selective.sft import SelectiveSFTTrainer
+from .tasks.base import Task, TaskInstance
+from .tasks.registry import available_tasks, get_task

@@ -1,0 +1,7 @@
+from .checkpoint import ExtensionStateMixin, resolve_checkpoint
+from .generation import generate_completions
+from .imports import import_function
+from .lm_head_tiles import LMHeadTileArguments, LMHeadTileMixin
+from .logprobs import sequence_logps
+from .loss_log import LossLogCallback, plot_loss_log, read_loss_log
+from .sample_table import SampleTableCallback, format_sample_table

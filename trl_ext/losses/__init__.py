@@ -1,1 +1,0 @@
-"""Pure loss functions: tensors in, tensors (and floats to log) out."""

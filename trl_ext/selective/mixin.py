@@ -1,0 +1,594 @@
+"""The host side of selective generalisation (SPEC §3), shared by the SFT, DPO and PPO trainers.
+
+:class:`SelectiveMixin` turns a TRL trainer into a host for the mechanisms of
+:mod:`trl_ext.selective.mechanisms`. It goes *first* in the bases (``class T(SelectiveMixin,
+SFTTrainer)``) and runs the mechanisms at four points:
+
+* **extra loss terms** in ``compute_loss``: ``loss ← L_host + c · Σ_k term_k``, where every term is a mean over
+  one micro-batch and c makes the sum over a gradient-accumulation window a mean over its micro-batches. ``c``
+  follows ``transformers.Trainer.training_step``'s own rule: when the Trainer divides the returned loss by the
+  number of accumulated micro-batches (``loss_is_scaled_for_ga`` false, e.g. DPO), c = 1; when the host loss is
+  already scaled for accumulation (GRPO/PPO, or SFT normalised by ``num_items_in_batch``), c = 1 / that number;
+* **gradient surgery** in ``_clip_grad_norm`` / ``_get_grad_norm``: they run once per optimizer step, after
+  the last micro-batch's backward, i.e. on the *accumulated* gradient and, under DDP, after its all-reduce;
+* **weight edits** after each optimizer step, and once at the end of training (a callback).
+
+Proxy forwards run through the unwrapped model without TRL's fused LM head (``model(input_ids,
+attention_mask)`` returns full logits; TRL's patched forward only switches to the fused head when called with
+``fused_lm_head=True``). Under DDP, loss terms computed that way share the outcome's backward pass, so their
+gradients are all-reduced with it; a proxy gradient for surgery is computed after the outcome reduction and
+all-reduced explicitly, so the projection always sees averaged gradients.
+
+A host subclass calls :meth:`SelectiveMixin._selective_check` before and :meth:`SelectiveMixin._selective_setup`
+after the TRL ``__init__``, and implements :meth:`SelectiveMixin._prepare_proxy_dataset`. It may override
+:meth:`SelectiveMixin._reference_model` / :meth:`SelectiveMixin._reference_adapter_name` (p_base = the host's
+own reference policy when it has one), :attr:`SelectiveMixin.proxy_collator` and
+:meth:`SelectiveMixin._outcome_batches_per_epoch`.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from transformers import TrainerCallback
+
+from trl_ext.common.checkpoint import ExtensionStateMixin, read_json, write_json
+from trl_ext.common.logprobs import sequence_logps
+from trl_ext.models.frozen import frozen_copy
+from trl_ext.selective.config import SelectiveArguments
+from trl_ext.selective.mechanisms import Mechanism, PlanePenalty, _ce_from_logits, build_mechanisms
+from trl_ext.selective.projection import (
+    MeanGradient,
+    alignment_plane_from_gradients,
+    alignment_plane_from_weights,
+    load_plane,
+    save_plane,
+)
+from trl_ext.selective.proxy import ProxyCycler
+
+PROXY_STATE_FILE = "proxy_cycler.json"
+"""Checkpoint file with the proxy streams' positions (:meth:`ProxyCycler.state_dict`)."""
+
+PROXY_NAMES = ("positive", "negative")
+"""The proxy streams: A⁺ (``proxy_dataset``) and A⁻ (``negative_proxy_dataset``)."""
+_PROXY_ARGS = {"positive": "proxy_dataset", "negative": "negative_proxy_dataset"}
+
+
+class _SelectiveHooks(TrainerCallback):
+    """Runs the mechanisms' ``after_step`` after every optimizer step and ``at_train_end`` once at the end."""
+
+    def __init__(self, trainer: SelectiveMixin) -> None:
+        self.trainer = trainer
+
+    def on_optimizer_step(self, args, state, control, **kwargs):
+        for mechanism in self.trainer.mechanisms:
+            mechanism.after_step(self.trainer)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        for mechanism in self.trainer.mechanisms:
+            mechanism.at_train_end(self.trainer)
+
+
+class SelectiveMixin(ExtensionStateMixin):
+    """Host services and trainer hooks for the selective-generalisation mechanisms (see the module docstring).
+
+    Attributes set up by :meth:`_selective_setup`: ``mechanisms`` (of ``args.strategy``), ``proxy_datasets``
+    (tokenized A⁺/A⁻), ``plane`` (alignment plane S, when a mechanism needs it) and ``proxy_grad`` (cached mean
+    proxy gradient ḡ_A, when a mechanism needs it).
+    """
+
+    mechanisms: list[Mechanism]
+    proxy_datasets: dict[str, Any]
+    plane: dict[str, torch.Tensor] | None
+    proxy_grad: dict[str, torch.Tensor] | None
+
+    # ------------------------------------------------------------------ set-up (called by the host's __init__)
+
+    def _selective_check(
+        self,
+        args: SelectiveArguments,
+        proxy_dataset: Any,
+        negative_proxy_dataset: Any,
+        naive_needs: tuple[str, ...] = ("positive",),
+    ) -> dict[str, Any]:
+        """Build ``self.mechanisms`` and check that every proxy stream they read was given (before the TRL init).
+
+        ``naive_needs``: the proxy streams the host's ``naive`` union reads. Returns ``{name: raw dataset}``.
+
+        Raises:
+            ValueError: a needed proxy dataset is missing (naming the argument to pass).
+        """
+        self.mechanisms = build_mechanisms(args)
+        raw_proxy = {"positive": proxy_dataset, "negative": negative_proxy_dataset}
+        needed = {name for m in self.mechanisms for name in m.needs}
+        if args.strategy == "naive":
+            needed.update(naive_needs)
+        if any(m.needs_plane or m.needs_proxy_grad for m in self.mechanisms):
+            needed.add("positive")
+        for name in sorted(needed):
+            if raw_proxy[name] is None:
+                raise ValueError(f"strategy {args.strategy!r} needs {name} proxy data: pass {_PROXY_ARGS[name]}=...")
+        return raw_proxy
+
+    def _selective_setup(self, raw_proxy: Mapping[str, Any]) -> None:
+        """Tokenize the proxy data and set up p_base, the state and the callbacks; after ``super().__init__``.
+
+        Raises:
+            ValueError: DeepSpeed with a strategy that runs proxy forwards or gradient surgery, a LoRA-only
+                strategy without a LoRA adapter.
+        """
+        args = self.args
+        if self.is_deepspeed_enabled and self.mechanisms:
+            raise ValueError(
+                f"strategy {args.strategy!r} runs proxy forwards / gradient surgery outside DeepSpeed's engine: "
+                "use DDP or a single device"
+            )
+        if any(isinstance(m, PlanePenalty) for m in self.mechanisms) and not self._is_peft():
+            raise ValueError(f"strategy {args.strategy!r} penalises LoRA A matrices: train with a LoRA peft_config")
+        self.proxy_datasets = {
+            name: self._prepare_proxy_dataset(ds, name) for name, ds in raw_proxy.items() if ds is not None
+        }
+        self._proxy: ProxyCycler | None = None
+        self._step_batches: dict[str, dict | None] = {}
+        self._step_outputs: dict[str, Any] = {}
+        self._surgery_step = -1
+        self._frozen_base: torch.nn.Module | None = None
+        self.plane = None
+        self.proxy_grad = None
+        self._needs_hidden = any(m.name == "representation" for m in self.mechanisms)
+        # representation_constraint reads only hidden states: skip the (B, L, vocab) logits (logits_to_keep=1)
+        self._logits_to_keep = 1 if self.mechanisms and all(m.name == "representation" for m in self.mechanisms) else 0
+        needs_base = any(m.needs_base for m in self.mechanisms)
+        if needs_base and not self._is_peft() and self._reference_model() is None:
+            self._frozen_base = frozen_copy(self._unwrapped_model())
+        self.add_callback(_SelectiveHooks(self))
+        if args.strategy == "safe_lora":
+            if not self._is_peft():
+                raise ValueError("strategy 'safe_lora' projects a LoRA adapter: train with a LoRA peft_config")
+            from trl_ext.selective.safelora.callback import SafeLoRACallback
+
+            # the model given to the trainer is the aligned one (proxy LoRA merged); its frozen weights are W_aligned
+            self.add_callback(
+                SafeLoRACallback(
+                    base=args.safelora_base_model,
+                    aligned=self._unwrapped_model().get_base_model(),
+                    projection=args.safelora_projection,
+                    select=args.safelora_select,
+                    threshold=args.safelora_threshold,
+                    num_proj_layers=args.safelora_num_proj_layers,
+                )
+            )
+
+    # ------------------------------------------------------------------ host-specific pieces (overridable)
+
+    def _prepare_proxy_dataset(self, dataset: Any, name: str) -> Any:
+        """Tokenize proxy dataset ``name`` into rows the :attr:`proxy_collator` takes (``input_ids``, ``labels``)."""
+        raise NotImplementedError(f"{type(self).__name__} must implement _prepare_proxy_dataset")
+
+    @property
+    def proxy_collator(self):
+        """Collates tokenized proxy rows into ``input_ids`` / ``attention_mask`` / ``labels`` (default: the host's)."""
+        return self.data_collator
+
+    def _reference_model(self) -> torch.nn.Module | None:
+        """The host's separate reference model, reused as p_base (``None``: adapter disabled or a frozen copy)."""
+        return None
+
+    def _reference_adapter_name(self) -> str | None:
+        """PEFT adapter that is p_base (``None``: all adapters disabled)."""
+        return None
+
+    def _outcome_batches_per_epoch(self) -> int | None:
+        """Outcome micro-batches per epoch on this process (the synchronized cycling epoch counts them)."""
+        try:
+            size = len(self.train_dataset)
+        except TypeError:  # iterable dataset
+            return None
+        per_step = self.args.per_device_train_batch_size * self.accelerator.num_processes
+        return -(-size // per_step)
+
+    # ------------------------------------------------------------------ host services for the mechanisms
+
+    def _unwrapped_model(self) -> torch.nn.Module:
+        """``accelerator.unwrap_model(self.model)``, cached per wrapper (unwrapping costs ~1 ms of CPU per call)."""
+        cache = getattr(self, "_unwrap_cache", None)
+        if cache is None or cache[0] is not self.model:
+            cache = self._unwrap_cache = (self.model, self.accelerator.unwrap_model(self.model))
+        return cache[1]
+
+    def _is_peft(self) -> bool:
+        return hasattr(self._unwrapped_model(), "peft_config")
+
+    def trainable_parameters(self) -> dict[str, torch.nn.Parameter]:
+        """The parameters the mechanisms act on, by name: every trainable parameter of the unwrapped model."""
+        model = self._unwrapped_model()
+        return {n: p for n, p in model.named_parameters() if p.requires_grad}
+
+    @contextmanager
+    def base_context(self) -> Iterator[torch.nn.Module]:
+        """Yield the base model p_base: the frozen copy, the host's reference model, or the model with its adapter
+        disabled (PEFT; or switched to :meth:`_reference_adapter_name`)."""
+        if self._frozen_base is not None:
+            yield self._frozen_base
+            return
+        reference = self._reference_model()
+        if reference is not None:
+            yield self.accelerator.unwrap_model(reference)
+            return
+        model = self._unwrapped_model()
+        adapter = self._reference_adapter_name()
+        if adapter is None:
+            with model.disable_adapter():
+                yield model
+            return
+        from trl.trainer.utils import use_adapter
+
+        with use_adapter(model, adapter_name=adapter):
+            yield model
+
+    def _cycler(self) -> ProxyCycler:
+        if self._proxy is None:
+            self._proxy = ProxyCycler(
+                self.proxy_datasets,
+                batch_size=self.args.proxy_batch_size or self.args.per_device_train_batch_size,
+                collate_fn=self.proxy_collator,
+                cycling=self.args.proxy_cycling,
+                seed=self.args.seed,
+                num_outcome_batches=self._outcome_batches_per_epoch(),
+                shard=(self.accelerator.process_index, self.accelerator.num_processes),
+            )
+        return self._proxy
+
+    def _draw(self, names: Iterable[str]) -> None:
+        """Draw this step's proxy batches; a stream that finished its synchronized pass gives ``None``."""
+        batches = self._cycler().next_batches(names)
+        self._step_batches = {n: None if b is None else self._prepare_input(b) for n, b in batches.items()}
+        self._step_outputs = {}
+
+    def proxy_batch(self, name: str) -> dict:
+        """This step's proxy batch ``name`` (``input_ids``, ``attention_mask``, ``labels``), on the device."""
+        return self._step_batches[name]
+
+    def proxy_forward(self, name: str):
+        """The policy's full-logits forward on this step's proxy batch ``name`` (computed once, with grad)."""
+        if name not in self._step_outputs:
+            batch = self._step_batches[name]
+            model = self._unwrapped_model()
+            self._step_outputs[name] = model(
+                input_ids=batch["input_ids"],
+                attention_mask=batch["attention_mask"],
+                output_hidden_states=self._needs_hidden,
+                logits_to_keep=self._logits_to_keep,
+                use_cache=False,
+            )
+        return self._step_outputs[name]
+
+    def base_forward(self, name: str):
+        """p_base's forward (no grad) on this step's proxy batch ``name``, computed once per step."""
+        key = f"base/{name}"
+        if key not in self._step_outputs:
+            batch = self._step_batches[name]
+            with torch.no_grad(), self.base_context() as base:
+                self._step_outputs[key] = base(
+                    input_ids=batch["input_ids"],
+                    attention_mask=batch["attention_mask"],
+                    output_hidden_states=self._needs_hidden,
+                    logits_to_keep=self._logits_to_keep,
+                    use_cache=False,
+                )
+        return self._step_outputs[key]
+
+    @staticmethod
+    def sequence_mean_logps(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """ℓ = mean log-prob per response token (labels ≠ −100) of each sequence."""
+        logps = torch.log_softmax(logits[:, :-1].float(), dim=-1)
+        target = labels[:, 1:]
+        token = torch.gather(logps, 2, target.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+        return sequence_logps(token, target != -100, average=True)
+
+    def log_metric(self, name: str, value) -> None:
+        """Append ``value`` (a tensor's mean, or a number) to the host's metrics; averaged at the next log."""
+        mode = "train" if self.model.training else "eval"
+        value = value.detach().float().mean().item() if torch.is_tensor(value) else float(value)
+        self._metrics[mode][name].append(value)
+
+    def current_learning_rate(self) -> float:
+        return float(self._get_learning_rate())
+
+    def set_gradients(self, grads: Mapping[str, torch.Tensor | None]) -> None:
+        """Replace ``.grad`` of the named trainable parameters (``None`` entries are left alone)."""
+        params = self.trainable_parameters()
+        for name, grad in grads.items():
+            if grad is not None:
+                params[name].grad = grad.to(params[name].dtype)
+
+    def current_gradients(self) -> dict[str, torch.Tensor]:
+        """The trainable parameters' current ``.grad`` by name (parameters without a gradient left out)."""
+        return {n: p.grad for n, p in self.trainable_parameters().items() if p.grad is not None}
+
+    def proxy_gradient(self, source: str, sign: float = 1.0) -> dict[str, torch.Tensor] | None:
+        """∇(sign · CE) on one fresh proxy batch of ``source``, averaged over processes; outcome grads kept.
+
+        ``None`` when the stream has no batch this step (synchronized cycling past the end of its pass)."""
+        params = self.trainable_parameters()
+        saved = {n: p.grad for n, p in params.items()}
+        for p in params.values():
+            p.grad = None
+        self._draw([source])
+        batch = self._step_batches[source]
+        if batch is None:  # synchronized cycling: this stream has finished its pass for the epoch
+            for n, p in params.items():
+                p.grad = saved[n]
+            return None
+        model = self._unwrapped_model()
+        with self.compute_loss_context_manager():
+            logits = model(
+                input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False
+            ).logits
+            ce = _ce_from_logits(logits, batch["labels"])
+        (sign * ce).backward()
+        grads = {
+            n: (p.grad if p.grad is not None else torch.zeros_like(p)).detach().clone() for n, p in params.items()
+        }
+        if dist.is_available() and dist.is_initialized() and self.accelerator.num_processes > 1:
+            for g in grads.values():
+                dist.all_reduce(g, op=dist.ReduceOp.SUM)
+                g.div_(self.accelerator.num_processes)
+        for n, p in params.items():
+            p.grad = saved[n]
+        self.log_metric(f"proxy/ce_{source}", ce)
+        return grads
+
+    # ------------------------------------------------------------------ trainer hooks
+
+    def _extra_loss_scale(self, num_items_in_batch) -> float:
+        """c in ``loss ← L_host + c·extra``: 1/accumulated micro-batches if the host loss is already scaled for
+        gradient accumulation (so ``Trainer.training_step`` will not divide it), else 1 (the Trainer divides).
+
+        The test is ``Trainer.training_step``'s own: ``loss_is_scaled_for_ga`` when the host sets it (DPO: false,
+        GRPO/PPO: true), otherwise "the model accepts loss kwargs and ``num_items_in_batch`` was given, or a
+        ``compute_loss_func`` is set" (SFT normalises over the tokens of the whole accumulation window)."""
+        scaled = self.loss_is_scaled_for_ga
+        if scaled is None:
+            scaled = (self.model_accepts_loss_kwargs and num_items_in_batch is not None) or (
+                self.compute_loss_func is not None
+            )
+        return 1.0 / self.current_gradient_accumulation_steps if scaled else 1.0
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        """The host's loss plus c · Σ of the mechanisms' terms on this step's proxy batches (training only)."""
+        out = super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
+        loss_mechanisms = [m for m in self.mechanisms if type(m).loss is not Mechanism.loss]
+        if not self.model.training or not loss_mechanisms:
+            return out
+        loss = out[0] if return_outputs else out
+        needed = sorted({name for m in loss_mechanisms for name in m.needs})
+        if needed:
+            self._draw(needed)
+        terms: dict[str, torch.Tensor] = {}
+        for mechanism in loss_mechanisms:
+            if all(self._step_batches.get(name) is not None for name in mechanism.needs):
+                terms.update(mechanism.loss(self, model, inputs))
+        if not terms:
+            return out
+        extra = sum(terms.values())
+        for name, value in terms.items():
+            self.log_metric(f"loss/{name}", value)
+        loss = loss + extra * self._extra_loss_scale(num_items_in_batch)
+        self._step_outputs = {}
+        return (loss, out[1]) if return_outputs else loss
+
+    def _apply_surgery(self) -> None:
+        """Run the mechanisms' surgery once per optimizer step. A step without any gradient (every micro-batch
+        skipped, e.g. by PPO's KL early stopping) has nothing to edit: the optimizer does not move the weights."""
+        if self._surgery_step == self.state.global_step:
+            return
+        self._surgery_step = self.state.global_step
+        if not self.current_gradients():
+            return
+        for mechanism in self.mechanisms:
+            if type(mechanism).surgery is not Mechanism.surgery:
+                mechanism.surgery(self, self.current_gradients())
+
+    def _clip_grad_norm(self, model):
+        self._apply_surgery()  # before clipping, on the accumulated and all-reduced gradient
+        return super()._clip_grad_norm(model)
+
+    def _get_grad_norm(self, model, grad_norm=None):
+        if grad_norm is None:  # no clipping configured: surgery was not applied yet this step
+            self._apply_surgery()
+        return super()._get_grad_norm(model, grad_norm=grad_norm)
+
+    def _save_extension_state(self, folder: Path) -> None:
+        """The proxy streams' positions (``proxy_cycler.json``), so a resumed run draws the same proxy batches as an
+        uninterrupted one."""
+        super()._save_extension_state(folder)
+        if self._proxy is not None:
+            write_json(folder, PROXY_STATE_FILE, self._proxy.state_dict())
+
+    def _load_extension_state(self, folder: Path) -> None:
+        """Restore the proxy streams' positions saved in the checkpoint ``folder``."""
+        super()._load_extension_state(folder)
+        state = read_json(folder, PROXY_STATE_FILE)
+        if state is not None:
+            self._cycler().load_state_dict(state)
+        elif any(m.needs for m in self.mechanisms):
+            warnings.warn(
+                f"{folder} has no {PROXY_STATE_FILE} (a checkpoint written before proxy positions were saved): the "
+                "proxy streams restart from their first batch",
+                stacklevel=4,
+            )
+
+    def train(self, resume_from_checkpoint: str | bool | None = None, *args, **kwargs):
+        """Compute the alignment plane / proxy gradient when a strategy needs them, then train (and resume)."""
+        self._prepare_plane_and_proxy_grad()
+        return super().train(resume_from_checkpoint, *args, **kwargs)
+
+    # ------------------------------------------------------------------ alignment plane / proxy gradient
+
+    def _proxy_training_pass(
+        self, name: str, steps: int | None = None
+    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """Proxy training from the current weights: (mean gradient, final weights); weights restored.
+
+        One pass over the proxy set in order (``steps=None``), or ``steps`` AdamW steps cycling through it. Every
+        process runs the same pass on the full proxy set, so the results agree without communication.
+        """
+        params = self.trainable_parameters()
+        snapshot = {n: p.detach().clone() for n, p in params.items()}
+        optimizer = torch.optim.AdamW(params.values(), lr=self.args.learning_rate, weight_decay=0.0)
+        mean = MeanGradient()
+        model = self._unwrapped_model()
+        was_training = model.training
+        model.train()
+        dataset = self.proxy_datasets[name]
+        batch_size = self.args.proxy_batch_size or self.args.per_device_train_batch_size
+        starts = list(range(0, len(dataset), batch_size))
+        try:
+            for step in range(len(starts) if steps is None else steps):
+                start = starts[step % len(starts)]
+                rows = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
+                batch = self._prepare_input(self.proxy_collator(rows))
+                optimizer.zero_grad(set_to_none=True)
+                logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+                _ce_from_logits(logits, batch["labels"]).backward()
+                mean.add({n: p.grad if p.grad is not None else torch.zeros_like(p) for n, p in params.items()})
+                optimizer.step()
+            final = {n: p.detach().clone() for n, p in params.items()}
+        finally:
+            with torch.no_grad():
+                for n, p in params.items():
+                    p.copy_(snapshot[n])
+                    p.grad = None
+            model.train(was_training)
+        return mean.mean(), final
+
+    def _prepare_plane_and_proxy_grad(self) -> None:
+        if any(m.needs_plane for m in self.mechanisms) and self.plane is None:
+            path = self.args.alignment_plane_path
+            if path and Path(path).is_file():
+                self.plane = load_plane(path)
+            else:
+                self.plane = self.compute_alignment_plane()
+                if path and self.accelerator.is_main_process:
+                    save_plane(self.plane, path)
+            self._check_names(self.plane, "alignment plane")
+            penalised = [n for n in self.plane if "lora_A" in n]
+            if any(isinstance(m, PlanePenalty) for m in self.mechanisms) and not any(
+                self.plane[n].any() for n in penalised
+            ):
+                raise ValueError(
+                    f"the alignment plane is zero on every LoRA A matrix ({len(penalised)} tensors), so the "
+                    f"{self.args.strategy} penalty would be 0: LoRA B starts at zero, so a proxy pass of one batch "
+                    "gives A no gradient. Set alignment_plane_steps >= 2 (or give more proxy rows than one batch)"
+                )
+        if any(m.needs_proxy_grad for m in self.mechanisms) and self.proxy_grad is None:
+            path = self.args.proxy_grad_path
+            if path and Path(path).is_file():
+                self.proxy_grad = MeanGradient.load(path, self.trainable_parameters()).mean()
+            else:
+                mean, _ = self._proxy_training_pass("positive")
+                self.proxy_grad = mean
+                if path and self.accelerator.is_main_process:
+                    acc = MeanGradient()
+                    acc.add(mean)
+                    acc.save(path)
+            self._check_names(self.proxy_grad, "precomputed proxy gradient")
+
+    def compute_alignment_plane(self) -> dict[str, torch.Tensor]:
+        """S = ḡ⁺ − ḡ⁻ (mean gradients of a proxy / negative-proxy training pass from the current weights: one pass,
+        or ``alignment_plane_steps`` steps),
+        or, with ``alignment_plane_source="weights"``, θ_neg − θ_pos rescaled per tensor to that plane's norm."""
+        steps = self.args.alignment_plane_steps
+        mean_pos, theta_pos = self._proxy_training_pass("positive", steps)
+        mean_neg, theta_neg = (
+            self._proxy_training_pass("negative", steps) if "negative" in self.proxy_datasets else (None, None)
+        )
+        plane = alignment_plane_from_gradients(mean_pos, mean_neg)
+        if self.args.alignment_plane_source == "weights":
+            if theta_neg is None:
+                raise ValueError("alignment_plane_source='weights' needs negative proxy data (θ_neg − θ_pos)")
+            plane = alignment_plane_from_weights(theta_pos, theta_neg, reference_plane=plane)
+        return plane
+
+    def _check_names(self, tensors: Mapping[str, torch.Tensor], what: str) -> None:
+        params = self.trainable_parameters()
+        missing = [n for n in params if n not in tensors]
+        if missing:
+            raise ValueError(f"the {what} has no entry for trainable parameter(s) {missing[:5]}")
+        for n, p in params.items():
+            if tuple(tensors[n].shape) != tuple(p.shape):
+                raise ValueError(
+                    f"the {what} entry {n} has shape {tuple(tensors[n].shape)}, expected {tuple(p.shape)}"
+                )
+
+
+# ---------------------------------------------------------------------- proxy data outside SFTTrainer
+
+_LM_COLUMNS = ("text", "messages", "conversations")
+
+
+def tokenize_proxy_dataset(
+    dataset: Any,
+    processing_class: Any,
+    *,
+    max_length: int | None,
+    truncation_mode: str = "keep_start",
+    dataset_num_proc: int | None = None,
+    dataset_text_field: str = "text",
+    name: str = "proxy",
+):
+    """Tokenize proxy data for a host that is not an ``SFTTrainer`` (DPO, PPO) exactly as ``SFTTrainer`` does.
+
+    The rows go through ``SFTTrainer._prepare_dataset`` itself (called on a minimal stand-in for the trainer
+    state it reads), so proxy batches are identical to those of :class:`SelectiveSFTTrainer`: the tokenizer's
+    chat template for conversational rows, EOS appended to plain text, ``labels`` = ``input_ids`` for
+    language-modeling rows and −100 on the prompt for prompt–completion rows (SFT's default completion-only loss
+    for that format), truncation to ``max_length`` (``truncation_mode``) and rows without any label dropped.
+
+    Accepted formats: language modeling (``dataset_text_field`` / ``"text"``, ``"messages"``, ``"conversations"``),
+    prompt–completion (``"prompt"`` + ``"completion"``, plain or conversational), or already tokenized
+    (``"input_ids"``, optional ``"labels"``).
+
+    Raises:
+        ValueError: a dataset in none of these formats (e.g. preference rows), naming it and its columns.
+    """
+    from trl import SFTTrainer
+
+    first = next(iter(dataset))
+    is_prompt_completion = "prompt" in first and "completion" in first
+    language_modeling = any(c in first for c in (dataset_text_field, *_LM_COLUMNS))
+    if not (is_prompt_completion or language_modeling or "input_ids" in first):
+        raise ValueError(
+            f"{name} dataset has columns {sorted(first)}: proxy data must be language modeling "
+            f"({dataset_text_field!r} or 'messages'), prompt-completion ('prompt' + 'completion') or tokenized "
+            "('input_ids')"
+        )
+    tokenizer = getattr(processing_class, "tokenizer", processing_class)
+    host = SimpleNamespace(_tokenizer=tokenizer, completion_only_loss=is_prompt_completion, chat_template=None)
+    args = SimpleNamespace(
+        dataset_num_proc=dataset_num_proc,
+        dataset_text_field=dataset_text_field,
+        assistant_only_loss=False,
+        max_length=max_length,
+        truncation_mode=truncation_mode,
+        shuffle_dataset=False,
+        seed=0,
+    )
+    return SFTTrainer._prepare_dataset(host, dataset, processing_class, args, False, None, name)
+
+
+def language_modeling_collator(processing_class: Any, pad_to_multiple_of: int | None = None):
+    """TRL's ``DataCollatorForLanguageModeling`` with the tokenizer's pad token (what ``SFTTrainer`` uses)."""
+    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+    tokenizer = getattr(processing_class, "tokenizer", processing_class)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    return DataCollatorForLanguageModeling(pad_token_id=pad, pad_to_multiple_of=pad_to_multiple_of)

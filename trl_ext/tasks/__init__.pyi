@@ -1,0 +1,3 @@
+from .base import Task, TaskInstance
+from .registry import available_tasks, get_task, get_task_class, register_task
+from .rewards import completion_text, make_task_reward, prompt_only_rows
