@@ -8,8 +8,8 @@ q/k/v/o/gate/up/down projections all carry LoRA.
 What is compared
     * ``plain``: ``trl.SFTTrainer`` with an ``SFTConfig`` holding the settings below.
     * one arm per strategy: ``trl_ext.SelectiveSFTTrainer`` with a ``SelectiveConfig`` holding the same settings
-      plus the strategy and the SPEC defaults of its knobs, except ``beta_kl`` (``--beta_kl``, default 0.1, where
-      the SPEC default 0.0 would make ``kl_divergence`` a zero-weighted term and drop the KL from
+      plus the strategy and the defaults of docs/selective.md of its knobs, except ``beta_kl`` (``--beta_kl``, default
+      0.1, where the default 0.0 would make ``kl_divergence`` a zero-weighted term and drop the KL from
       ``positive_negative_proxy``). Every selective arm gets both proxy sets (A⁺ and A⁻); ``safe_lora`` gets a
       copy of the model minus a rank-32 delta on its projections as ``safelora_base_model`` (the trained model
       is the "aligned" one: base + a merged proxy LoRA).

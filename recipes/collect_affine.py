@@ -1,4 +1,4 @@
-"""Generate the stage-1 (SFT) task dataset as TRL conversational prompt–completion JSONL (SPEC §6).
+"""Generate the stage-1 (SFT) task dataset as TRL conversational prompt–completion JSONL (docs/tasks.md).
 
 Writes ``<output_dir>/train.jsonl`` and ``<output_dir>/validation.jsonl`` (row format in
 :mod:`trl_ext.data.affine`) and prints the row counts.

@@ -1,4 +1,4 @@
-"""Selective generalisation (SPEC §3, seed 002): learn an outcome task while keeping a proxy property, with any of the
+"""Selective generalisation (docs/selective.md): learn an outcome task while keeping a proxy property, with any of the
 twelve strategies, then score the model on both.
 
     python recipes/selective_generalisation.py --config recipes/configs/selective/kl_divergence_tiny.yaml

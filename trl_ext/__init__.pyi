@@ -31,7 +31,7 @@ from .ppo.value_head import ValueHead
 from .selective.config import SelectiveConfig, SelectiveDPOConfig
 from .selective.dpo import SelectiveDPOTrainer
 from .selective.ppo import SelectivePPOConfig, SelectivePPOTrainer
-from .selective.registry import get_trainer
+from .selective.registry import available_strategies, get_trainer, register_strategy
 from .selective.safelora.callback import SafeLoRACallback
 from .selective.safelora.core import SafeLoRAReport, load_state_dict_from, safelora_from_paths, safelora_project
 from .selective.sft import SelectiveSFTTrainer

@@ -1,4 +1,4 @@
-"""Worker for tests/test_curriculum_trainer.py: curriculum SFT on the demo, one process or two (DDP).
+"""Worker for tests/curriculum/test_curriculum_trainer.py: curriculum SFT on the demo, one process or two (DDP).
 
     accelerate launch --config_file accelerate_configs/multi_gpu.yaml tests/scripts/curriculum_ddp.py MODEL OUT BATCH
 

@@ -1,4 +1,4 @@
-"""Worker for tests/test_ppo_distributed.py: a short PPO run; each process writes ``rank<i>.json``."""
+"""Worker for tests/ppo/test_ppo_distributed.py: a short PPO run; each process writes ``rank<i>.json``."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Worker for tests/test_selective_distributed.py: grad_project under DDP on the SFT or the DPO host.
+"""Worker for tests/selective/test_selective_distributed.py: grad_project under DDP on the SFT or the DPO host.
 
     accelerate launch --config_file accelerate_configs/multi_gpu.yaml tests/scripts/selective_ddp.py MODEL OUT HOST
 

@@ -11,7 +11,8 @@ tiles it takes +19 MiB and 3.0 s, with identical log-probs and gradients (``benc
 :func:`resolve_vocab_tile` picks the width for a device and :func:`vocab_tile` applies it for the duration of a
 forward. The width is read by TRL at call time from the module global
 ``trl.trainer.utils._CHUNKED_LOGPROB_CHUNK_SIZE`` and saved by the autograd function for its backward, so
-setting it around the forward covers the backward too.
+setting it around the forward covers the backward too (the coupling ``lm_head_tile_global`` of
+:mod:`trl_ext.common._trl_compat`).
 
 TRL's SFT, DPO and GRPO trainers all score through this head. trl_ext's trainers apply the width for the whole of
 ``train()``, ``evaluate()`` and ``predict()`` through :class:`LMHeadTileMixin`, configured by the
@@ -30,32 +31,18 @@ from typing import Any
 
 import torch
 
+from trl_ext.common._trl_compat import CHUNK_SIZE_GLOBAL, get_tile_width, set_tile_width, tile_supported, use_triton
+
 DEFAULT_TILE_WITHOUT_TRITON = 256
 """Vocabulary entries per tile where the fold runs as torch ops (no Triton): a tile of N tokens costs ~N KiB per
 temporary in fp32; 128 and 256 were the fastest widths on CPU (``bench/README.md``), 1024 15 % slower."""
 
-_GLOBAL = "_CHUNKED_LOGPROB_CHUNK_SIZE"
 _lock = threading.Lock()
-
-
-def _trl_utils():
-    import trl.trainer.utils as trl_utils
-
-    return trl_utils
-
-
-def tile_supported() -> bool:
-    """Whether the installed TRL exposes the tile width (``trl.trainer.utils._CHUNKED_LOGPROB_CHUNK_SIZE``)."""
-    return isinstance(getattr(_trl_utils(), _GLOBAL, None), int)
 
 
 def folds_with_triton(device: torch.device) -> bool:
     """Whether TRL folds the LM-head tiles in its Triton kernel on ``device`` (CUDA/XPU with Triton)."""
-    try:
-        from trl.kernels.chunked_logprob import _use_triton
-    except ImportError:  # another TRL layout: assume the accelerator path
-        return device.type in ("cuda", "xpu")
-    return bool(_use_triton(device))
+    return use_triton(device)
 
 
 def resolve_vocab_tile(requested: int | None, device: torch.device) -> int | None:
@@ -76,7 +63,7 @@ def resolve_vocab_tile(requested: int | None, device: torch.device) -> int | Non
 
             raise ValueError(
                 f"lm_head_vocab_tile={requested} cannot be applied: TRL {trl.__version__} has no "
-                f"trl.trainer.utils.{_GLOBAL} (its fused LM head changed); leave lm_head_vocab_tile unset"
+                f"trl.trainer.utils.{CHUNK_SIZE_GLOBAL} (its fused LM head changed); leave lm_head_vocab_tile unset"
             )
         return requested
     if not tile_supported() or folds_with_triton(device):
@@ -90,15 +77,14 @@ def vocab_tile(width: int | None) -> Iterator[None]:
     if width is None:
         yield
         return
-    trl_utils = _trl_utils()
     with _lock:
-        previous = getattr(trl_utils, _GLOBAL)
-        setattr(trl_utils, _GLOBAL, width)
+        previous = get_tile_width()
+        set_tile_width(width)
     try:
         yield
     finally:
         with _lock:
-            setattr(trl_utils, _GLOBAL, previous)
+            set_tile_width(previous)
 
 
 @dataclass

@@ -1,4 +1,5 @@
-"""Auto-curriculum knobs (SPEC §5), once, as a dataclass mixin, and the configs that combine them with each host's.
+"""Auto-curriculum knobs (docs/curriculum.md), once, as a dataclass mixin, and the configs that combine them with each
+host's.
 
 ``CurriculumArguments`` can also be built on its own and passed to a curriculum trainer as ``curriculum_args=``
 (then the trainer's ``args`` can be the host's plain config). Every field is a YAML key and a command-line flag
@@ -32,7 +33,7 @@ INTERVAL_UNITS = ("epoch", "steps")
 
 @dataclass
 class CurriculumArguments:
-    r"""Auto-curriculum over several datasets (SPEC §5).
+    r"""Auto-curriculum over several datasets (docs/curriculum.md).
 
     At every update a rolling frozen copy of the model scores a fixed seeded subset of each dataset
     (``difficulty_sample_size`` rows in batches of ``difficulty_batch_size``): μ_i is the mean of the per-batch

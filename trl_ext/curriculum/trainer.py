@@ -1,5 +1,5 @@
 """Curriculum trainers: any ``transformers.Trainer`` (TRL's SFT/DPO/GRPO, trl_ext's PPO) trained over several
-datasets whose sampling weights follow the auto-curriculum of SPEC §5.
+datasets whose sampling weights follow the auto-curriculum of docs/curriculum.md.
 
 ``train_dataset`` is a mapping ``name -> Dataset`` (or a list, named ``dataset_0``, …). The datasets are concatenated
 (they must share their columns) and handed to the host, which processes them as usual; the host's train sampler is
@@ -24,6 +24,7 @@ from trl import DPOTrainer, GRPOTrainer, SFTTrainer
 
 from trl_ext.common.checkpoint import ExtensionStateMixin, read_json, write_json
 from trl_ext.common.lm_head_tiles import LMHeadTileMixin
+from trl_ext.curriculum._trl_compat import grpo_repeat_structure
 from trl_ext.curriculum.callback import CurriculumCallback
 from trl_ext.curriculum.config import CURRICULUM_FIELDS, CurriculumArguments
 from trl_ext.curriculum.sampler import CurriculumSampler
@@ -135,13 +136,7 @@ class CurriculumMixin(ExtensionStateMixin):
 
     def _repeat_structure(self) -> dict[str, int]:
         """GRPO's ``RepeatSampler`` layout for GRPO-based hosts, plain sampling otherwise."""
-        if isinstance(self, GRPOTrainer):
-            return {
-                "mini_repeat_count": self.num_generations,
-                "batch_size": self.args.generation_batch_size // self.num_generations,
-                "repeat_count": self.num_iterations * self.args.steps_per_generation,
-            }
-        return {}
+        return grpo_repeat_structure(self) if isinstance(self, GRPOTrainer) else {}
 
     def _check_distributed_support(self) -> None:
         plugin = getattr(self.accelerator.state, "deepspeed_plugin", None)

@@ -1,4 +1,4 @@
-"""Auto-curriculum arithmetic (SPEC §5): per-dataset difficulty statistics and the sampling-weight update.
+"""Auto-curriculum arithmetic (docs/curriculum.md): per-dataset difficulty statistics and the sampling-weight update.
 
 Pure functions on numbers, no model and no trainer:
 

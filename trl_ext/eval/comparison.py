@@ -1,15 +1,15 @@
-"""Per-environment winners, dominance and the Pareto frontier of a set of models (SPEC §6).
+"""Per-environment winners, dominance and the Pareto frontier of a set of models (docs/eval.md).
 
 A model's results are a mapping ``{environment: EnvStats}``. Two models are compared environment by
 environment through their credible intervals:
 
 * **winner** of an environment: A wins iff ``A.ci_low > B.ci_high`` (the intervals separate with A above);
   B wins iff ``B.ci_low > A.ci_high``; otherwise (overlapping or touching intervals) nobody wins.
-* **dominance** (SPEC §6): A dominates B iff A wins at least one environment and B wins none.
+* **dominance** (docs/eval.md): A dominates B iff A wins at least one environment and B wins none.
 
-**Decision (SPEC over seed document):** the seed document describes the classic Pareto order ("A >= B on all
-environments and A > B on at least one"); SPEC §6 defines dominance through interval separation as above and
-SPEC stands. Consequences: ties within noise never decide anything, dominance is irreflexive, and it is *not*
+**Decision (the specification over the seed document):** the seed document describes the classic Pareto order ("A >= B
+on all environments and A > B on at least one"); docs/eval.md defines dominance through interval separation as above,
+and that stands. Consequences: ties within noise never decide anything, dominance is irreflexive, and it is *not*
 transitive (A dominates B and B dominates C does not imply A dominates C); it can even be cyclic, in which case
 the frontier can be empty.
 
@@ -67,10 +67,10 @@ def env_wins(a: Mapping[str, EnvStats], b: Mapping[str, EnvStats], *, strict: bo
 
 
 def dominates(a: Mapping[str, EnvStats], b: Mapping[str, EnvStats], *, strict: bool = True) -> bool:
-    """True iff model ``a`` dominates model ``b`` (SPEC §6).
+    """True iff model ``a`` dominates model ``b`` (docs/eval.md).
 
     ``a`` dominates ``b`` iff, over the shared environments (see :func:`env_wins`), ``a`` wins at least one
-    environment and ``b`` wins none. This is SPEC §6's definition; it differs on purpose from the seed document's
+    environment and ``b`` wins none. This is docs/eval.md's definition; it differs on purpose from the seed document's
     classic Pareto order ("``a >= b`` on all environments and ``a > b`` on one"): only separated 80% intervals
     count as a difference. Irreflexive (``dominates(a, a)`` is False) but not transitive.
 
@@ -107,7 +107,7 @@ def dominance_matrix(
 def pareto_frontier(models: Mapping[str, Mapping[str, EnvStats]], *, strict: bool = True) -> list[str]:
     """Names of the models not dominated by any other model, in input order.
 
-    ``frontier = [y for y in models if not any(dominates(models[x], models[y]) for x != y)]``. Because SPEC §6
+    ``frontier = [y for y in models if not any(dominates(models[x], models[y]) for x != y)]``. Because docs/eval.md
     dominance is not transitive (it can be cyclic), the frontier may be empty.
 
     Raises:

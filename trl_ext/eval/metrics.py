@@ -1,4 +1,4 @@
-"""Per-environment metrics, Jeffreys Beta intervals and weighted aggregates (SPEC §6, "Evaluation").
+"""Per-environment metrics, Jeffreys Beta intervals and weighted aggregates (docs/eval.md, "Evaluation").
 
 Every score is a number in [0, 1] (1 = solved, fractional values = partial credit). For an environment with
 scores ``x_1 .. x_n`` the posterior on its mean score is the Jeffreys-prior Beta posterior

@@ -1,4 +1,4 @@
-"""JSON evaluation reports: build, save/load, compare against a baseline, format, Pareto over models (SPEC §6).
+"""JSON evaluation reports: build, save/load, compare against a baseline, format, Pareto over models (docs/eval.md).
 
 Report layout (a plain JSON-serialisable dict; :func:`save_report` writes it with ``indent=2``)::
 
@@ -198,7 +198,7 @@ def compare_reports(report: Mapping[str, Any], baseline: Mapping[str, Any]) -> d
                                  "model_ci": [lo, hi], "baseline_ci": [lo, hi],
                                  "winner": "model" | "baseline" | "tie"}},
           "wins": int, "losses": int, "ties": int,  # counts of winner == model / baseline / tie
-          "dominates": bool,   # model dominates baseline (SPEC §6: wins >= 1 and losses == 0)
+          "dominates": bool,   # model dominates baseline (docs/eval.md: wins >= 1 and losses == 0)
           "dominated": bool,   # baseline dominates model (losses >= 1 and wins == 0)
           "missing": {"only_in_model": [env, ...], "only_in_baseline": [env, ...]}
         }
@@ -310,7 +310,7 @@ def format_report(report: Mapping[str, Any], baseline_comparison: Mapping[str, A
 
 
 def pareto_report(reports: Sequence[Mapping[str, Any]], *, strict: bool = True) -> dict[str, Any]:
-    """Pareto analysis of several models' reports (SPEC §6 dominance).
+    """Pareto analysis of several models' reports (docs/eval.md dominance).
 
     Returns ``{"models": [names in input order], "level": float, "frontier": [names not dominated by any
     other], "dominance": {x: {y: x dominates y}}}``.

@@ -7,22 +7,12 @@ from dataclasses import dataclass, field
 from trl import GRPOConfig
 
 from trl_ext.common.lm_head_tiles import LMHeadTileArguments
-
-
-class _AtLeastTwo(int):
-    """An int that reports ``< 2`` as False: lets ``num_generations=1`` through ``GRPOConfig.__post_init__``.
-
-    GRPO needs groups of at least 2 completions for its group baseline; PPO has a learned value baseline and
-    works with one sample per prompt. Every divisibility check in the parent still sees the real value 1.
-    """
-
-    def __lt__(self, other: object) -> bool:  # type: ignore[override]
-        return False if other == 2 else int(self) < other  # type: ignore[operator]
+from trl_ext.ppo._trl_compat import AtLeastTwo
 
 
 @dataclass
 class PPOConfig(LMHeadTileArguments, GRPOConfig):
-    r"""PPO with a learned value function, per-token KL control and GAE (SPEC §5), on TRL's GRPO machinery.
+    r"""PPO with a learned value function, per-token KL control and GAE (docs/ppo.md), on TRL's GRPO machinery.
 
     Every ``GRPOConfig`` field works as in GRPO (generation, vLLM, reward functions and weights, logging, ...)
     except the loss fields (``loss_type``, ``beta``, ``scale_rewards``, ``delta``, ...), which PPO replaces.
@@ -39,7 +29,7 @@ class PPOConfig(LMHeadTileArguments, GRPOConfig):
     * loss  max(−A ρ, −A clip(ρ, 1−ε, 1+ε_high)) + vf_coef · ½ max((V − R)², (clip(V, V_old ± ε_v) − R)²)
       − entropy_coef · H, masked means over completion tokens.
 
-    **Decision** (two KL targets). SPEC §5 names one ``target_kl`` for the adaptive controller and for early
+    **Decision** (two KL targets). docs/ppo.md names one ``target_kl`` for the adaptive controller and for early
     stopping, but the two act on different quantities: the controller compares KL(π‖π_ref) summed over a
     completion (Ziegler et al. use 6 nats) and early stopping the per-token KL between the policy before and
     during the update (≈0.01–0.05 in CleanRL/SB3). They are therefore two fields: ``kl_target`` (controller) and
@@ -145,7 +135,7 @@ class PPOConfig(LMHeadTileArguments, GRPOConfig):
         self.beta = self.kl_coef
         one = self.num_generations == 1
         if one:
-            self.num_generations = _AtLeastTwo(1)
+            self.num_generations = AtLeastTwo(1)
             if self.num_generations_eval is None:
                 self.num_generations_eval = 1
         super().__post_init__()

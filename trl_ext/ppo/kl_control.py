@@ -1,4 +1,4 @@
-"""KL-penalty coefficient controllers for PPO (SPEC §5): fixed, or adaptive as in Ziegler et al. (2019).
+"""KL-penalty coefficient controllers for PPO (docs/ppo.md): fixed, or adaptive as in Ziegler et al. (2019).
 
 The coefficient is ``controller.value``; the trainer calls ``controller.update(current_kl, n_steps)`` once per
 rollout batch with the batch's mean (sequence-level) KL and the number of samples/steps it covered, and

@@ -1,5 +1,5 @@
 """PPO building blocks as pure functions: masked statistics, KL estimators, per-token rewards, GAE and the
-clipped policy and value losses (SPEC §5).
+clipped policy and value losses (docs/ppo.md).
 
 Conventions shared by every function here:
 
@@ -178,7 +178,7 @@ def token_rewards(
     ``scores`` is ``(B,)`` (one sequence score per completion), ``kl`` and ``mask`` are ``(B, T)``. Any mask
     works; a row with an empty mask raises ``ValueError`` naming the row(s), since a completion always has at
     least one token. (TRL 1.12 put the score one position *after* the last token when it fitted; here it is on
-    the last completion token itself, as SPEC §5 says.)
+    the last completion token itself, as docs/ppo.md says.)
     """
     _check_tensors(scores=scores, kl=kl, mask=mask)
     _check_2d(kl=kl)

@@ -31,8 +31,10 @@ import torch
 from torch import nn
 from trl import GRPOTrainer
 
+from trl_ext.common._trl_compat import metrics_of
 from trl_ext.common.checkpoint import ExtensionStateMixin, read_json, write_json
 from trl_ext.common.lm_head_tiles import LMHeadTileMixin
+from trl_ext.ppo._trl_compat import exclude_params_from_vllm, skip_rollout_step, starts_rollout
 from trl_ext.ppo.config import PPOConfig
 from trl_ext.ppo.kl_control import make_kl_controller
 from trl_ext.ppo.losses import (
@@ -61,7 +63,7 @@ PPO_STATE_FILE = "ppo_state.json"
 
 
 class PPOTrainer(ExtensionStateMixin, LMHeadTileMixin, GRPOTrainer):
-    """PPO (SPEC §5) on TRL's online-RL machinery. See :class:`~trl_ext.ppo.config.PPOConfig`.
+    """PPO (docs/ppo.md) on TRL's online-RL machinery. See :class:`~trl_ext.ppo.config.PPOConfig`.
 
     Args:
         model: policy, as for ``GRPOTrainer`` (hub id, folder or ``PreTrainedModel``; with ``peft_config`` a LoRA
@@ -130,7 +132,7 @@ class PPOTrainer(ExtensionStateMixin, LMHeadTileMixin, GRPOTrainer):
         self._attach_value_function(model, value_model)
         self._register_hidden_state_hook()
         if getattr(self, "use_vllm", False) and hasattr(self, "vllm_generation"):
-            exclude_value_params_from_vllm(self.vllm_generation)
+            exclude_params_from_vllm(self.vllm_generation, VALUE_PREFIX)
 
     # ------------------------------------------------------------------ value function plumbing
 
@@ -313,7 +315,7 @@ class PPOTrainer(ExtensionStateMixin, LMHeadTileMixin, GRPOTrainer):
         non_score = (-kl_coef * kl).sum(dim=1)
         gathered = self.accelerator.gather(torch.stack([scores, seq_kl, non_score], dim=1).to(device))
         mean_score, mean_kl, mean_non_score = gathered.mean(dim=0).tolist()
-        metrics = self._metrics[mode]
+        metrics = metrics_of(self, mode)
         metrics["ppo/objective/scores"].append(mean_score)
         metrics["ppo/objective/kl"].append(mean_kl)
         metrics["ppo/objective/non_score_reward"].append(mean_non_score)
@@ -384,7 +386,7 @@ class PPOTrainer(ExtensionStateMixin, LMHeadTileMixin, GRPOTrainer):
         ).float()
         pg, vf, clipfrac, vf_clipfrac, approx_kl, ent, ratio = self.accelerator.gather(local.unsqueeze(0)).mean(0)
         ev = explained_variance(values.detach(), inputs["returns"], mask)
-        metrics = self._metrics[mode]
+        metrics = metrics_of(self, mode)
         metrics["ppo/loss/policy"].append(pg.item())
         metrics["ppo/loss/value"].append(vf.item())
         metrics["ppo/policy/clipfrac"].append(clipfrac.item())
@@ -401,11 +403,9 @@ class PPOTrainer(ExtensionStateMixin, LMHeadTileMixin, GRPOTrainer):
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         """Skip (no forward, backward or gradient) the rest of a rollout once early stopping triggered."""
-        generate_every = self.args.steps_per_generation * self.num_iterations
-        starts_rollout = self._step % generate_every == 0 or self._buffered_inputs is None
-        if self._ppo_stop_rollout and not starts_rollout:
-            self._step += 1
-            self._metrics["train"]["ppo/early_stopped"].append(1.0)
+        if self._ppo_stop_rollout and not starts_rollout(self):
+            skip_rollout_step(self)
+            metrics_of(self, "train")["ppo/early_stopped"].append(1.0)
             return torch.zeros((), device=self.args.device)
         return super().training_step(model, inputs, num_items_in_batch)
 
@@ -468,22 +468,6 @@ def _check_prompt_dataset(name: str, data) -> None:
                 f"{name} has no 'prompt' column (columns: {columns}). PPOTrainer takes prompt-only datasets: a "
                 f"'prompt' column of strings or of chat messages [{{'role': 'user', 'content': ...}}].{hint}"
             )
-
-
-def exclude_value_params_from_vllm(generation) -> None:
-    """Wrap a TRL ``VLLMGeneration`` so that weight syncs skip the value function's parameters.
-
-    The underlying iteration still visits every parameter (gathers under ZeRO-3 are collective); only the
-    ``v_head.*`` names are not yielded to vLLM, whose model has no such weights.
-    """
-    original = generation._iter_named_params
-
-    def _iter_named_params():
-        for name, param in original():
-            if not (name.startswith(VALUE_PREFIX) or f".{VALUE_PREFIX}" in name):
-                yield name, param
-
-    generation._iter_named_params = _iter_named_params
 
 
 def load_policy_with_value_head(path: str | os.PathLike, **model_kwargs: Any):

@@ -9,7 +9,7 @@ from .losses import (
     representation_mse,
     token_kl,
 )
-from .mechanisms import Mechanism, build_mechanisms
+from .mechanisms import Mechanism
 from .mixin import SelectiveMixin
 from .ppo import SelectivePPOConfig, SelectivePPOTrainer
 from .projection import (
@@ -21,7 +21,15 @@ from .projection import (
     project_out,
     save_plane,
 )
-from .proxy import CYCLING_MODES, ProxyCycler, paired_batches
-from .registry import get_trainer
+from .proxy import CYCLING_MODES, ProxyCycler, language_modeling_collator, paired_batches, tokenize_proxy_dataset
+from .registry import (
+    Strategy,
+    available_strategies,
+    build_mechanisms,
+    get_strategy,
+    get_trainer,
+    register_strategy,
+    unregister_strategy,
+)
 from .safelora import SafeLoRACallback, SafeLoRAReport, load_state_dict_from, safelora_from_paths, safelora_project
 from .sft import SelectiveSFTTrainer

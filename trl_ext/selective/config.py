@@ -1,4 +1,4 @@
-"""Configuration of the selective-generalisation trainers (SPEC §3, seed 002).
+"""Configuration of the selective-generalisation trainers (docs/selective.md).
 
 The selective knobs are defined once, in the dataclass mixin :class:`SelectiveArguments`, and combined with a
 TRL config per host trainer: :class:`SelectiveConfig` (``SFTConfig``), :class:`SelectiveDPOConfig`
@@ -31,19 +31,21 @@ STRATEGIES = (
     "steering_weights_add_alignment_plane",
     "safe_lora",
 )
-"""The twelve strategies of seed 002, by their document names."""
+"""The twelve built-in strategies, by their document names (``docs/selective.md``); the registry of
+:mod:`trl_ext.selective.registry` holds them and those added with ``register_strategy``."""
 
 
 def check_strategy(name: str) -> str:
-    """Return ``name`` if it is one of :data:`STRATEGIES`; otherwise raise ``ValueError`` listing them."""
-    if name not in STRATEGIES:
-        raise ValueError(f"unknown strategy {name!r}; known strategies: {', '.join(STRATEGIES)}")
-    return name
+    """Return ``name`` if it is a registered strategy; otherwise raise ``ValueError`` listing the known ones."""
+    from trl_ext.selective.registry import get_strategy
+
+    return get_strategy(name).name
 
 
 @dataclass
 class SelectiveArguments:
-    r"""The selective-generalisation knobs, shared by every ``Selective*Config`` (a dataclass mixin); SPEC §3 defaults.
+    r"""The selective-generalisation knobs, shared by every ``Selective*Config`` (a dataclass mixin);
+    docs/selective.md defaults.
 
     Outcome (task) data T is the trainer's ``train_dataset``; proxy data A⁺ (and optionally negative proxy A⁻)
     are drawn alongside every outcome batch. Loss or update per strategy, with L(T) the host trainer's own loss
@@ -71,7 +73,10 @@ class SelectiveArguments:
 
     _unsupported_strategies: ClassVar[dict[str, str]] = {}
 
-    strategy: str = field(default="naive", metadata={"help": f"One of: {', '.join(STRATEGIES)}."})
+    strategy: str = field(
+        default="naive",
+        metadata={"help": f"One of: {', '.join(STRATEGIES)}; or a name given to register_strategy."},
+    )
     proxy_cycling: str = field(
         default="continuous",
         metadata={"help": "'continuous' (proxy iterators restart on their own) or 'synchronized'."},
@@ -140,8 +145,8 @@ class SelectiveArguments:
             )
         if self.strategy == "kl_divergence" and self.beta_kl == 0:
             warnings.warn(
-                "strategy 'kl_divergence' with beta_kl=0 (the SPEC default) trains like plain outcome SFT while still "
-                "running the proxy and base forwards; set beta_kl > 0 (SPEC sweeps 1e-4 … 1e4)",
+                "strategy 'kl_divergence' with beta_kl=0 (the default) trains like plain outcome SFT while still "
+                "running the proxy and base forwards; set beta_kl > 0 (the original sweeps 1e-4 … 1e4)",
                 stacklevel=2,
             )
         if self.strategy == "safe_lora" and not self.safelora_base_model:

@@ -1,4 +1,4 @@
-"""A tiny, generated selective-generalisation demo: an outcome task versus a proxy property (SPEC §3, seed 002).
+"""A tiny, generated selective-generalisation demo: an outcome task versus a proxy property (docs/selective.md).
 
 Everything is generated in code (no downloads) and sized so that the embedded tiny model (Qwen2, hidden 64,
 2 layers) shows the trade-off on CPU within about a minute per stage.
@@ -24,7 +24,7 @@ a full fine-tune on :data:`ALIGNED_BASE_ROWS` A-style rows with the marker (disj
 every A⁺ and evaluation prompt). Its weights are the "aligned" reference of the selective-generalisation
 strategies. Outcome fine-tuning of the aligned base learns to reverse and erodes the marker everywhere.
 
-Why scarce proxy data: with 16 or more A⁺ rows the SPEC's ``naive`` strategy (CE on the shuffled union
+Why scarce proxy data: with 16 or more A⁺ rows the ``naive`` strategy (CE on the shuffled union
 T ∪ A⁺) already keeps the marker (0.95 with 16 rows among 512 outcome rows), so there is nothing to improve on.
 With 3 rows among 512 the union shows a proxy row about once every 11 batches and the marker drowns, while the
 proxy-batch strategies (KL, representation, DPO, ...) apply the same 3 rows at *every* step. (A narrow A⁺ of
@@ -95,7 +95,7 @@ What does hold at every seed on both paths is what each mechanism does to the ro
 teacher-forced −log p(sign-off | prompt, answer) of :func:`proxy_nll`: KL keeps it at ≤ 0.05 nats on the 3 A⁺ rows
 in both regimes, where outcome-only training drives it to 16-49 nats (AdamW) or 2.5-10 nats (SGD), and conflict-only
 ``grad_project`` keeps it 3.3 to 900 times lower than outcome-only training in small SGD steps.
-``tests/test_selective_demo.py`` asserts these (marker ``empirical``).
+``tests/selective/test_selective_demo.py`` asserts these (marker ``empirical``).
 
 Reproduce the tables with ``python -m trl_ext.selective.demo --output_dir DIR --seeds 0 1 2 3 4`` (add
 ``--sgd`` for the small-step regime, and ``ATEN_CPU_CAPABILITY=avx2`` in front for the other float path).
@@ -491,7 +491,7 @@ def run_demo(
     """The whole demo: the aligned base, then four outcome stages from it with the same settings.
 
     Returns ``{stage: {"task", "proxy", "steps", "seconds"}}`` for ``"aligned_base"``, ``"outcome_only"``
-    (plain SFT on T), ``"naive"`` (SPEC's ``naive``: CE on the shuffled union T ∪ A⁺), ``"kl_divergence"``
+    (plain SFT on T), ``"naive"`` (the ``naive`` strategy: CE on the shuffled union T ∪ A⁺), ``"kl_divergence"``
     (CE(T) + β_kl·KL(p_θ‖p_base) on A⁺ batches) and ``"grad_project"`` (conflict-only: per tensor, remove from
     ∇CE(T) a component that opposes ∇CE(A⁺)). ``optim`` is a ``TrainingArguments.optim`` name (``None``: AdamW,
     the default regime; ``"sgd"`` with :data:`SGD_OUTCOME_STEPS` and :data:`SGD_OUTCOME_LR`: the small-step

@@ -1,4 +1,5 @@
-"""Selective generalisation on top of TRL's ``DPOTrainer`` (SPEC §3): preference outcome data, SFT-style proxies.
+"""Selective generalisation on top of TRL's ``DPOTrainer`` (docs/selective.md): preference outcome data, SFT-style
+proxies.
 
 The outcome data T are a TRL preference dataset (``prompt`` / ``chosen`` / ``rejected``, plain or
 conversational) trained with DPO's loss L_DPO(T) (any ``DPOConfig.loss_type``); the proxy data A⁺ / A⁻ are the
@@ -15,8 +16,8 @@ from trl import DPOTrainer
 
 from trl_ext.common.lm_head_tiles import LMHeadTileMixin
 from trl_ext.selective.config import SelectiveDPOConfig
-from trl_ext.selective.mixin import SelectiveMixin, language_modeling_collator, tokenize_proxy_dataset
-from trl_ext.selective.proxy import paired_batches
+from trl_ext.selective.mixin import SelectiveMixin
+from trl_ext.selective.proxy import language_modeling_collator, paired_batches, tokenize_proxy_dataset
 
 __all__ = ["SelectiveDPOTrainer"]
 

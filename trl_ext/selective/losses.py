@@ -1,13 +1,13 @@
-"""Selective-generalisation loss terms as pure functions (SPEC §3): token KL and hidden-state MSE against the base
-model, sequence log-probs and the DPO regulariser, the LoRA alignment-plane penalties, and the
+"""Selective-generalisation loss terms as pure functions (docs/selective.md): token KL and hidden-state MSE against
+the base model, sequence log-probs and the DPO regulariser, the LoRA alignment-plane penalties, and the
 positive/negative-proxy combination.
 
 Conventions (shared with :mod:`trl_ext.ppo.losses`):
 
 - Shapes: ``B`` sequences, ``L`` tokens, ``V`` vocabulary, ``H`` hidden size. ``mask`` is a ``(B, L)`` 0/1 (or
   bool) attention mask or label mask.
-- **Decision (SPEC §3):** the KL and MSE terms are masked means over the tokens selected by ``mask`` (upstream
-  averaged over padding too). Masked-out positions never leak: inputs are replaced by 0 there *before* any
+- **Decision (docs/selective.md):** the KL and MSE terms are masked means over the tokens selected by ``mask``
+  (upstream averaged over padding too). Masked-out positions never leak: inputs are replaced by 0 there *before* any
   arithmetic (``torch.where``), so padding may hold anything, even ``inf``/``nan``, without reaching a result or
   a gradient.
 - The reference side (base-model logits / hidden states / log-probs, the alignment plane) is treated as a
@@ -65,14 +65,14 @@ def token_kl(
 
     With ``p = softmax(logits)`` (policy p_θ) and ``q = softmax(ref_logits)`` (base p_base), per token::
 
-        forward:  KL(p‖q) = Σ_v p_v·(log p_v − log q_v)     (SPEC §3, the default)
+        forward:  KL(p‖q) = Σ_v p_v·(log p_v − log q_v)     (docs/selective.md, the default)
         reverse:  KL(q‖p) = Σ_v q_v·(log q_v − log p_v)
 
     and the result is ``Σ_t m_t·KL_t / Σ_t m_t`` over all tokens of the batch.
 
     ``logits`` and ``ref_logits`` are ``(B, L, V)``; ``mask`` is the ``(B, L)`` attention (or label) mask.
-    **Decision (SPEC §3):** tokens with ``mask = 0`` contribute nothing (upstream averaged over padding); their
-    logits are replaced by 0 before the softmax, so garbage there never reaches the value or the gradient. The
+    **Decision (docs/selective.md):** tokens with ``mask = 0`` contribute nothing (upstream averaged over padding);
+    their logits are replaced by 0 before the softmax, so garbage there never reaches the value or the gradient. The
     same position convention (shifted or not) must be used for both logits; the function does no shifting.
 
     Computed in float32 (float64 stays float64) with ``log_softmax``. Vocabulary entries with probability 0
@@ -119,9 +119,10 @@ def representation_mse(
 
         loss = Σ_{l=l0..L}  Σ_t m_t·MSE_t^l / Σ_t m_t,   MSE_t^l = (1/H)·Σ_h (h_θ^l[t, h] − h_base^l[t, h])²
 
-    with ``l0 = 1`` when ``skip_embedding`` (SPEC §3: the embedding layer is excluded) and ``l0 = 0`` otherwise.
+    with ``l0 = 1`` when ``skip_embedding`` (docs/selective.md: the embedding layer is excluded) and ``l0 = 0``
+    otherwise.
 
-    **Decision (SPEC §3):** masked by ``mask`` ``(B, T)`` (upstream averaged over padding); positions with
+    **Decision (docs/selective.md):** masked by ``mask`` ``(B, T)`` (upstream averaged over padding); positions with
     ``mask = 0`` are replaced by 0 in both inputs before subtracting. The reference states are detached (gradient
     flows into ``hidden_states`` only). Both sequences must have the same number of entries and every layer the
     same shape, with ``(B, T)`` equal to the mask's shape; otherwise ``ValueError`` naming the layer and shapes.
@@ -168,7 +169,7 @@ def dpo_regulariser(
     ref_rejected: torch.Tensor,
     beta: float,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """DPO loss on proxy pairs (A⁺[i] chosen, A⁻[i] rejected): returns ``(loss, stats)`` (SPEC §3 ``dpo``).
+    """DPO loss on proxy pairs (A⁺[i] chosen, A⁻[i] rejected): returns ``(loss, stats)`` (docs/selective.md ``dpo``).
 
     Inputs are ``(B,)`` sequence log-probs ℓ, normally the *mean* log-prob per response token
     (:func:`sequence_logps` with ``average=True``)::
@@ -237,7 +238,7 @@ def _plane_products(
 
 
 def orth_penalty(lora_A_weights: Mapping[str, torch.Tensor], plane: Mapping[str, torch.Tensor]) -> torch.Tensor:
-    """Orthogonality penalty (SPEC §3 ``orth_penalty``), λ-free, to be *added* to the loss (0-dim tensor)::
+    """Orthogonality penalty (docs/selective.md ``orth_penalty``), λ-free, to be *added* to the loss (0-dim tensor)::
 
         orth = Σ_{modules} Σ_{i,j} |(A·S_Aᵀ)_{ij}|
 
@@ -253,11 +254,11 @@ def orth_penalty(lora_A_weights: Mapping[str, torch.Tensor], plane: Mapping[str,
 
 
 def directional_penalty(lora_A_weights: Mapping[str, torch.Tensor], plane: Mapping[str, torch.Tensor]) -> torch.Tensor:
-    """Directional term (SPEC §3 ``directional_penalty``), λ-free, to be *added* to the loss (0-dim tensor)::
+    """Directional term (docs/selective.md ``directional_penalty``), λ-free, to be *added* to the loss (0-dim tensor)::
 
         directional = −Σ_{modules} Σ_{i,j} (A·S_Aᵀ)_{ij}
 
-    i.e. the sign is already included: the caller computes ``CE(T) + λ₁·directional`` which equals SPEC's
+    i.e. the sign is already included: the caller computes ``CE(T) + λ₁·directional`` which equals the documented
     ``CE(T) − λ₁·Σ(A·S_Aᵀ)``. Same inputs, name matching and errors as :func:`orth_penalty`.
     """
     products = _plane_products(lora_A_weights, plane)
@@ -275,13 +276,13 @@ def positive_negative_proxy_loss(
     lambda_neg: float = 0.5,
     beta_kl: float = 0.0,
 ) -> torch.Tensor:
-    """SPEC §3 ``positive_negative_proxy`` combination of 0-dim losses::
+    """docs/selective.md ``positive_negative_proxy`` combination of 0-dim losses::
 
         loss = CE(T) + λ_p·[CE(A⁺) + β_kl·KL(p_θ‖p_base)(A⁺)] − λ_n·CE(A⁻)
 
     ``ce_neg=None`` omits the ``−λ_n·CE(A⁻)`` term (no negative proxy data); ``kl_pos=None`` omits the
     ``β_kl·KL`` term (e.g. with the default ``β_kl = 0``, so the base-model forward can be skipped). ``kl_pos`` is
-    normally :func:`token_kl` on the A⁺ batch. Defaults: λ_p 0.5, λ_n 0.5, β_kl 0 (SPEC §3). Note that
+    normally :func:`token_kl` on the A⁺ batch. Defaults: λ_p 0.5, λ_n 0.5, β_kl 0 (docs/selective.md). Note that
     ``−λ_n·CE(A⁻)`` is unbounded below: it is the caller's choice to clip or schedule it.
     """
     _check_scalar("ce_outcome", ce_outcome)

@@ -1,4 +1,4 @@
-"""The selective-generalisation mechanisms as composable pieces (SPEC §3).
+"""The selective-generalisation mechanisms as composable pieces (docs/selective.md).
 
 A mechanism is a small object that hooks into a host trainer at up to four points:
 
@@ -7,15 +7,13 @@ A mechanism is a small object that hooks into a host trainer at up to four point
 * ``after_step(host) -> None``: edit the weights after the optimizer step;
 * ``at_train_end(host) -> None``: a last edit of the weights.
 
-A strategy is a list of mechanisms (:func:`build_mechanisms`), so ``positive_negative_proxy`` is "proxy CE +
-proxy KL + negative proxy CE", and every piece is tested on its own. The host (``SelectiveMixin``) provides
-proxy batches, the base model context (adapter disabled, or a frozen copy), the trainable parameters by name,
-the alignment plane and the precomputed proxy gradient.
+A strategy is a list of mechanisms (built by its entry in :mod:`trl_ext.selective.registry`), so
+``positive_negative_proxy`` is "proxy CE + proxy KL + negative proxy CE", and every piece is tested on its own.
+The host (``SelectiveMixin``) provides proxy batches, the base model context (adapter disabled, or a frozen copy),
+the trainable parameters by name, the alignment plane and the precomputed proxy gradient.
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 import torch
 
@@ -70,7 +68,7 @@ class ProxyCE(Mechanism):
 
 
 class ProxyKL(Mechanism):
-    """``weight · KL(p_θ‖p_base)`` on A⁺, masked by the attention mask (SPEC decision)."""
+    """``weight · KL(p_θ‖p_base)`` on A⁺, masked by the attention mask (a decision of docs/selective.md)."""
 
     name = "kl"
     needs = ("positive",)
@@ -234,40 +232,3 @@ class EndSteering(Mechanism):
         with torch.no_grad():
             for n, p in host.trainable_parameters().items():
                 p.sub_(self.alpha * host.plane[n].to(p))
-
-
-def build_mechanisms(args: Any) -> list[Mechanism]:
-    """The mechanisms of ``args.strategy`` with the weights of ``args`` (a :class:`SelectiveConfig`)."""
-    s = args.strategy
-    if s in ("naive", "safe_lora"):
-        return []  # naive: data union; safe_lora: projection at train end (callback)
-    if s == "positive_negative_proxy":
-        mechanisms: list[Mechanism] = [ProxyCE("positive", args.lambda_proxy)]
-        if args.beta_kl:
-            mechanisms.append(ProxyKL(args.lambda_proxy * args.beta_kl))
-        if args.lambda_negative:
-            mechanisms.append(ProxyCE("negative", args.lambda_negative, sign=-1.0))
-        return mechanisms
-    if s == "kl_divergence":
-        return [ProxyKL(args.beta_kl)]
-    if s == "representation_constraint":
-        return [RepresentationConstraint(args.beta_representation)]
-    if s == "dpo":
-        return [ProxyDPO(args.lambda_dpo, args.dpo_beta)]
-    if s == "grad_project":
-        return [GradientProjection(args.grad_project_strict, args.grad_project_source)]
-    if s == "grad_project_precomputed_proxy_grad":
-        return [PrecomputedProjection()]
-    if s == "orth_penalty":
-        return [PlanePenalty(args.lambda_plane, "orth")]
-    if s == "directional_penalty":
-        return [PlanePenalty(args.lambda_plane, "directional")]
-    if s == "steering_weights":
-        return [
-            GradientSteering(
-                args.steering_alpha, args.final_steering_alpha, args.alpha_warmup_steps, args.direct_steering
-            )
-        ]
-    if s == "steering_weights_add_alignment_plane":
-        return [EndSteering(args.steering_alpha)]
-    raise ValueError(f"unknown strategy {s!r}")

@@ -1,4 +1,4 @@
-"""The host side of selective generalisation (SPEC §3), shared by the SFT, DPO and PPO trainers.
+"""The host side of selective generalisation (docs/selective.md), shared by the SFT, DPO and PPO trainers.
 
 :class:`SelectiveMixin` turns a TRL trainer into a host for the mechanisms of
 :mod:`trl_ext.selective.mechanisms`. It goes *first* in the bases (``class T(SelectiveMixin,
@@ -32,26 +32,22 @@ import warnings
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import torch
 import torch.distributed as dist
 from transformers import TrainerCallback
 
+from trl_ext.common._trl_compat import append_metric
 from trl_ext.common.checkpoint import ExtensionStateMixin, read_json, write_json
 from trl_ext.common.logprobs import sequence_logps
 from trl_ext.models.frozen import frozen_copy
+from trl_ext.selective._trl_compat import use_adapter
 from trl_ext.selective.config import SelectiveArguments
-from trl_ext.selective.mechanisms import Mechanism, PlanePenalty, _ce_from_logits, build_mechanisms
-from trl_ext.selective.projection import (
-    MeanGradient,
-    alignment_plane_from_gradients,
-    alignment_plane_from_weights,
-    load_plane,
-    save_plane,
-)
+from trl_ext.selective.mechanisms import Mechanism, PlanePenalty, _ce_from_logits
+from trl_ext.selective.plane import AlignmentPlaneMixin
 from trl_ext.selective.proxy import ProxyCycler
+from trl_ext.selective.registry import build_mechanisms
 
 PROXY_STATE_FILE = "proxy_cycler.json"
 """Checkpoint file with the proxy streams' positions (:meth:`ProxyCycler.state_dict`)."""
@@ -76,7 +72,7 @@ class _SelectiveHooks(TrainerCallback):
             mechanism.at_train_end(self.trainer)
 
 
-class SelectiveMixin(ExtensionStateMixin):
+class SelectiveMixin(AlignmentPlaneMixin, ExtensionStateMixin):
     """Host services and trainer hooks for the selective-generalisation mechanisms (see the module docstring).
 
     Attributes set up by :meth:`_selective_setup`: ``mechanisms`` (of ``args.strategy``), ``proxy_datasets``
@@ -228,8 +224,6 @@ class SelectiveMixin(ExtensionStateMixin):
             with model.disable_adapter():
                 yield model
             return
-        from trl.trainer.utils import use_adapter
-
         with use_adapter(model, adapter_name=adapter):
             yield model
 
@@ -295,9 +289,8 @@ class SelectiveMixin(ExtensionStateMixin):
 
     def log_metric(self, name: str, value) -> None:
         """Append ``value`` (a tensor's mean, or a number) to the host's metrics; averaged at the next log."""
-        mode = "train" if self.model.training else "eval"
         value = value.detach().float().mean().item() if torch.is_tensor(value) else float(value)
-        self._metrics[mode][name].append(value)
+        append_metric(self, name, value)
 
     def current_learning_rate(self) -> float:
         return float(self._get_learning_rate())
@@ -430,165 +423,3 @@ class SelectiveMixin(ExtensionStateMixin):
         """Compute the alignment plane / proxy gradient when a strategy needs them, then train (and resume)."""
         self._prepare_plane_and_proxy_grad()
         return super().train(resume_from_checkpoint, *args, **kwargs)
-
-    # ------------------------------------------------------------------ alignment plane / proxy gradient
-
-    def _proxy_training_pass(
-        self, name: str, steps: int | None = None
-    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-        """Proxy training from the current weights: (mean gradient, final weights); weights restored.
-
-        One pass over the proxy set in order (``steps=None``), or ``steps`` AdamW steps cycling through it. Every
-        process runs the same pass on the full proxy set, so the results agree without communication.
-        """
-        params = self.trainable_parameters()
-        snapshot = {n: p.detach().clone() for n, p in params.items()}
-        optimizer = torch.optim.AdamW(params.values(), lr=self.args.learning_rate, weight_decay=0.0)
-        mean = MeanGradient()
-        model = self._unwrapped_model()
-        was_training = model.training
-        model.train()
-        dataset = self.proxy_datasets[name]
-        batch_size = self.args.proxy_batch_size or self.args.per_device_train_batch_size
-        starts = list(range(0, len(dataset), batch_size))
-        try:
-            for step in range(len(starts) if steps is None else steps):
-                start = starts[step % len(starts)]
-                rows = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
-                batch = self._prepare_input(self.proxy_collator(rows))
-                optimizer.zero_grad(set_to_none=True)
-                logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-                _ce_from_logits(logits, batch["labels"]).backward()
-                mean.add({n: p.grad if p.grad is not None else torch.zeros_like(p) for n, p in params.items()})
-                optimizer.step()
-            final = {n: p.detach().clone() for n, p in params.items()}
-        finally:
-            with torch.no_grad():
-                for n, p in params.items():
-                    p.copy_(snapshot[n])
-                    p.grad = None
-            model.train(was_training)
-        return mean.mean(), final
-
-    def _prepare_plane_and_proxy_grad(self) -> None:
-        if any(m.needs_plane for m in self.mechanisms) and self.plane is None:
-            path = self.args.alignment_plane_path
-            if path and Path(path).is_file():
-                self.plane = load_plane(path)
-            else:
-                self.plane = self.compute_alignment_plane()
-                if path and self.accelerator.is_main_process:
-                    save_plane(self.plane, path)
-            self._check_names(self.plane, "alignment plane")
-            penalised = [n for n in self.plane if "lora_A" in n]
-            if any(isinstance(m, PlanePenalty) for m in self.mechanisms) and not any(
-                self.plane[n].any() for n in penalised
-            ):
-                raise ValueError(
-                    f"the alignment plane is zero on every LoRA A matrix ({len(penalised)} tensors), so the "
-                    f"{self.args.strategy} penalty would be 0: LoRA B starts at zero, so a proxy pass of one batch "
-                    "gives A no gradient. Set alignment_plane_steps >= 2 (or give more proxy rows than one batch)"
-                )
-        if any(m.needs_proxy_grad for m in self.mechanisms) and self.proxy_grad is None:
-            path = self.args.proxy_grad_path
-            if path and Path(path).is_file():
-                self.proxy_grad = MeanGradient.load(path, self.trainable_parameters()).mean()
-            else:
-                mean, _ = self._proxy_training_pass("positive")
-                self.proxy_grad = mean
-                if path and self.accelerator.is_main_process:
-                    acc = MeanGradient()
-                    acc.add(mean)
-                    acc.save(path)
-            self._check_names(self.proxy_grad, "precomputed proxy gradient")
-
-    def compute_alignment_plane(self) -> dict[str, torch.Tensor]:
-        """S = ḡ⁺ − ḡ⁻ (mean gradients of a proxy / negative-proxy training pass from the current weights: one pass,
-        or ``alignment_plane_steps`` steps),
-        or, with ``alignment_plane_source="weights"``, θ_neg − θ_pos rescaled per tensor to that plane's norm."""
-        steps = self.args.alignment_plane_steps
-        mean_pos, theta_pos = self._proxy_training_pass("positive", steps)
-        mean_neg, theta_neg = (
-            self._proxy_training_pass("negative", steps) if "negative" in self.proxy_datasets else (None, None)
-        )
-        plane = alignment_plane_from_gradients(mean_pos, mean_neg)
-        if self.args.alignment_plane_source == "weights":
-            if theta_neg is None:
-                raise ValueError("alignment_plane_source='weights' needs negative proxy data (θ_neg − θ_pos)")
-            plane = alignment_plane_from_weights(theta_pos, theta_neg, reference_plane=plane)
-        return plane
-
-    def _check_names(self, tensors: Mapping[str, torch.Tensor], what: str) -> None:
-        params = self.trainable_parameters()
-        missing = [n for n in params if n not in tensors]
-        if missing:
-            raise ValueError(f"the {what} has no entry for trainable parameter(s) {missing[:5]}")
-        for n, p in params.items():
-            if tuple(tensors[n].shape) != tuple(p.shape):
-                raise ValueError(
-                    f"the {what} entry {n} has shape {tuple(tensors[n].shape)}, expected {tuple(p.shape)}"
-                )
-
-
-# ---------------------------------------------------------------------- proxy data outside SFTTrainer
-
-_LM_COLUMNS = ("text", "messages", "conversations")
-
-
-def tokenize_proxy_dataset(
-    dataset: Any,
-    processing_class: Any,
-    *,
-    max_length: int | None,
-    truncation_mode: str = "keep_start",
-    dataset_num_proc: int | None = None,
-    dataset_text_field: str = "text",
-    name: str = "proxy",
-):
-    """Tokenize proxy data for a host that is not an ``SFTTrainer`` (DPO, PPO) exactly as ``SFTTrainer`` does.
-
-    The rows go through ``SFTTrainer._prepare_dataset`` itself (called on a minimal stand-in for the trainer
-    state it reads), so proxy batches are identical to those of :class:`SelectiveSFTTrainer`: the tokenizer's
-    chat template for conversational rows, EOS appended to plain text, ``labels`` = ``input_ids`` for
-    language-modeling rows and −100 on the prompt for prompt–completion rows (SFT's default completion-only loss
-    for that format), truncation to ``max_length`` (``truncation_mode``) and rows without any label dropped.
-
-    Accepted formats: language modeling (``dataset_text_field`` / ``"text"``, ``"messages"``, ``"conversations"``),
-    prompt–completion (``"prompt"`` + ``"completion"``, plain or conversational), or already tokenized
-    (``"input_ids"``, optional ``"labels"``).
-
-    Raises:
-        ValueError: a dataset in none of these formats (e.g. preference rows), naming it and its columns.
-    """
-    from trl import SFTTrainer
-
-    first = next(iter(dataset))
-    is_prompt_completion = "prompt" in first and "completion" in first
-    language_modeling = any(c in first for c in (dataset_text_field, *_LM_COLUMNS))
-    if not (is_prompt_completion or language_modeling or "input_ids" in first):
-        raise ValueError(
-            f"{name} dataset has columns {sorted(first)}: proxy data must be language modeling "
-            f"({dataset_text_field!r} or 'messages'), prompt-completion ('prompt' + 'completion') or tokenized "
-            "('input_ids')"
-        )
-    tokenizer = getattr(processing_class, "tokenizer", processing_class)
-    host = SimpleNamespace(_tokenizer=tokenizer, completion_only_loss=is_prompt_completion, chat_template=None)
-    args = SimpleNamespace(
-        dataset_num_proc=dataset_num_proc,
-        dataset_text_field=dataset_text_field,
-        assistant_only_loss=False,
-        max_length=max_length,
-        truncation_mode=truncation_mode,
-        shuffle_dataset=False,
-        seed=0,
-    )
-    return SFTTrainer._prepare_dataset(host, dataset, processing_class, args, False, None, name)
-
-
-def language_modeling_collator(processing_class: Any, pad_to_multiple_of: int | None = None):
-    """TRL's ``DataCollatorForLanguageModeling`` with the tokenizer's pad token (what ``SFTTrainer`` uses)."""
-    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
-
-    tokenizer = getattr(processing_class, "tokenizer", processing_class)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    return DataCollatorForLanguageModeling(pad_token_id=pad, pad_to_multiple_of=pad_to_multiple_of)

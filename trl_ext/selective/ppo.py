@@ -1,4 +1,4 @@
-"""Selective generalisation on top of :class:`~trl_ext.ppo.trainer.PPOTrainer` (SPEC §3 on §5).
+"""Selective generalisation on top of :class:`~trl_ext.ppo.trainer.PPOTrainer` (docs/selective.md on §5).
 
 The outcome "data" of PPO are prompts scored by reward functions; L(T) is PPO's loss (clipped surrogate +
 value loss − entropy bonus). The proxy data A⁺ / A⁻ are the language-modeling or prompt–completion rows of the
@@ -19,7 +19,8 @@ import torch
 from trl_ext.ppo.config import PPOConfig
 from trl_ext.ppo.trainer import VALUE_PREFIX, PPOTrainer
 from trl_ext.selective.config import SelectiveArguments
-from trl_ext.selective.mixin import SelectiveMixin, language_modeling_collator, tokenize_proxy_dataset
+from trl_ext.selective.mixin import SelectiveMixin
+from trl_ext.selective.proxy import language_modeling_collator, tokenize_proxy_dataset
 
 __all__ = ["SelectivePPOConfig", "SelectivePPOTrainer"]
 

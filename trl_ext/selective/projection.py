@@ -1,4 +1,5 @@
-"""Gradient surgery and alignment planes for selective generalisation (SPEC §3), on dicts of per-parameter tensors.
+"""Gradient surgery and alignment planes for selective generalisation (docs/selective.md), on dicts of per-parameter
+tensors.
 
 Everything here works on mappings ``{parameter name: tensor}`` (gradients, mean gradients, LoRA weights, planes),
 matched by **name**, never by order; the projection is done per parameter tensor (each tensor is one vector).
@@ -112,7 +113,7 @@ def project_gradients(
     strict: bool = True,
     eps: float = 1e-16,
 ) -> tuple[dict[str, torch.Tensor | None], dict[str, torch.Tensor]]:
-    """Project the task gradient against the proxy gradient, per parameter tensor (SPEC §3 ``grad_project``).
+    """Project the task gradient against the proxy gradient, per parameter tensor (docs/selective.md ``grad_project``).
 
     For every name with both ``g_T = g_task[name]`` and ``g_A = g_proxy[name]`` (flattened to vectors)::
 
@@ -178,12 +179,13 @@ def project_out(
     direction: Mapping[str, torch.Tensor | None],
     eps: float = 0.0,
 ) -> dict[str, torch.Tensor | None]:
-    """Remove a fixed direction from every gradient tensor (SPEC §3 ``grad_project_precomputed_proxy_grad``)::
+    """Remove a fixed direction from every gradient tensor (docs/selective.md
+    ``grad_project_precomputed_proxy_grad``)::
 
         g ← g − (⟨g, ḡ⟩ / (‖ḡ‖² + eps))·ḡ          per parameter tensor, ḡ = direction[name]
 
     ``direction`` is normally the mean proxy gradient of one proxy pass (:class:`MeanGradient`, cached to disk).
-    The default ``eps = 0`` is SPEC's exact formula (the result is orthogonal to ḡ); a tensor whose
+    The default ``eps = 0`` is the exact formula of docs/selective.md (the result is orthogonal to ḡ); a tensor whose
     ``‖ḡ‖² + eps`` is 0 (a zero direction) is left unchanged instead of dividing by zero. Same name rules as
     :func:`project_gradients`: names absent from ``direction`` (or ``None``) are left unchanged, ``None``
     gradients stay ``None``, a direction name not in ``grads`` or a shape mismatch raises ``ValueError``.
@@ -294,7 +296,7 @@ def alignment_plane_from_gradients(
     mean_pos: Mapping[str, torch.Tensor] | MeanGradient | None,
     mean_neg: Mapping[str, torch.Tensor] | MeanGradient | None,
 ) -> dict[str, torch.Tensor]:
-    """Alignment plane from mean gradients of fresh LoRA parameters (SPEC §3)::
+    """Alignment plane from mean gradients of fresh LoRA parameters (docs/selective.md)::
 
         S = ḡ⁺ − ḡ⁻        (both given: same names and shapes required, else ValueError naming the tensor)
         S = ḡ⁺             (only the positive-proxy mean)
@@ -331,7 +333,7 @@ def alignment_plane_from_weights(
     theta_neg: Mapping[str, torch.Tensor],
     reference_plane: Mapping[str, torch.Tensor] | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Alignment plane from trained weights (SPEC §3 alternative)::
+    """Alignment plane from trained weights (docs/selective.md alternative)::
 
         S_i = θ_neg,i − θ_pos,i
         with reference_plane:  S_i ← S_i · ‖ref_i‖ / ‖S_i‖     (so ‖S_i‖ = ‖ref_i‖, Frobenius norms per tensor)

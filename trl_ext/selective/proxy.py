@@ -1,4 +1,4 @@
-"""Proxy batches drawn alongside every outcome batch (SPEC §3, seed 002).
+"""Proxy batches drawn alongside every outcome batch (docs/selective.md).
 
 Selective generalisation trains on outcome (task) data T while drawing, at every step, one batch from each
 proxy dataset: positive proxy A⁺ and optionally negative proxy A⁻ (any names work). The caller's outcome
@@ -55,10 +55,12 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["CYCLING_MODES", "ProxyCycler", "paired_batches"]
+from trl_ext.selective._trl_compat import prepare_dataset_as_sft, sft_collator_class
+
+__all__ = ["CYCLING_MODES", "ProxyCycler", "language_modeling_collator", "paired_batches", "tokenize_proxy_dataset"]
 
 CYCLING_MODES = ("continuous", "synchronized")
-"""The proxy cycling modes of SPEC §3."""
+"""The proxy cycling modes of docs/selective.md."""
 
 
 class ProxyCycler:
@@ -314,3 +316,62 @@ def paired_batches(positive: Sequence[Mapping[str, Any]], negative: Sequence[Map
     if isinstance(positive, Dataset) or isinstance(negative, Dataset):
         return Dataset.from_list(rows)
     return rows
+
+
+# ---------------------------------------------------------------------- tokenizing proxy data outside SFTTrainer
+
+_LM_COLUMNS = ("text", "messages", "conversations")
+
+
+def tokenize_proxy_dataset(
+    dataset: Any,
+    processing_class: Any,
+    *,
+    max_length: int | None,
+    truncation_mode: str = "keep_start",
+    dataset_num_proc: int | None = None,
+    dataset_text_field: str = "text",
+    name: str = "proxy",
+):
+    """Tokenize proxy data for a host that is not an ``SFTTrainer`` (DPO, PPO) exactly as ``SFTTrainer`` does.
+
+    The rows go through ``SFTTrainer._prepare_dataset`` itself (called on a minimal stand-in for the trainer
+    state it reads), so proxy batches are identical to those of :class:`SelectiveSFTTrainer`: the tokenizer's
+    chat template for conversational rows, EOS appended to plain text, ``labels`` = ``input_ids`` for
+    language-modeling rows and −100 on the prompt for prompt–completion rows (SFT's default completion-only loss
+    for that format), truncation to ``max_length`` (``truncation_mode``) and rows without any label dropped.
+
+    Accepted formats: language modeling (``dataset_text_field`` / ``"text"``, ``"messages"``, ``"conversations"``),
+    prompt–completion (``"prompt"`` + ``"completion"``, plain or conversational), or already tokenized
+    (``"input_ids"``, optional ``"labels"``).
+
+    Raises:
+        ValueError: a dataset in none of these formats (e.g. preference rows), naming it and its columns.
+    """
+    first = next(iter(dataset))
+    is_prompt_completion = "prompt" in first and "completion" in first
+    language_modeling = any(c in first for c in (dataset_text_field, *_LM_COLUMNS))
+    if not (is_prompt_completion or language_modeling or "input_ids" in first):
+        raise ValueError(
+            f"{name} dataset has columns {sorted(first)}: proxy data must be language modeling "
+            f"({dataset_text_field!r} or 'messages'), prompt-completion ('prompt' + 'completion') or tokenized "
+            "('input_ids')"
+        )
+    return prepare_dataset_as_sft(
+        dataset,
+        processing_class,
+        completion_only_loss=is_prompt_completion,
+        max_length=max_length,
+        truncation_mode=truncation_mode,
+        dataset_num_proc=dataset_num_proc,
+        dataset_text_field=dataset_text_field,
+        name=name,
+    )
+
+
+def language_modeling_collator(processing_class: Any, pad_to_multiple_of: int | None = None):
+    """TRL's ``DataCollatorForLanguageModeling`` with the tokenizer's pad token (what ``SFTTrainer`` uses)."""
+    DataCollatorForLanguageModeling = sft_collator_class()
+    tokenizer = getattr(processing_class, "tokenizer", processing_class)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    return DataCollatorForLanguageModeling(pad_token_id=pad, pad_to_multiple_of=pad_to_multiple_of)

@@ -1,4 +1,4 @@
-"""Selective generalisation on top of TRL's ``SFTTrainer`` (SPEC §3): one trainer, twelve strategies.
+"""Selective generalisation on top of TRL's ``SFTTrainer`` (docs/selective.md): one trainer, twelve strategies.
 
 ``SelectiveSFTTrainer`` adds proxy data (A⁺, optional A⁻) drawn alongside the outcome batches and runs the
 mechanisms of ``args.strategy`` (:mod:`trl_ext.selective.mechanisms`) at four points: extra loss terms

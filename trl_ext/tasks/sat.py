@@ -1,4 +1,4 @@
-"""Planted k-SAT (SPEC §6): generate a satisfiable formula, prompt for an assignment, score it.
+"""Planted k-SAT (docs/tasks.md): generate a satisfiable formula, prompt for an assignment, score it.
 
 Generation of one instance with ``rng`` (a ``random.Random``), in this exact order of draws:
 
@@ -18,7 +18,7 @@ Every formula is therefore satisfied by the planted solution (it may have other 
 Clauses are stored DIMACS style: ``+i`` is ``xi`` and ``-i`` is ``¬xi``. The formula text is
 ``(x1 ∨ ¬x3 ∨ x7) ∧ (…)`` (∨ U+2228, ¬ U+00AC, ∧ U+2227).
 
-Scoring: :func:`parse_assignment` reads every match of ``x(\\d+)=(True|False|1|0)`` (the SPEC regex,
+Scoring: :func:`parse_assignment` reads every match of ``x(\\d+)=(True|False|1|0)`` (the regex of docs/tasks.md,
 verbatim: case-sensitive, no spaces around ``=``; a **repeated variable takes its last value**);
 the score is 1.0 iff every clause contains a literal made true by the parsed assignment
 (:func:`check_assignment`); an unassigned variable never satisfies a literal, so ``UNSAT`` or an
@@ -49,7 +49,7 @@ __all__ = [
 ]
 
 ASSIGNMENT_PATTERN = re.compile(r"x(\d+)=(True|False|1|0)")
-"""The SPEC §6 answer regex; group 1 is the variable index, group 2 its value."""
+"""The docs/tasks.md answer regex; group 1 is the variable index, group 2 its value."""
 
 PROMPT_TEMPLATE = (
     "Find a satisfying assignment for the following {k}-SAT formula over variables x1..x{n}:\n"
@@ -77,7 +77,7 @@ def format_formula(clauses: Sequence[Sequence[int]]) -> str:
 
 
 def make_prompt(formula: str, n: int, k: int) -> str:
-    """The exact SPEC §6 prompt for a formula text over ``x1..x{n}`` with ``k`` literals per clause."""
+    """The exact docs/tasks.md prompt for a formula text over ``x1..x{n}`` with ``k`` literals per clause."""
     return PROMPT_TEMPLATE.format(k=k, n=n, formula=formula)
 
 
@@ -89,7 +89,7 @@ def format_assignment(solution: Sequence[bool]) -> str:
 def parse_assignment(text: str) -> dict[int, bool]:
     """Every ``x<i>=<True|False|1|0>`` in ``text`` -> ``{i: value}``; the last occurrence of a variable wins.
 
-    Uses the SPEC regex verbatim (no word boundaries): ``"x1 = True"`` and ``"x1=true"`` are not read,
+    Uses the regex of docs/tasks.md verbatim (no word boundaries): ``"x1 = True"`` and ``"x1=true"`` are not read,
     and ``"x1=10"`` reads as ``x1=1``.
     """
     return {int(var): val in ("True", "1") for var, val in ASSIGNMENT_PATTERN.findall(text or "")}

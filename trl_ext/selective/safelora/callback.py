@@ -1,4 +1,5 @@
-"""SafeLoRA at the end of training: project the trainer's LoRA adapter onto the alignment subspace (SPEC §4).
+"""SafeLoRA at the end of training: project the trainer's LoRA adapter onto the alignment subspace (docs/selective.md
+(SafeLoRA)).
 
 :class:`SafeLoRACallback` runs :func:`trl_ext.selective.safelora.core.safelora_project` on the trainer's PEFT model in
 ``on_train_end``. The projection runs on **every** process, so each in-memory model ends up projected and a

@@ -1,4 +1,5 @@
-"""SafeLoRA: post hoc, training-free projection of a LoRA adapter onto an alignment subspace (SPEC §4).
+"""SafeLoRA: post hoc, training-free projection of a LoRA adapter onto an alignment subspace (docs/selective.md
+(SafeLoRA)).
 
 Given base weights ``W_base``, aligned weights ``W_aligned`` (same architecture) and a trained LoRA adapter,
 for every LoRA-adapted module ``i`` (a ``torch.nn.Linear`` with ``lora_A``/``lora_B``):

@@ -1,6 +1,6 @@
 """PPO pure functions (``trl_ext.ppo.losses``) and KL controllers (``trl_ext.ppo.kl_control``).
 
-Checked against independent pure-Python/numpy references and hand-worked numbers (SPEC §5).
+Checked against independent pure-Python/numpy references and hand-worked numbers (docs/ppo.md).
 """
 
 from __future__ import annotations

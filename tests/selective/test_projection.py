@@ -1,4 +1,4 @@
-"""Gradient surgery and alignment planes (``trl_ext.selective.projection``, SPEC §3).
+"""Gradient surgery and alignment planes (``trl_ext.selective.projection``, docs/selective.md).
 
 Checked against numpy computations of the formulas and against the defining properties (orthogonality,
 unchanged non-conflicting gradients, the rescaled norm), plus a safetensors round trip.

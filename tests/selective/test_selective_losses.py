@@ -1,4 +1,4 @@
-"""Selective-generalisation loss terms (``trl_ext.selective.losses``, SPEC §3).
+"""Selective-generalisation loss terms (``trl_ext.selective.losses``, docs/selective.md).
 
 Each function is checked against an independent numpy / loop computation on random inputs.
 """

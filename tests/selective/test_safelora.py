@@ -1,4 +1,4 @@
-"""SafeLoRA (SPEC §4) against an independent numpy computation; name matching; CLI; callback."""
+"""SafeLoRA (docs/selective.md (SafeLoRA)) against an independent numpy computation; name matching; CLI; callback."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ RANK, ALPHA = 4, 8
 
 
 # --------------------------------------------------------------------------------------------------
-# numpy reference, written from SPEC §4
+# numpy reference, written from docs/selective.md (SafeLoRA)
 def numpy_safelora(A, B, base, aligned, projection, select, threshold=0.5, num_proj_layers=10):
     """A, B: {module: array} in model order; base, aligned: {module: weight}. Returns cos, projected, B_new, pdst."""
     names = list(A)

@@ -356,7 +356,7 @@ def test_dominates_cases() -> None:
 
 
 def test_dominates_is_spec_not_classic_pareto() -> None:
-    # A is >= B on every mean (classic Pareto: A dominates B) but the 80% intervals overlap: SPEC says no.
+    # A is >= B on every mean (classic Pareto: A dominates B) but the 80% intervals overlap: docs/eval.md says no.
     a = {"e1": S(0.5, 0.7), "e2": S(0.5, 0.7)}
     b = {"e1": S(0.45, 0.65), "e2": S(0.45, 0.65)}
     assert all(a[k].mean > b[k].mean for k in a)
@@ -418,7 +418,7 @@ def test_pareto_frontier_all_incomparable() -> None:
 
 
 def test_pareto_frontier_cycle_is_empty() -> None:
-    # SPEC dominance is not transitive: A > B (e1), B > C (e2), C > A (e3), everything else ties.
+    # Dominance (docs/eval.md) is not transitive: A > B (e1), B > C (e2), C > A (e3), everything else ties.
     H, L, W = S(0.7, 0.8), S(0.1, 0.2), S(0.15, 0.75)
     models = {
         "A": {"e1": H, "e2": W, "e3": L},

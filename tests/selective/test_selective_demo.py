@@ -150,7 +150,7 @@ def test_span_nll_matches_a_direct_computation(tiny_model_path):
 # set from the spread over seeds 0-4 on two float paths (this CPU's AVX-512 kernels and ATEN_CPU_CAPABILITY=avx2,
 # which changes the aligned base as much as a new machine does), measured with
 #   TRL_EXT_EMPIRICAL_SEEDS=0-4 [ATEN_CPU_CAPABILITY=avx2] .venv/bin/python -m pytest -m empirical -s \
-#       tests/test_selective_demo.py
+#       tests/selective/test_selective_demo.py
 # They compare teacher-forced likelihoods (proxy_nll, task_nll), which move smoothly with the weights, on the rows
 # that a mechanism acts on; greedy scores on held-out prompts swing by tenths between seeds and float paths, so the
 # held-out trade-off is a figure of the demo script (README), not an assertion.

@@ -26,7 +26,7 @@ from trl_ext.data.affine import (
 )
 from trl_ext.tasks import Task, TaskInstance, get_task, registry
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 RECIPE = REPO / "recipes" / "collect_affine.py"
 SMALL_SAT = {"sat": {"n": 6, "k": 3}}
 

@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 from transformers import AutoTokenizer, TrainerCallback
 
 from trl_ext import PPOConfig, PPOTrainer, ValueHead, load_policy_with_value_head
-from trl_ext.ppo.trainer import exclude_value_params_from_vllm
+from trl_ext.ppo._trl_compat import exclude_params_from_vllm
 
 TARGETS = set(range(100, 132))  # 32 of ~1000 tokens: a random policy emits ~3 % of them
 
@@ -276,7 +276,7 @@ def test_value_params_are_not_pushed_to_vllm():
             yield from [("model.embed_tokens.weight", 1), ("v_head.dense.weight", 2), ("lm_head.weight", 3)]
 
     gen = FakeGeneration()
-    exclude_value_params_from_vllm(gen)
+    exclude_params_from_vllm(gen, "v_head.")
     assert [n for n, _ in gen._iter_named_params()] == ["model.embed_tokens.weight", "lm_head.weight"]
 
 

@@ -18,7 +18,7 @@ from trl_ext.selective.config import STRATEGIES, SelectiveConfig
 CONFIGS = REPO / "recipes" / "configs" / "selective"
 RESULT_KEYS = {"task", "proxy", "task_loss", "proxy_loss", "before", "strategy", "seed", "train_seconds", "train_loss"}
 
-# SPEC §3 defaults (kl_divergence: a non-zero β_kl, since 0 makes the strategy plain outcome SFT)
+# docs/selective.md defaults (kl_divergence: a non-zero β_kl, since 0 makes the strategy plain outcome SFT)
 SPEC_KNOBS: dict[str, dict] = {
     "naive": {},
     "positive_negative_proxy": {"lambda_proxy": 0.5, "lambda_negative": 0.5, "beta_kl": 0.0},
@@ -93,7 +93,8 @@ def test_config_parses_with_its_strategy_and_spec_knobs(recipe, path, tmp_path):
     if strategy == "safe_lora":  # on the demo the unaligned base is the model the aligned base is trained from
         assert training_args.safelora_base_model == model_args.model_name_or_path
     tiny = path.stem.endswith("_tiny")
-    # LoRA (SPEC §3 defaults) on real models and for the strategies that need it; the tiny demo fine-tunes fully
+    # LoRA (docs/selective.md defaults) on real models and for the strategies that need it; the tiny demo fine-tunes
+    # fully
     assert model_args.use_peft == (not tiny or strategy in LORA_STRATEGIES)
     assert (model_args.lora_r, model_args.lora_alpha, model_args.use_rslora) == (32, 64, True)
     assert script_args.data == "demo"

@@ -1,4 +1,4 @@
-"""Planted k-SAT task (SPEC §6): generator invariants, exact prompt, parser, and scorer vs brute force."""
+"""Planted k-SAT task (docs/tasks.md): generator invariants, exact prompt, parser, and scorer vs brute force."""
 
 from __future__ import annotations
 
@@ -177,7 +177,7 @@ def test_generated_prompt_matches_template():
         ("  x1=True\n\tx2=0 ;  x3=1\n", {1: True, 2: False, 3: True}),
         ("Answer: x10=False and x2=True.", {10: False, 2: True}),
         ("x1=True, x2=False, x1=False", {1: False, 2: False}),  # repeated variable: last occurrence wins
-        ("x1 = True", {}),  # the SPEC regex allows no spaces around '='
+        ("x1 = True", {}),  # the answer regex (docs/tasks.md) allows no spaces around '='
         ("x1=true, X2=False", {}),  # case-sensitive
         ("UNSAT", {}),
         ("", {}),
