@@ -1,5 +1,5 @@
 from .checkpoint import ExtensionStateMixin, resolve_checkpoint
-from .generation import generate_completions
+from .generation import generate_completions, unwrap_model
 from .imports import import_function
 from .lm_head_tiles import LMHeadTileArguments, LMHeadTileMixin
 from .logprobs import sequence_logps

@@ -1,22 +1,37 @@
-"""Batched answer generation for evaluation (chat template, left padding, progress bar)."""
+"""Batched generation, the one implementation behind evaluation, the demos and the sample tables."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
 
+__all__ = ["generate_completions", "unwrap_model"]
+
 Message = dict[str, str]
 
 
-def _render(tokenizer, prompt: str | Sequence[Message]) -> str:
+def unwrap_model(model: Any) -> Any:
+    """The module under DDP / DataParallel wrappers (PEFT models are kept: their ``generate`` uses the adapter)."""
+    from torch.nn.parallel import DataParallel, DistributedDataParallel
+
+    while isinstance(model, (DataParallel, DistributedDataParallel)):
+        model = model.module
+    return model
+
+
+def _render(tokenizer: Any, prompt: str | Sequence[Message], chat_template: bool) -> str:
+    if not chat_template:
+        if not isinstance(prompt, str):
+            raise TypeError(f"chat_template=False takes text prompts, got {type(prompt).__name__}")
+        return prompt
     if isinstance(prompt, str):
         prompt = [{"role": "user", "content": prompt}]
     return tokenizer.apply_chat_template(list(prompt), tokenize=False, add_generation_prompt=True)
 
 
 def generate_completions(
-    model,
-    tokenizer,
+    model: Any,
+    tokenizer: Any,
     prompts: Sequence[str | Sequence[Message]],
     *,
     batch_size: int = 8,
@@ -24,41 +39,58 @@ def generate_completions(
     do_sample: bool = False,
     temperature: float = 1.0,
     top_p: float = 1.0,
+    chat_template: bool = True,
+    seed: int | None = None,
+    synced_gpus: bool = False,
     show_progress: bool = True,
     desc: str = "generating",
 ) -> list[str]:
     """Generate one completion per prompt and return the decoded new text, in the input order.
 
-    A prompt is a string (sent as one user message) or a list of chat messages; it is rendered with
-    the tokenizer's chat template and a generation prompt. Prompts are batched by length (longest first,
-    so memory peaks early and padding is small) with left padding, and the original order is restored.
-    Greedy decoding unless ``do_sample``. Special tokens are stripped from the output.
+    A prompt is a string (sent as one user message) or a list of chat messages, rendered with the tokenizer's chat
+    template and a generation prompt; with ``chat_template=False`` text prompts are continued as they are (plain
+    language modelling). Prompts are batched by length (longest first, so memory peaks early and padding is small)
+    with left padding, and the original order is restored. Greedy decoding unless ``do_sample``; with ``seed`` the
+    sampling runs in a forked RNG seeded by it, so the caller's random state is untouched. ``synced_gpus`` is for
+    DeepSpeed ZeRO-3 (every process must generate). Special tokens are stripped from the output. The model runs in
+    eval mode under ``inference_mode`` and gets its training mode back; ``tokenizer`` may be a processor.
+
+    Raises:
+        ValueError: ``batch_size < 1``.
     """
     import torch
     from tqdm.auto import tqdm
 
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    texts = [_render(tokenizer, p) for p in prompts]
-    encoded = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+    tokenizer = getattr(tokenizer, "tokenizer", tokenizer)
+    model = unwrap_model(model)
+    texts = [_render(tokenizer, p, chat_template) for p in prompts]
+    encoded = [tokenizer(t, add_special_tokens=not chat_template)["input_ids"] for t in texts]
     order = sorted(range(len(texts)), key=lambda i: -len(encoded[i]))
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    eos_id = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
     device = next(model.parameters()).device
     gen_kwargs: dict[str, Any] = {
         "max_new_tokens": max_new_tokens,
         "do_sample": do_sample,
         "pad_token_id": pad_id,
-        "eos_token_id": tokenizer.eos_token_id,
+        "eos_token_id": eos_id if eos_id is not None else tokenizer.eos_token_id,
     }
     if do_sample:
         gen_kwargs.update(temperature=temperature, top_p=top_p)
     else:
         gen_kwargs.update(temperature=None, top_p=None, top_k=None)
+    if synced_gpus:
+        gen_kwargs["synced_gpus"] = True
     results: list[str] = [""] * len(texts)
     was_training = model.training
+    devices = [device] if device.type == "cuda" else []
     model.eval()
     try:
-        with torch.inference_mode():
+        with torch.inference_mode(), torch.random.fork_rng(devices=devices, enabled=seed is not None):
+            if seed is not None:
+                torch.manual_seed(seed)
             for start in tqdm(range(0, len(order), batch_size), desc=desc, disable=not show_progress, unit="batch"):
                 idx = order[start : start + batch_size]
                 width = max(len(encoded[i]) for i in idx)

@@ -40,84 +40,18 @@ from typing import Any
 import torch
 from transformers import TrainerCallback
 
-__all__ = ["SampleTableCallback", "format_sample_table", "generate_completions"]
+from trl_ext.common.generation import generate_completions, unwrap_model
+
+__all__ = ["SampleTableCallback", "format_sample_table"]
 
 logger = logging.getLogger(__name__)
 
 EVERY_CHOICES = ("epoch", "steps")
 
 
-def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    """The module under DDP / DataParallel wrappers (PEFT models are kept: their ``generate`` uses the adapter)."""
-    from torch.nn.parallel import DataParallel, DistributedDataParallel
-
-    while isinstance(model, (DataParallel, DistributedDataParallel)):
-        model = model.module
-    return model
-
-
 def _is_sharded(model: torch.nn.Module) -> bool:
     """True when the parameters are partitioned by DeepSpeed ZeRO-3 (each process holds a shard)."""
     return any(hasattr(p, "ds_id") for p in model.parameters())
-
-
-def generate_completions(
-    model: torch.nn.Module,
-    tokenizer: Any,
-    prompts: Sequence[str],
-    *,
-    max_new_tokens: int = 32,
-    do_sample: bool = False,
-    temperature: float = 1.0,
-    batch_size: int = 8,
-    seed: int = 0,
-    synced_gpus: bool = False,
-) -> list[str]:
-    """The completion (new tokens only, special tokens skipped) of each prompt under ``model``.
-
-    Eval mode and ``no_grad`` while generating; the model's training mode and the tokenizer's padding side are
-    restored afterwards. Sampling runs in a forked RNG seeded by ``seed``.
-    """
-    from transformers import GenerationConfig
-
-    tok = getattr(tokenizer, "tokenizer", tokenizer)
-    model = _unwrap(model)
-    device = next(model.parameters()).device
-    pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-    eos_id = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    if eos_id is None:
-        eos_id = tok.eos_token_id
-    config = GenerationConfig(
-        max_new_tokens=max_new_tokens,
-        do_sample=do_sample,
-        temperature=temperature if do_sample else None,
-        top_p=None,
-        top_k=None,
-        pad_token_id=pad_id,
-        eos_token_id=eos_id,
-        use_cache=True,
-    )
-    was_training, padding_side = model.training, tok.padding_side
-    completions: list[str] = []
-    devices = [device] if device.type == "cuda" else []
-    model.eval()
-    tok.padding_side = "left"
-    try:
-        with torch.no_grad(), torch.random.fork_rng(devices=devices):
-            torch.manual_seed(seed)
-            for start in range(0, len(prompts), batch_size):
-                batch = list(prompts[start : start + batch_size])
-                enc = tok(batch, return_tensors="pt", padding=True).to(device)
-                kwargs: dict[str, Any] = {"generation_config": config}
-                if synced_gpus:
-                    kwargs["synced_gpus"] = True
-                out = model.generate(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], **kwargs)
-                completions += tok.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
-    finally:
-        tok.padding_side = padding_side
-        if was_training:
-            model.train()
-    return completions
 
 
 def _cell(text: str, width: int | None = None) -> str:
@@ -246,7 +180,7 @@ class SampleTableCallback(TrainerCallback):
         if self._last_step == state.global_step and self.every == "steps":
             return []  # the same step already sampled (e.g. on_step_end twice at the end)
         self._last_step = state.global_step
-        sharded = _is_sharded(_unwrap(model))
+        sharded = _is_sharded(unwrap_model(model))
         main = state.is_world_process_zero
         if not (main or sharded):
             return []
@@ -258,8 +192,10 @@ class SampleTableCallback(TrainerCallback):
             do_sample=self.do_sample,
             temperature=self.temperature,
             batch_size=self.batch_size,
+            chat_template=False,
             seed=int(getattr(args, "seed", 0)) + int(state.global_step),
             synced_gpus=sharded,
+            show_progress=False,
         )
         if not main:
             return []
