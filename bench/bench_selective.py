@@ -607,7 +607,7 @@ def time_safelora(label: str, model: Any, opts: argparse.Namespace) -> list[dict
     import torch
     from peft import LoraConfig, get_peft_model
 
-    from trl_ext.selective.safelora.core import load_state_dict_from, safelora_project
+    from trl_ext.selective.safelora import load_state_dict_from, safelora_project
 
     gen = torch.Generator().manual_seed(opts.seed)
     base_sd = load_state_dict_from(model)

@@ -33,7 +33,9 @@ from .selective.dpo import SelectiveDPOTrainer
 from .selective.ppo import SelectivePPOConfig, SelectivePPOTrainer
 from .selective.registry import available_strategies, get_trainer, register_strategy
 from .selective.safelora.callback import SafeLoRACallback
-from .selective.safelora.core import SafeLoRAReport, load_state_dict_from, safelora_from_paths, safelora_project
+from .selective.safelora.cli import safelora_from_paths
+from .selective.safelora.core import SafeLoRAReport, safelora_project
+from .selective.safelora.loading import load_state_dict_from
 from .selective.sft import SelectiveSFTTrainer
 from .tasks.base import Task, TaskInstance
 from .tasks.registry import available_tasks, get_task

@@ -86,7 +86,7 @@ def test_config_rejects_a_non_positive_tile(tmp_path):
 
 @pytest.mark.parametrize("requested, expected", [(None, DEFAULT_TILE_WITHOUT_TRITON), (100, 100)])
 def test_ppo_forwards_run_with_the_tile(tmp_path, tiny_model_path, requested, expected):
-    from tests.test_ppo_trainer import _trainer
+    from tests.ppo.test_ppo_trainer import _trainer
 
     seen: list[int] = []
 

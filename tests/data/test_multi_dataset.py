@@ -83,12 +83,12 @@ def test_format_template():
 
 def test_resolve_formatter_import_and_unknown():
     """A ``module:function`` string is imported; an unknown name lists the built-ins."""
-    assert resolve_formatter("tests.test_multi_dataset:shout")({"text": "hi"}) == "HI!"
+    assert resolve_formatter("tests.data.test_multi_dataset:shout")({"text": "hi"}) == "HI!"
     assert resolve_formatter(shout) is shout
     with pytest.raises(DatasetLoadError, match="unknown formatter 'nope'.*field, join_turns, translation, template"):
         resolve_formatter("nope")
     with pytest.raises(DatasetLoadError, match="has no function 'missing'"):
-        resolve_formatter("tests.test_multi_dataset:missing")
+        resolve_formatter("tests.data.test_multi_dataset:missing")
     with pytest.raises(DatasetLoadError, match="cannot import module 'no_such_module_xyz'"):
         resolve_formatter("no_such_module_xyz:f")
 
@@ -151,7 +151,7 @@ def test_template_and_custom_formatters():
     out = load_text_datasets(
         [
             {"name": "t", "source": rows, "formatter": "template", "formatter_kwargs": {"template": "{q} -> {a}"}},
-            {"name": "c", "source": rows, "formatter": "tests.test_multi_dataset:shout", "formatter_kwargs": {}},
+            {"name": "c", "source": rows, "formatter": "tests.data.test_multi_dataset:shout", "formatter_kwargs": {}},
             DatasetSpec(name="f", source=rows, formatter=lambda ex: ex["q"] + ex["a"]),
         ]
     )

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from trl_ext.selective.safelora.core import (
+from trl_ext.selective.safelora import (
     REPORT_NAME,
     SafeLoRAReport,
     load_state_dict_from,

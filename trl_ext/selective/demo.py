@@ -35,70 +35,10 @@ The letter triples are split once, with a fixed seed independent of ``seed``, in
 training and aligned-base rows), a proxy quarter (A⁺/A⁻) and an evaluation quarter (both evaluation sets),
 so that evaluation prompts never occur in any training set, whatever the seeds.
 
-Measured 2026-11-22 and again, identically, on 2026-12-02 with the lock (2 CPU cores, one torch thread; batch 16,
-constant LR, full fine-tune; default sizes: 512 outcome rows, 3 A⁺/A⁻ rows, 60 + 60 evaluation prompts), task /
-proxy for seeds 0 to 4. ``grad_project`` is conflict-only (``grad_project_strict=False``). Before any outcome
-training, the aligned base (600 steps, lr 3e-3, about 20 s) scores task 0.01 / 0.31 / 0.09 / 0.17 / 0.11
-and proxy 1.00 at every seed.
-
-*AdamW regime* (β₂ 0.98, lr 2e-3, 150 steps; :data:`OUTCOME_LR`, :data:`OUTCOME_STEPS`):
-
-=====================================  ================================  ================================
-stage                                  task                              proxy
-=====================================  ================================  ================================
-outcome only (``SFTTrainer`` on T)     1.00 / 0.76 / 0.99 / 0.98 / 1.00  0.00 / 0.00 / 0.00 / 0.00 / 0.00
-``naive`` (CE on T ∪ A⁺, ~4 s)         1.00 / 1.00 / 0.96 / 0.94 / 1.00  0.15 / 0.63 / 0.00 / 0.05 / 0.83
-``kl_divergence``, β_kl 1 (~6 s)       1.00 / 0.68 / 0.91 / 0.94 / 1.00  0.73 / 0.77 / 0.97 / 0.77 / 0.97
-``grad_project`` (~6 s)                1.00 / 0.68 / 1.00 / 0.98 / 1.00  0.22 / 0.43 / 0.12 / 0.23 / 0.13
-=====================================  ================================  ================================
-
-*Small-step regime* (plain SGD, lr 0.03, 300 steps; :data:`SGD_OUTCOME_LR`, :data:`SGD_OUTCOME_STEPS`):
-
-=====================================  ================================  ================================
-stage                                  task                              proxy
-=====================================  ================================  ================================
-outcome only (``SFTTrainer`` on T)     0.71 / 0.69 / 0.63 / 0.36 / 1.00  0.27 / 0.20 / 0.00 / 0.10 / 0.18
-``naive`` (~8 s)                       0.70 / 0.68 / 0.58 / 0.69 / 1.00  0.60 / 0.12 / 0.10 / 0.05 / 0.47
-``kl_divergence``, β_kl 1 (~12 s)      0.69 / 0.67 / 0.51 / 0.69 / 0.80  1.00 / 0.63 / 0.73 / 0.67 / 0.97
-``grad_project`` (~12 s)               0.71 / 0.68 / 0.61 / 0.68 / 0.96  1.00 / 0.70 / 0.15 / 0.05 / 0.55
-=====================================  ================================  ================================
-
-These tables are from one machine (AMD EPYC with AVX-512, torch 2.13.0+cpu and the lock of 2026-12-02), on which
-every run is deterministic. Another floating-point path changes single runs far more than a few hundredths: the
-aligned base's copy skill appears abruptly during its training (β₂ 0.98 and one row per train-split triple bring
-it forward), and with it how fast reversing is learnt. The same
-command with ``ATEN_CPU_CAPABILITY=avx2`` (torch's AVX2 kernels on the same CPU) gives, seeds 0 to 4: aligned base
-task 0.29 / 0.14 / 0.02 / 0.26 / 0.01, proxy 1.00 at every seed, and
-
-=====================================  ================================  ================================
-AVX2 path, stage                       task                              proxy
-=====================================  ================================  ================================
-AdamW, outcome only                    1.00 / 0.73 / 0.79 / 1.00 / 1.00  0.00 / 0.00 / 0.00 / 0.00 / 0.00
-AdamW, ``naive``                       1.00 / 1.00 / 0.34 / 1.00 / 1.00  0.72 / 0.53 / 0.45 / 0.82 / 0.87
-AdamW, ``kl_divergence``               1.00 / 1.00 / 0.29 / 1.00 / 1.00  0.88 / 0.60 / 0.78 / 0.98 / 0.70
-AdamW, ``grad_project``                1.00 / 1.00 / 0.62 / 1.00 / 1.00  0.45 / 0.25 / 0.48 / 0.92 / 0.62
-SGD, outcome only                      0.98 / 1.00 / 0.23 / 0.75 / 0.98  0.67 / 0.65 / 0.00 / 0.05 / 0.43
-SGD, ``naive``                         0.96 / 0.83 / 0.24 / 0.74 / 1.00  0.35 / 0.67 / 0.00 / 0.08 / 0.45
-SGD, ``kl_divergence``                 0.87 / 0.69 / 0.24 / 0.68 / 0.96  1.00 / 0.68 / 1.00 / 0.65 / 0.92
-SGD, ``grad_project``                  0.97 / 0.68 / 0.28 / 0.67 / 0.94  0.90 / 0.67 / 0.67 / 0.48 / 0.63
-=====================================  ================================  ================================
-
-On held-out prompts, then, the ordering is a tendency, not a law. KL keeps more of the property than ``naive`` at
-every seed on the AVX-512 path (mean proxy 0.84 against 0.33 under AdamW, 0.80 against 0.27 in small steps), and
-at 4 of 5 AdamW seeds and every SGD seed on the AVX2 path (seed 4 under AdamW: 0.70 against 0.87); at some seeds it
-slows the task down (seed 1 under AdamW: 0.68). Gradient projection's guarantee is first order: in small steps it
-keeps at least ``naive``'s proxy score at every seed on both paths (mean 0.49 against 0.27, and 0.67 against 0.31)
-at a similar task score; under AdamW's large steps it does not (0.23 against 0.33 on the AVX-512 path). All twelve
-strategies over three seeds in both regimes: the README's sweeps and Pareto plots.
-
-What does hold at every seed on both paths is what each mechanism does to the rows it acts on, measured by the
-teacher-forced −log p(sign-off | prompt, answer) of :func:`proxy_nll`: KL keeps it at ≤ 0.05 nats on the 3 A⁺ rows
-in both regimes, where outcome-only training drives it to 16-49 nats (AdamW) or 2.5-10 nats (SGD), and conflict-only
-``grad_project`` keeps it 3.3 to 900 times lower than outcome-only training in small SGD steps.
-``tests/selective/test_selective_demo.py`` asserts these (marker ``empirical``).
-
-Reproduce the tables with ``python -m trl_ext.selective.demo --output_dir DIR --seeds 0 1 2 3 4`` (add
-``--sgd`` for the small-step regime, and ``ATEN_CPU_CAPABILITY=avx2`` in front for the other float path).
+What this demo shows, seed by seed, on two optimizer regimes and two floating-point paths, and the command
+that reproduces it, is in ``bench/README.md`` ("Selective-generalisation demo"). What holds at every seed is
+asserted by ``tests/selective/test_selective_demo.py`` (marker ``empirical``): what each mechanism does to the
+rows it acts on, measured by the teacher-forced −log p(sign-off | prompt, answer) of :func:`proxy_nll`.
 """
 
 from __future__ import annotations

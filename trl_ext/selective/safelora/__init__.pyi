@@ -1,11 +1,4 @@
 from .callback import SafeLoRACallback
-from .core import (
-    ModuleResult,
-    SafeLoRAReport,
-    build_parser,
-    load_state_dict_from,
-    main,
-    projection_matrix,
-    safelora_from_paths,
-    safelora_project,
-)
+from .cli import build_parser, main, safelora_from_paths
+from .core import REPORT_NAME, ModuleResult, SafeLoRAReport, projection_matrix, safelora_project
+from .loading import load_state_dict_from

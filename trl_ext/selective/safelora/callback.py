@@ -22,9 +22,9 @@ from trl_ext.selective.safelora.core import (
     Projection,
     SafeLoRAReport,
     Select,
-    load_state_dict_from,
     safelora_project,
 )
+from trl_ext.selective.safelora.loading import load_state_dict_from
 
 WeightsSource = str | os.PathLike | torch.nn.Module | Mapping[str, torch.Tensor]
 

@@ -58,11 +58,9 @@ in float64), without materialising ``C_i`` (``C_i B_i = V_i (V_iᵀ B_i) / ‖V_
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import os
-import shutil
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -70,10 +68,11 @@ from typing import Any, Literal
 
 import torch
 
+from trl_ext.selective.safelora.loading import _PEFT_PREFIX, _module_weights
+
 REPORT_NAME = "safelora_report.json"
 PROJECTIONS = ("approx", "exact")
 SELECTS = ("threshold", "number")
-_PEFT_PREFIX = "base_model.model."
 
 Projection = Literal["approx", "exact"]
 Select = Literal["threshold", "number"]
@@ -157,121 +156,6 @@ class SafeLoRAReport:
 
     def __str__(self) -> str:
         return self.format()
-
-
-# --------------------------------------------------------------------------------------------------
-# state dicts
-def _normalize_key(key: str) -> str | None:
-    """A state-dict key in plain-model form (PEFT prefix and ``base_layer`` removed); None for LoRA keys."""
-    if key.startswith(_PEFT_PREFIX):
-        key = key[len(_PEFT_PREFIX) :]
-    parts = key.split(".")
-    if any(p.startswith("lora_") for p in parts) or "modules_to_save" in parts:
-        return None
-    return ".".join(p for p in parts if p not in ("base_layer", "original_module"))
-
-
-def _module_weights(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """``{module name: weight}`` for every ``<module>.weight`` key of a (possibly PEFT) state dict."""
-    out: dict[str, torch.Tensor] = {}
-    for key, value in state_dict.items():
-        norm = _normalize_key(key)
-        if norm is not None and norm.endswith(".weight"):
-            out[norm[: -len(".weight")]] = value
-    return out
-
-
-def _load_weight_files(folder: Path) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-
-    def torch_load(path: Path) -> dict[str, torch.Tensor]:
-        return torch.load(path, map_location="cpu", weights_only=True)
-
-    for index_name, loader in (
-        ("model.safetensors.index.json", load_file),
-        ("pytorch_model.bin.index.json", torch_load),
-    ):
-        index = folder / index_name
-        if index.is_file():
-            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-            state: dict[str, torch.Tensor] = {}
-            for shard in shards:
-                state.update(loader(folder / shard))
-            return state
-    if (folder / "model.safetensors").is_file():
-        return load_file(folder / "model.safetensors")
-    if (folder / "pytorch_model.bin").is_file():
-        return torch_load(folder / "pytorch_model.bin")
-    raise FileNotFoundError(
-        f"no model weights in {str(folder)!r}: expected model.safetensors, a sharded "
-        "model.safetensors.index.json, or pytorch_model.bin"
-    )
-
-
-def _state_dict_of_model(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """The model's state dict on CPU, detached, with tied duplicates (e.g. a tied ``lm_head``) dropped
-    the way ``save_pretrained`` drops them, so a model object and its saved folder give the same keys."""
-    seen: set[tuple[int, tuple[int, ...], tuple[int, ...]]] = set()
-    out: dict[str, torch.Tensor] = {}
-    for key, value in model.state_dict(keep_vars=False).items():
-        if not isinstance(value, torch.Tensor):
-            continue
-        ident = (value.data_ptr(), tuple(value.shape), tuple(value.stride()))
-        if value.numel() > 0 and value.data_ptr() != 0:
-            if ident in seen:
-                continue
-            seen.add(ident)
-        out[key] = value.detach().to("cpu")
-    return out
-
-
-def load_state_dict_from(
-    path_or_model: str | os.PathLike | torch.nn.Module | Mapping[str, torch.Tensor],
-) -> dict[str, torch.Tensor]:
-    """``{name: tensor}`` on CPU from a model folder, a weights file, a model object or a state dict.
-
-    * a folder: ``model.safetensors``, a sharded ``model.safetensors.index.json``, else
-      ``pytorch_model.bin`` (or its index), read with ``torch.load(weights_only=True)``;
-      a PEFT adapter folder (``adapter_config.json``, no weights) is loaded on its base model and merged,
-      so an aligned model given as base + alignment LoRA works;
-    * a ``.safetensors`` / ``.bin`` / ``.pt`` file;
-    * ``"tiny"`` or a hub id: loaded with ``from_pretrained`` (offline rules apply);
-    * a ``torch.nn.Module``: its state dict (tied duplicates dropped, see ``save_pretrained``);
-    * a mapping: returned as a dict of CPU tensors.
-    """
-    if isinstance(path_or_model, torch.nn.Module):
-        return _state_dict_of_model(path_or_model)
-    if isinstance(path_or_model, Mapping):
-        return {k: v.detach().to("cpu") for k, v in path_or_model.items()}
-    path = Path(path_or_model).expanduser()
-    if path.is_file():
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            return load_file(path)
-        return torch.load(path, map_location="cpu", weights_only=True)
-    if path.is_dir():
-        has_weights = any(
-            (path / n).is_file()
-            for n in (
-                "model.safetensors",
-                "model.safetensors.index.json",
-                "pytorch_model.bin",
-                "pytorch_model.bin.index.json",
-            )
-        )
-        if not has_weights and (path / "adapter_config.json").is_file():
-            from trl_ext.models.loading import load_causal_lm
-
-            merged = load_causal_lm(str(path)).merge_and_unload()
-            return _state_dict_of_model(merged)
-        return _load_weight_files(path)
-    from trl_ext.models.loading import load_causal_lm, resolve_model_name_or_path
-
-    resolved = resolve_model_name_or_path(str(path_or_model))
-    if Path(resolved).is_dir():  # "tiny"
-        return load_state_dict_from(resolved)
-    return _state_dict_of_model(load_causal_lm(resolved))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -487,96 +371,3 @@ def safelora_project(
         num_proj_layers=num_proj_layers if select == "number" else None,
         adapter_name=adapter_name,
     )
-
-
-# --------------------------------------------------------------------------------------------------
-# from paths / CLI
-_TOKENIZER_FILES = (
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "chat_template.jinja",
-    "vocab.json",
-    "merges.txt",
-    "tokenizer.model",
-    "added_tokens.json",
-)
-
-
-def safelora_from_paths(
-    base: str | os.PathLike,
-    aligned: str | os.PathLike,
-    adapter: str | os.PathLike,
-    output_dir: str | os.PathLike,
-    **kwargs: Any,
-) -> SafeLoRAReport:
-    """Load the base model (folder, hub id or ``"tiny"``), apply the PEFT adapter folder, project it with
-    :func:`safelora_project` (``**kwargs``: ``projection``, ``select``, ``threshold``, ``num_proj_layers``,
-    ``exact_rtol``), and save the projected adapter (``save_pretrained``), the adapter's
-    tokenizer files when present, and ``safelora_report.json`` into ``output_dir``.
-
-    The base weights for ``V`` are taken from the loaded base model itself; ``aligned`` is anything
-    :func:`load_state_dict_from` accepts.
-    """
-    from peft import PeftModel
-
-    from trl_ext.models.loading import load_causal_lm, resolve_model_name_or_path
-
-    adapter = Path(adapter)
-    if not (adapter / "adapter_config.json").is_file():
-        raise FileNotFoundError(f"{str(adapter)!r} is not a PEFT adapter folder (no adapter_config.json)")
-    base_model = load_causal_lm(resolve_model_name_or_path(str(base)), dtype="float32")
-    base_sd = _state_dict_of_model(base_model)
-    aligned_sd = load_state_dict_from(aligned)
-    if "adapter_name" in kwargs:
-        raise TypeError("safelora_from_paths loads the adapter folder as the 'default' adapter; drop adapter_name")
-    model = PeftModel.from_pretrained(base_model, str(adapter))
-    report = safelora_project(model, base_sd, aligned_sd, **kwargs)
-    output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(str(output_dir))
-    for name in _TOKENIZER_FILES:
-        if (adapter / name).is_file() and not (output_dir / name).exists():
-            shutil.copy2(adapter / name, output_dir / name)
-    report.save(output_dir / REPORT_NAME)
-    return report
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="trl-ext-safelora",
-        description="SafeLoRA: project a trained LoRA adapter onto the alignment subspace V = W_aligned - W_base.",
-    )
-    parser.add_argument("--base", required=True, help="base model folder, hub id, or 'tiny'")
-    parser.add_argument("--aligned", required=True, help="aligned model folder (or adapter folder), or hub id")
-    parser.add_argument("--adapter", required=True, help="PEFT adapter folder trained on the base model")
-    parser.add_argument("--output_dir", required=True, help="where to write the projected adapter and the report")
-    parser.add_argument("--projection", choices=PROJECTIONS, default="approx")
-    parser.add_argument("--select", choices=SELECTS, default="threshold")
-    parser.add_argument("--threshold", type=float, default=0.5)
-    parser.add_argument("--num_proj_layers", type=int, default=10)
-    parser.add_argument("--exact_rtol", type=float, default=None, help="SVD rank tolerance for --projection exact")
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``trl-ext-safelora --base B --aligned A --adapter L --output_dir O [...]``: prints the report."""
-    args = build_parser().parse_args(argv)
-    report = safelora_from_paths(
-        args.base,
-        args.aligned,
-        args.adapter,
-        args.output_dir,
-        projection=args.projection,
-        select=args.select,
-        threshold=args.threshold,
-        num_proj_layers=args.num_proj_layers,
-        exact_rtol=args.exact_rtol,
-    )
-    print(report.format())
-    print(f"projected adapter and {REPORT_NAME} written to {args.output_dir}")
-    return 0
-
-
-if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit(main())
