@@ -17,7 +17,7 @@ from tests.conftest import REPO
 
 PACKAGE = REPO / "trl_ext"
 FAMILIES = ("ppo", "selective", "curriculum")
-SHARED = ("common", "data", "eval", "models", "tasks")
+SHARED = ("common", "data", "eval", "models", "sweep", "tasks")
 
 
 def _lint_imports(root: Path) -> subprocess.CompletedProcess:
@@ -127,7 +127,8 @@ def test_family_names_resolve_lazily():
         import importlib, json
         out = {}
         for name in ("trl_ext.ppo", "trl_ext.selective", "trl_ext.curriculum", "trl_ext.selective.safelora",
-                     "trl_ext.common", "trl_ext.data", "trl_ext.eval", "trl_ext.models", "trl_ext.tasks"):
+                     "trl_ext.common", "trl_ext.data", "trl_ext.eval", "trl_ext.models", "trl_ext.sweep",
+                     "trl_ext.tasks"):
             package = importlib.import_module(name)
             out[name] = [n for n in package.__all__ if getattr(package, n) is None]
         print(json.dumps(out))

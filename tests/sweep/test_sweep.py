@@ -1,5 +1,6 @@
-"""recipes/sweep.py with a fake recipe: folders and configs, grid and explicit runs, resume, statistics, the Pareto
-front, the plot, Slurm files, failures and the errors on bad input."""
+"""The sweep engine (trl_ext.sweep, recipes/sweep.py) with a fake recipe: folders and configs, grid and explicit
+runs, resume, statistics, the Pareto
+front, the plot, a Slurm array through submitit (its local executor), failures and the errors on bad input."""
 
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ import os
 import random
 import shlex
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import yaml
 
-from tests.conftest import load_recipe, run_script
+from tests.conftest import run_script
 
 # A recipe with the sweep's contract: --config/--output_dir/--seed in, <output_dir>/results.json out. Every call
 # appends a line to calls.txt beside the script; `mode` in the config makes it crash or exit without results.
@@ -52,7 +52,9 @@ BASE = {"a": 1, "b": 0.5, "mode": "ok", "learning_rate": 0.001, "nested": {"dept
 
 @pytest.fixture(scope="module")
 def sweep():
-    return load_recipe("sweep")
+    import trl_ext.sweep
+
+    return trl_ext.sweep
 
 
 def _write(path: Path, data) -> Path:
@@ -260,30 +262,62 @@ def test_dry_run_prints_commands_and_writes_nothing(sweep, tmp_path, capsys):
 # -- Slurm ------------------------------------------------------------------------------------------------------
 
 
-def test_slurm_writes_array_script_and_runs_file_without_running(sweep, tmp_path, capsys):
+def test_slurm_array_through_submitit_local_executor(sweep, tmp_path, capsys):
+    """One array job for the sweep (submitit's local executor stands in for Slurm), then --collect_only."""
     args = [*_setup(tmp_path, {"a": [1, 2, 3]}), "--seeds", "0", "1", "--launcher", f"{sys.executable} -u"]
-    slurm = ["--slurm", "--slurm_option", "partition=gpu", "--slurm_option", "time=01:00:00", "--slurm_option"]
-    assert sweep.main([*args, *slurm, "exclusive", "--slurm_max_parallel", "2"]) == 0
+    slurm = ["--slurm", "--slurm_cluster", "local", "--slurm_option", "partition=gpu", "--slurm_option", "exclusive"]
+    assert sweep.main([*args, *slurm, "--slurm_max_parallel", "2"]) == 0
     out = tmp_path / "out"
-    assert not _calls(tmp_path) and not list(out.rglob("results.json")) and not list(out.rglob("log.txt"))
-    plan = sweep.plan_sweep(tmp_path / "fake.py", tmp_path / "base.yaml", tmp_path / "vary.yaml", out, [0, 1],
-                            f"{sys.executable} -u")  # fmt: skip
-    lines = (out / "sweep_runs.txt").read_text().splitlines()
-    assert lines == [shlex.join(run.command) for run in plan.runs] and len(lines) == 6
-    assert shlex.split(lines[0])[:3] == [sys.executable, "-u", str(tmp_path / "fake.py")]
-    sbatch = (out / "sweep.sbatch").read_text()
-    for directive in ("--array=0-5%2", f"--output={out}/slurm_logs/%A_%a.out", "--partition=gpu",
-                      "--time=01:00:00", "--exclusive", f"--chdir={Path.cwd()}"):  # fmt: skip
-        assert f"#SBATCH {directive}\n" in sbatch
-    assert f"sbatch {out / 'sweep.sbatch'}" in capsys.readouterr().out
-    # the body runs line SLURM_ARRAY_TASK_ID + 1: task 1 is a-1 at seed 1 (bash ignores the #SBATCH lines)
-    env = {**os.environ, "SLURM_ARRAY_TASK_ID": "1"}
-    proc = subprocess.run(["bash", str(out / "sweep.sbatch")], env=env, capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 0, proc.stderr
-    assert _calls(tmp_path) == [str(out / "a-1" / "seed_1")]
+    printed = capsys.readouterr().out
+    assert "submitted 6 runs as one array job" in printed and "--collect_only" in printed
+    jobs = json.loads((out / sweep.JOBS_FILE).read_text())
+    assert jobs["cluster"] == "local" and len(jobs["jobs"]) == 6
+    assert sorted(_calls(tmp_path)) == sorted(str(out / f"a-{a}" / f"seed_{s}") for a in (1, 2, 3) for s in (0, 1))
     assert sweep.main(["--output_dir", str(out), "--collect_only"]) == 0
     result = json.loads((out / "summary.json").read_text())
-    assert result["n_runs"] == 1 and len(result["missing"]) == 5
+    assert result["n_runs"] == 6 and not result["missing"]
+    # a rerun finds every result and submits nothing
+    assert sweep.main([*args, *slurm]) == 0
+    assert "nothing to submit" in capsys.readouterr().out
+
+
+def test_slurm_submits_one_array_job(sweep, tmp_path, monkeypatch):
+    """With cluster 'slurm', submitit writes one sbatch array script for the sweep; a stand-in sbatch records it."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "sbatch").write_text(f'#!/bin/sh\ncp "$1" {tmp_path}/submitted.sh\necho "Submitted batch job 4242"\n')
+    (bin_dir / "srun").write_text("#!/bin/sh\nexit 0\n")  # submitit checks that it is on a cluster
+    for tool in ("sbatch", "srun"):
+        (bin_dir / tool).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    _setup(tmp_path, {"a": [1, 2, 3]})
+    out = tmp_path / "out"
+    plan = sweep.plan_sweep(tmp_path / "fake.py", tmp_path / "base.yaml", tmp_path / "vary.yaml", out, [0, 1])
+    sweep.write_plan(plan, plan.runs, "task", "proxy")
+    jobs = sweep.submit_slurm(plan, plan.runs, ["partition=gpu", "time=01:00:00", "exclusive"], max_parallel=2)
+    assert [job.job_id for job in jobs] == [f"4242_{i}" for i in range(6)]  # one array job, one task per run
+    script = (tmp_path / "submitted.sh").read_text()
+    for directive in ("--array=0-5%2", "--partition=gpu", "--time=01:00:00", "--exclusive", "--job-name=sweep-out"):
+        assert f"#SBATCH {directive}\n" in script, script
+    assert not _calls(tmp_path)  # nothing ran here
+
+
+def test_slurm_options_map_to_sbatch_parameters(sweep):
+    from trl_ext.sweep.slurm import _slurm_directive
+
+    assert _slurm_directive("partition=gpu") == ("partition", "gpu")
+    assert _slurm_directive("--cpus-per-task=4") == ("cpus_per_task", "4")
+    assert _slurm_directive("exclusive") == ("exclusive", True)
+    with pytest.raises(sweep.SweepError, match="array=... is not allowed"):
+        _slurm_directive("array=0-3")
+
+
+def test_slurm_without_a_cluster_says_so(sweep, tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no srun, no sbatch
+    _setup(tmp_path, {"a": [1]})
+    plan = sweep.plan_sweep(tmp_path / "fake.py", tmp_path / "base.yaml", tmp_path / "vary.yaml", tmp_path / "o", [0])
+    with pytest.raises(sweep.SweepError, match=r"--slurm: .*srun.*--slurm_cluster local"):
+        sweep.submit_slurm(plan, plan.runs)
 
 
 # -- Pareto front and statistics --------------------------------------------------------------------------------
@@ -346,7 +380,7 @@ def test_bad_vary_or_config_errors(sweep, tmp_path, capsys, vary, base, drop, ex
         args = args[:i] + args[i + 2 :]
     assert sweep.main([*args, "--dry_run"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("sweep.py: error: ")
+    assert err.startswith("trl-ext-sweep: error: ")
     for text in expected:
         assert text in err
     assert not _calls(tmp_path)
@@ -373,9 +407,9 @@ def test_collect_errors(sweep, tmp_path, capsys):
     out = tmp_path / "out"
     assert sweep.main(["--output_dir", str(out), "--collect_only"]) == 2
     assert f"no sweep.json in {out}" in capsys.readouterr().err
-    args = [*_setup(tmp_path, {"a": [1, 2]}), "--seeds", "0", "--slurm"]
-    assert sweep.main(args) == 0  # prepares the folders without running anything
-    capsys.readouterr()
+    _setup(tmp_path, {"a": [1, 2]})
+    plan = sweep.plan_sweep(tmp_path / "fake.py", tmp_path / "base.yaml", tmp_path / "vary.yaml", out, [0])
+    sweep.write_plan(plan, plan.runs, "task", "proxy")  # the folders and manifest, no run
     assert sweep.main(["--output_dir", str(out), "--collect_only"]) == 2
     assert f"no results.json found under {out} (2 runs expected)" in capsys.readouterr().err
     _write(out / "a-2" / "seed_0" / "results.json", json.dumps({"task": 1.0, "eval": {"proxy": 2}}))
@@ -385,7 +419,7 @@ def test_collect_errors(sweep, tmp_path, capsys):
     assert "available keys: eval.proxy, task" in err
     assert sweep.main(["--output_dir", str(out), "--collect_only", "--y_metric", "eval.proxy"]) == 0
     with pytest.raises(sweep.SweepError, match="--slurm_option '=x' has no key"):
-        sweep.sbatch_script(out / "runs.txt", 1, out, out, ["=x"])
+        sweep.submit_slurm(plan, plan.runs, ["=x"], cluster="local")
 
 
 # -- the command line in a subprocess ---------------------------------------------------------------------------
