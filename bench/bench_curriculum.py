@@ -45,7 +45,7 @@ How
     as many, ``--micro_repeats`` (5) times in a rotating order; µs per index (median). With the plain epoch time this
     implies an epoch ratio ``1 + (µs_curriculum − µs_seedable) x epoch rows / plain epoch``.
 
-    (2b) Training overhead: ``--overhead_repeats`` (7) rounds at ``--overhead_rows`` rows per dataset (1024), each
+    (2b) Training overhead: ``--repeats`` (7) rounds at ``--overhead_rows`` rows per dataset (1024), each
     running both arms (the order alternates round by round), after one untimed warm-up run of each arm (not with
     ``--quick``). Curriculum epoch time minus the update time (``history[*]["seconds"]``; for CPU time, the CPU time
     of the wrapped ``update``) over the plain epoch time: the median over rounds of the per-round ratios, in wall and
@@ -66,9 +66,9 @@ How
 
 Reading the output
     Table 1: per size, steps S, difficulty batches D, epoch seconds, update seconds (refresh / scoring), measured
-    and implied share, ``fwd/step``, PASS/MISS against 10 %; the ``TARGET 1`` line below judges the headline size
+    and implied share, ``fwd/step``, MET/NOT MET against 10 %; the ``TARGET 1`` line below judges the headline size
     (``--rows``, default 1024). Table 2: the micro-benchmark. Table 3: the epoch times of both arms and the ratios,
-    PASS/MISS against 1.02, judged on the wall-time ratio (the CPU and attributed ratios get their own verdicts). Per
+    MET/NOT MET against 1.02, judged on the wall-time ratio (the CPU and attributed ratios get their own verdicts). Per
     arm, the spread of what makes runs differ: wall minus CPU time, the hypervisor's steal time (``/proc/stat``; this
     machine is a VM), system time and minor page faults (``getrusage``) of the epoch. The 1-minute load average is
     printed: above the number of cores, wall times are inflated by other processes -- compare the CPU columns.
@@ -93,8 +93,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench_common import loadavg, quiet_offline_torch, write_json
-from bench_sft import environment
+from harness import BenchSession, arm_order, bench_parser, check_common, quiet_offline_torch, require, verdict
 
 TARGET_SHARE = 0.10
 """Difficulty estimation: at most this share of an epoch's wall time, at the default knobs."""
@@ -630,10 +629,6 @@ def _span(values: list[float], spec: str) -> str:
     return format(lo, spec) if lo == hi else f"{lo:{spec}}-{hi:{spec}}"
 
 
-def _verdict(ok: bool) -> str:
-    return "PASS" if ok else "MISS"
-
-
 def print_report(summary: dict[str, Any], opts: argparse.Namespace) -> None:
     """Tables 1-3 and the two verdicts."""
     print()
@@ -653,7 +648,7 @@ def print_report(summary: dict[str, Any], opts: argparse.Namespace) -> None:
             f"{row['rows_per_dataset']:>7d} {row['steps']:>7d} {row['difficulty_batches']:>6d} {row['epoch_s']:>8.2f} "
             f"{row['update_s']:>8.3f} {row['refresh_s']:>8.3f} {row['scoring_s']:>8.3f} {100 * row['share']:>6.2f}% "
             f"{100 * row['implied_share']:>6.2f}% {row['forward_over_step']:>8.3f} "
-            f"{row['rows_per_dataset_at_target']:>14d} {_verdict(row['meets_target']):>5}"
+            f"{row['rows_per_dataset_at_target']:>14d} {verdict(row['meets_target']):>5}"
         )
     print("-" * len(header))
     head = summary["difficulty_share"]["headline"]
@@ -664,7 +659,7 @@ def print_report(summary: dict[str, Any], opts: argparse.Namespace) -> None:
     print(
         f"TARGET 1 (share <= {100 * TARGET_SHARE:.0f} % at {head['rows_per_dataset']} rows x 3 datasets): "
         f"{100 * head['share']:.2f} % (implied {100 * head['implied_share']:.2f} %) -> "
-        f"{_verdict(head['meets_target'])}"
+        f"{verdict(head['meets_target'])}"
     )
 
     micro = summary["sampler_micro"]
@@ -743,15 +738,10 @@ def print_report(summary: dict[str, Any], opts: argparse.Namespace) -> None:
     )
     print(
         f"TARGET 2 (ratio <= {TARGET_RATIO:.2f}): wall {ov['ratio_median_of_rounds']:.3f} -> "
-        f"{_verdict(ov['meets_target'])}; cpu {ov['cpu_ratio_median_of_rounds']:.3f} -> "
-        f"{_verdict(ov['meets_target_cpu'])}; attributed {ov['attributed_ratio_median_of_rounds']:.4f} -> "
-        f"{_verdict(ov['meets_target_attributed'])}"
+        f"{verdict(ov['meets_target'])}; cpu {ov['cpu_ratio_median_of_rounds']:.3f} -> "
+        f"{verdict(ov['meets_target_cpu'])}; attributed {ov['attributed_ratio_median_of_rounds']:.4f} -> "
+        f"{verdict(ov['meets_target_attributed'])}"
     )
-    load = summary.get("loadavg")
-    if load is not None:
-        cores = os.cpu_count() or 1
-        note = "  <- the machine is busy: wall times are noisy, see the cpu ratio" if max(load) > cores else ""
-        print(f"1-min load average at start / end: {load[0]:.2f} / {load[1]:.2f} on {cores} cores{note}")
 
 
 # ---------------------------------------------------------------------------------------------- main
@@ -765,51 +755,46 @@ CODE_FILES = (
 """The curriculum code whose cost is measured (fingerprinted in the JSON, to tell versions apart)."""
 
 
-def code_fingerprint() -> dict[str, str | None]:
-    """SHA-256 (first 12 hex digits) of each of :data:`CODE_FILES` as imported (None when not found)."""
-    import hashlib
-    import importlib.util
-
-    out: dict[str, str | None] = {}
-    for rel in CODE_FILES:
-        spec = importlib.util.find_spec(rel.removesuffix(".py").replace("/", "."))
-        path = Path(spec.origin) if spec is not None and spec.origin else None
-        out[rel] = hashlib.sha256(path.read_bytes()).hexdigest()[:12] if path is not None and path.is_file() else None
-    return out
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line flags (``--quick``: 48 rows per dataset, one run each, small micro-benchmark)."""
-    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser = bench_parser(
+        __doc__,
+        repeats=7,
+        repeats_help="Rounds of (curriculum, plain) epochs of the overhead measurement.",
+        quick_help="Smoke run: 48 rows/dataset, 1 run per size and arm, 10k indices.",
+    )
     parser.add_argument("--rows", type=int, default=1024, help="Rows per dataset of the headline share (in --sizes).")
     parser.add_argument(
         "--sizes", type=int, nargs="+", default=[256, 1024, 4096], help="Rows per dataset of the share table."
     )
     parser.add_argument("--share_repeats", type=int, default=3, help="Curriculum runs per size for the share.")
     parser.add_argument("--overhead_rows", type=int, default=1024, help="Rows per dataset of the overhead runs.")
-    parser.add_argument("--overhead_repeats", type=int, default=7, help="Rounds of (curriculum, plain) epochs.")
     parser.add_argument("--micro_indices", type=int, default=100_000, help="Indices per micro-benchmark pass.")
     parser.add_argument("--micro_repeats", type=int, default=5, help="Passes per sampler in the micro-benchmark.")
     parser.add_argument("--batch_size", type=int, default=8, help="Training batch size.")
     parser.add_argument("--max_length", type=int, default=128, help="Training max_length.")
-    parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads.")
-    parser.add_argument("--seed", type=int, default=42, help="Training seed (and demo seed).")
-    parser.add_argument(
-        "--quick", action="store_true", help="Smoke run: 48 rows/dataset, 1 run per size and arm, 10k indices."
-    )
-    parser.add_argument("--json", type=Path, default=None, help="Also write every number to this JSON file.")
     opts = parser.parse_args(argv)
     if opts.quick:
         opts.rows, opts.sizes, opts.share_repeats = 48, [48], 1
-        opts.overhead_rows, opts.overhead_repeats = 48, 1
+        opts.overhead_rows, opts.repeats = 48, 1
         opts.micro_indices, opts.micro_repeats = 10_000, 1
     opts.sizes = sorted(set(opts.sizes) | {opts.rows})
-    if min(opts.sizes + [opts.overhead_rows, opts.share_repeats, opts.overhead_repeats, opts.micro_repeats]) < 1:
-        parser.error("row counts and repeats must be >= 1")
-    if min(opts.sizes + [opts.overhead_rows]) < opts.batch_size:
-        parser.error("rows per dataset must be >= --batch_size (at least 3 steps per epoch: step intervals need 2)")
-    if min(opts.batch_size, opts.threads) < 1 or opts.max_length < 2 or opts.micro_indices < 3:
-        parser.error("--batch_size and --threads must be >= 1, --max_length >= 2, --micro_indices >= 3")
+    check_common(parser, opts)
+    require(
+        parser,
+        min(opts.sizes + [opts.overhead_rows, opts.share_repeats, opts.micro_repeats]) >= 1,
+        "row counts and repeats must be >= 1",
+    )
+    require(
+        parser,
+        min(opts.sizes + [opts.overhead_rows]) >= opts.batch_size,
+        "rows per dataset must be >= --batch_size (at least 3 steps per epoch: step intervals need 2)",
+    )
+    require(
+        parser,
+        opts.batch_size >= 1 and opts.max_length >= 2 and opts.micro_indices >= 3,
+        "--batch_size must be >= 1, --max_length >= 2, --micro_indices >= 3",
+    )
     return opts
 
 
@@ -819,9 +804,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     quiet_offline_torch(opts.threads)
     from trl_ext.models import get_tiny_model_path
 
-    t_start = time.perf_counter()
-    load_start = loadavg()
-    fingerprint = code_fingerprint()  # at the start: the files may be edited while the benchmark runs
+    session = BenchSession(opts, code_files=CODE_FILES)
     model_path = get_tiny_model_path()
     data = DemoData(opts.seed)
     runs: list[EpochRun] = []
@@ -834,7 +817,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             flush=True,
         )
 
-    print(f"model {model_path}; {opts.threads} torch thread(s); load average {load_start}", flush=True)
+    print(f"model {model_path}; {opts.threads} torch thread(s); load average {session.load_start}", flush=True)
     with tempfile.TemporaryDirectory(prefix="bench_curriculum_") as tmp:
         workdir = Path(tmp)
         if not opts.quick:  # process warm-up (lazy imports, allocator): not recorded
@@ -851,11 +834,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             f"random {micro['us_per_index']['random']:.3f}",
             flush=True,
         )
-        for rnd in range(opts.overhead_repeats):
-            order = [CURRICULUM, PLAIN] if rnd % 2 == 0 else [PLAIN, CURRICULUM]
-            for arm in order:
+        for rnd in range(opts.repeats):
+            for arm in arm_order([CURRICULUM, PLAIN], rnd):  # alternating: curriculum first in even rounds
                 runs.append(run_epoch(arm, opts.overhead_rows, "overhead", rnd, model_path, data, workdir, opts))
-                report(runs[-1], 2 * opts.overhead_repeats, len([r for r in runs if r.phase == "overhead"]))
+                report(runs[-1], 2 * opts.repeats, len([r for r in runs if r.phase == "overhead"]))
 
     sizes = summarise_share(runs, opts.sizes, opts.batch_size)
     summary: dict[str, Any] = {
@@ -868,22 +850,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "sampler_micro": micro,
         "sampler_overhead": summarise_overhead(runs, micro, opts),
     }
-    summary["wall_s"] = time.perf_counter() - t_start
-    load_end = loadavg()
-    summary["loadavg"] = [load_start, load_end] if load_start is not None and load_end is not None else None
+    session.finish(summary)
     print_report(summary, opts)
-    print(f"total wall time {summary['wall_s']:.1f} s")
-
-    if opts.json is not None:
-        payload = {
-            "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(opts).items()},
-            "train_settings": TRAIN_SETTINGS,
-            "environment": environment(),
-            "code_sha256": fingerprint,
-            "summary": summary,
-            "runs": [{**asdict(r), "share": r.share if r.arm == CURRICULUM else None} for r in runs],
-        }
-        write_json(opts.json, payload)
+    session.print_footer(summary, hint="see the cpu ratio")
+    runs_json = [{**asdict(r), "share": r.share if r.arm == CURRICULUM else None} for r in runs]
+    session.write(summary, runs_json, train_settings=TRAIN_SETTINGS)
     return summary
 
 

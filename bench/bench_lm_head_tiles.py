@@ -22,17 +22,23 @@ How
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_common import current_rss_mib, loadavg, peak_rss_mib, reset_peak_rss  # noqa: E402
+from harness import (  # noqa: E402
+    BenchSession,
+    bench_parser,
+    check_common,
+    current_rss_mib,
+    emit_result,
+    peak_rss_mib,
+    reset_peak_rss,
+    run_worker_process,
+)
 
 RESULT_MARKER = "BENCH_TILE_RESULT "
 
@@ -76,37 +82,46 @@ def worker(tokens: int, hidden: int, vocab: int, width: int | None, threads: int
 
 
 def run(opts: argparse.Namespace, width: int | None) -> dict:
+    """One worker process at ``width`` (None: TRL's own tile); returns its result."""
     cmd = [sys.executable, __file__, "--worker", "--tokens", str(opts.tokens), "--hidden", str(opts.hidden)]
     cmd += ["--vocab", str(opts.vocab), "--threads", str(opts.threads), "--width", str(width or 0)]
-    env = {**os.environ, "OMP_NUM_THREADS": str(opts.threads), "PYTHONWARNINGS": "ignore"}
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=opts.timeout)
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(RESULT_MARKER)]
-    if proc.returncode != 0 or not lines:
-        raise RuntimeError(f"worker (width {width}) failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
-    return json.loads(lines[-1][len(RESULT_MARKER) :])
+    cmd += ["--seed", str(opts.seed)]
+    result, _ = run_worker_process(
+        cmd, RESULT_MARKER, threads=opts.threads, timeout=opts.timeout, what=f"worker (width {width})"
+    )
+    return result
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: list[str] | None = None) -> dict:
+    """Run the comparison, print the table, optionally write JSON; returns the summary."""
+    parser = bench_parser(
+        __doc__,
+        repeats=3,
+        repeats_help="Alternating rounds over all widths.",
+        seed=0,
+        seed_help="Seed of the random hidden states, LM head and targets.",
+        threads_help="torch threads per worker.",
+    )
     parser.add_argument("--tokens", type=int, default=2048, help="Scored positions per forward (TRL tiles 4096).")
     parser.add_argument("--hidden", type=int, default=256, help="Hidden size.")
     parser.add_argument("--vocab", type=int, default=32768, help="Vocabulary size (LM-head rows).")
     parser.add_argument("--widths", type=int, nargs="+", default=[128, 256, 1024], help="trl_ext tile widths.")
-    parser.add_argument("--repeats", type=int, default=3, help="Alternating rounds over all widths.")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads per worker.")
     parser.add_argument("--timeout", type=float, default=1800.0, help="Seconds allowed per worker.")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--width", type=int, default=0, help=argparse.SUPPRESS)
-    opts = parser.parse_args()
+    opts = parser.parse_args(argv)
     if opts.worker:
-        result = worker(opts.tokens, opts.hidden, opts.vocab, opts.width or None, opts.threads, seed=0)
-        print(RESULT_MARKER + json.dumps(result), flush=True)
-        return
+        emit_result(
+            RESULT_MARKER, worker(opts.tokens, opts.hidden, opts.vocab, opts.width or None, opts.threads, opts.seed)
+        )
+        return {}
+    check_common(parser, opts)
 
+    session = BenchSession(opts, packages=("torch", "trl"), code_files=("trl_ext/common/lm_head_tiles.py",))
     arms: list[int | None] = [None, *opts.widths]
     print(
         f"fused LM head fwd+bwd on CPU: {opts.tokens} tokens, hidden {opts.hidden}, vocabulary {opts.vocab}, "
-        f"{opts.threads} thread(s), {opts.repeats} round(s); load {loadavg()}",
+        f"{opts.threads} thread(s), {opts.repeats} round(s); load {session.load_start}",
         flush=True,
     )
     results: dict[int | None, list[dict]] = {arm: [] for arm in arms}
@@ -120,6 +135,7 @@ def main() -> None:
     base_s = statistics.median(r["seconds"] for r in results[None])
     base_mib = statistics.median(r["peak_above_mib"] for r in results[None])
     ref = results[None][0]
+    rows = []
     print(f"\n{'tile':>12} {'median s':>9} {'+peak MiB':>10} {'time ratio':>11} {'memory ratio':>13}  same result")
     for arm in arms:
         sec = statistics.median(r["seconds"] for r in results[arm])
@@ -131,7 +147,20 @@ def main() -> None:
         )
         label = f"TRL {first['width']}" if arm is None else str(arm)
         print(f"{label:>12} {sec:9.3f} {mib:10.1f} {sec / base_s:11.3f} {mib / base_mib:13.3f}  {same}")
-    print(f"load at the end: {loadavg()}")
+        rows.append(
+            {
+                "tile": label,
+                "median_s": sec,
+                "peak_above_mib": mib,
+                "time_ratio": sec / base_s,
+                "memory_ratio": mib / base_mib,
+                "same_result": same,
+            }
+        )
+    summary = session.finish({"tiles": rows})
+    session.print_footer(summary, hint="compare the memory ratios")
+    session.write(summary, [r for arm in arms for r in results[arm]])
+    return summary
 
 
 if __name__ == "__main__":

@@ -101,7 +101,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -110,18 +109,21 @@ import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Callable, Collection, Sequence
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from bench_common import (
+from harness import (
+    BenchSession,
+    bench_parser,
+    check_common,
     current_rss_mib,
-    loadavg,
+    emit_result,
     peak_rss_mib,
     quantile,
+    require,
     reset_peak_rss,
     ru_maxrss_mib,
-    write_json,
+    run_worker_process,
 )
 
 ARMS = ("trl_ext", "trl_1.12")
@@ -620,8 +622,7 @@ def worker_main(name: str, spec_path: Path) -> None:
     spec = json.loads(spec_path.read_text())
     result = (worker_trl_ext if name == "trl_ext" else worker_trl112)(spec)
     result["ru_maxrss_mib"] = ru_maxrss_mib()
-    sys.stdout.write(RESULT_MARKER + json.dumps(result) + "\n")
-    sys.stdout.flush()
+    emit_result(RESULT_MARKER, result)
 
 
 # ---------------------------------------------------------------------------------------------- parent side
@@ -760,27 +761,19 @@ def run_worker(
     spec_path = workdir / f"{tag}.json"
     spec_path.write_text(json.dumps(spec))
     env = dict(os.environ)
-    env.update(
-        HF_HUB_OFFLINE="1",
-        HF_HUB_DISABLE_TELEMETRY="1",
-        TOKENIZERS_PARALLELISM="false",
-        OMP_NUM_THREADS=str(threads),
-        MKL_NUM_THREADS=str(threads),
-        PYTHONWARNINGS="ignore",
-    )
     env.pop("PYTHONPATH", None)
     if arm == "trl_ext" and str(python) != sys.executable:
         env["PYTHONPATH"] = str(REPO_ROOT)  # trl_ext from this checkout, in another venv
     cmd = [str(python), str(Path(__file__).resolve()), "--worker", WORKER_OF_ARM[arm], "--spec", str(spec_path)]
-    t0 = time.perf_counter()
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
-    wall = time.perf_counter() - t0
-    (workdir / f"{tag}.log").write_text(proc.stdout + "\n--- stderr ---\n" + proc.stderr)
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(RESULT_MARKER)]
-    if proc.returncode != 0 or not lines:
-        tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-40:])
-        raise RuntimeError(f"worker {arm} (round {spec['round']}) failed with exit code {proc.returncode}:\n{tail}")
-    result = json.loads(lines[-1][len(RESULT_MARKER) :])
+    result, wall = run_worker_process(
+        cmd,
+        RESULT_MARKER,
+        threads=threads,
+        timeout=timeout,
+        what=f"worker {arm} (round {spec['round']})",
+        env=env,
+        log=workdir / f"{tag}.log",
+    )
     result.update(arm=arm, round=spec["round"], seed=spec["seed"], process_wall_s=wall)
     return result
 
@@ -1033,11 +1026,6 @@ def print_report(summary: dict[str, Any], opts: argparse.Namespace, arms: Sequen
             f"<|im_end|>, {s['pad_rows_total']:g} response(s) with a sampled <|pad|>{extra}; "
             f"versions {s['versions']}"
         )
-    load = summary.get("loadavg")
-    if load is not None:
-        cores = os.cpu_count() or 1
-        note = "  <- the machine is busy: wall-time ratios are noisy, see the cpu column" if max(load) > cores else ""
-        print(f"1-min load average at start / end: {load[0]:.2f} / {load[1]:.2f} on {cores} cores{note}")
 
 
 def save_plot(summary: dict[str, Any], arms: Sequence[str], path: Path) -> None:
@@ -1071,10 +1059,26 @@ def save_plot(summary: dict[str, Any], arms: Sequence[str], path: Path) -> None:
 # ---------------------------------------------------------------------------------------------- main
 
 
+CODE_FILES = (
+    "trl_ext/ppo/trainer.py",
+    "trl_ext/ppo/losses.py",
+    "trl_ext/ppo/value_head.py",
+    "trl_ext/ppo/kl_control.py",
+    "trl_ext/ppo/_trl_compat.py",
+)
+"""The PPO code whose cost is measured (fingerprinted in the JSON)."""
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    """Command-line flags: the harness's (``--repeats``, ``--threads``, ``--seed``, ``--json``) and the PPO run's."""
+    parser = bench_parser(
+        __doc__,
+        repeats=3,
+        repeats_help="Rounds; each runs trl_ext then trl_1.12.",
+        seed_help="Seed of round 1; round r uses seed + r - 1.",
+        threads_help="torch threads per worker (and OMP_NUM_THREADS).",
+    )
     parser.add_argument("--updates", type=int, default=25, help="PPO updates (rollout + its epochs) per run.")
-    parser.add_argument("--repeats", type=int, default=3, help="Rounds; each runs trl_ext then trl_1.12.")
     parser.add_argument("--skip_updates", type=int, default=2, help="Warm-up updates per run left out of the timing.")
     parser.add_argument("--rollout_batch", type=int, default=16, help="Completions per rollout (1 per prompt).")
     parser.add_argument("--mini_batches", type=int, default=1, help="Mini-batches per rollout (num_mini_batches).")
@@ -1106,8 +1110,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="trl_ext arm: width of the value head's middle layer (default: the policy's hidden size; 0: a linear "
         "head, like 1.12's score layer).",
     )
-    parser.add_argument("--threads", type=int, default=1, help="torch threads per worker (and OMP_NUM_THREADS).")
-    parser.add_argument("--seed", type=int, default=42, help="Seed of round 1; round r uses seed + r - 1.")
     parser.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS), help="Arms to run (default both).")
     parser.add_argument("--trl112_venv", type=Path, default=DEFAULT_TRL112_VENV, help="Venv of the TRL 1.12 arm.")
     parser.add_argument(
@@ -1121,7 +1123,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--find_links", type=Path, default=Path("/opt/wheels"), help="Wheel folder holding the CPU torch wheel."
     )
     parser.add_argument("--timeout", type=float, default=1800.0, help="Seconds allowed per worker run.")
-    parser.add_argument("--json", type=Path, default=None, help="Also write every number to this JSON file.")
     parser.add_argument("--plot", type=Path, default=None, help="Save a PNG of the reward and KL curves.")
     parser.add_argument("--profile", type=Path, default=None, help="Folder for cProfile dumps of round 1's runs.")
     parser.add_argument("--log_dir", type=Path, default=None, help="Keep the workers' specs and logs here.")
@@ -1130,14 +1131,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     opts = parser.parse_args(argv)
     if opts.worker is not None:
         return opts
-    if opts.updates <= opts.skip_updates:
-        parser.error("--updates must be larger than --skip_updates")
-    if opts.rollout_batch % opts.mini_batches:
-        parser.error("--rollout_batch must be a multiple of --mini_batches")
-    if min(opts.repeats, opts.threads, opts.ppo_epochs, opts.mini_batches, opts.response_length) < 1:
-        parser.error("--repeats, --threads, --ppo_epochs, --mini_batches and --response_length must be >= 1")
-    if opts.rollout_batch > NUM_PROMPTS:
-        parser.error(f"--rollout_batch must be at most {NUM_PROMPTS} (one completion per prompt)")
+    check_common(parser, opts)
+    require(parser, opts.updates > opts.skip_updates, "--updates must be larger than --skip_updates")
+    require(
+        parser,
+        min(opts.ppo_epochs, opts.mini_batches, opts.response_length) >= 1,
+        "--ppo_epochs, --mini_batches and --response_length must be >= 1",
+    )
+    require(
+        parser, opts.rollout_batch % opts.mini_batches == 0, "--rollout_batch must be a multiple of --mini_batches"
+    )
+    require(
+        parser,
+        opts.rollout_batch <= NUM_PROMPTS,
+        f"--rollout_batch must be at most {NUM_PROMPTS} (one completion per prompt)",
+    )
     return opts
 
 
@@ -1148,8 +1156,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
         return None
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-    t_start = time.perf_counter()
-    load_start = loadavg()
+    session = BenchSession(opts, code_files=CODE_FILES)
     arms = [a for a in ARMS if a in opts.arms]
 
     import torch
@@ -1219,32 +1226,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
                     flush=True,
                 )
 
-    summary = summarise(results, arms, opts.skip_updates)
-    summary["wall_s"] = time.perf_counter() - t_start
-    load_end = loadavg()
-    summary["loadavg"] = [load_start, load_end] if load_start is not None and load_end is not None else None
+    summary = session.finish(summarise(results, arms, opts.skip_updates))
     print_report(summary, opts, arms)
-    print(f"total wall time {summary['wall_s']:.1f} s")
+    session.print_footer(summary, hint="see the cpu column")
     if opts.profile is not None:
         print(f"cProfile dumps of round 1 in {opts.profile} (python -m pstats FILE)")
     if opts.plot is not None:
         save_plot(summary, arms, opts.plot)
         print(f"wrote {opts.plot}")
-    if opts.json is not None:
-        payload = {
-            "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(opts).items()},
-            "spec": {k: v for k, v in base_spec.items()},
-            "environment": {
-                "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                "python": platform.python_version(),
-                "platform": platform.platform(),
-                "cpu_count": os.cpu_count(),
-                "trl112_venv": str(opts.trl112_venv),
-            },
-            "summary": summary,
-            "runs": results,
-        }
-        write_json(opts.json, payload)
+    session.write(
+        summary, results, spec=dict(base_spec), trl112_venv=str(opts.trl112_venv), trl112_version=TRL112_VERSION
+    )
     return summary
 
 

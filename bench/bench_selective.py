@@ -27,7 +27,7 @@ How
     ``--quick``) absorb the process's own warm-up (lazy imports, allocator growth). Every round then runs every
     arm once, then the component measurements; the arm order rotates by one position each round. Every run
     reloads the model from disk, re-seeds and builds a fresh trainer in its own temporary folder. Step times come
-    from ``bench_sft.make_step_timer`` (registered last): ``perf_counter`` and ``process_time`` from
+    from ``harness.make_step_timer`` (registered last): ``perf_counter`` and ``process_time`` from
     ``on_step_begin`` to the end of the step's ``on_log``, i.e. forward, backward, gradient surgery, clipping,
     optimizer and scheduler step, weight edits and per-step logging; the outcome batch is fetched before
     ``on_step_begin`` (not counted), proxy batches are drawn inside the step (counted). The first
@@ -86,7 +86,6 @@ import argparse
 import contextlib
 import gc
 import math
-import os
 import statistics
 import tempfile
 import time
@@ -95,16 +94,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench_common import (
+from harness import (
+    BenchSession,
+    StepTimes,
+    bench_parser,
+    check_common,
     current_rss_mib,
-    loadavg,
-    peak_rss_mib,
-    quantile,
+    fmt,
+    instrument,
+    make_step_timer,
+    median_or_none,
     quiet_offline_torch,
+    record_peak,
+    require,
     reset_peak_rss,
-    write_json,
+    run_rounds,
+    spread_ms,
 )
-from bench_sft import RunResult, environment, instrument, make_step_timer
 
 PLAIN = "plain"
 TARGET_TOLERANCE = 0.10
@@ -304,8 +310,8 @@ def make_pass_counter(model: Any) -> Any:
 
 
 @dataclass
-class ArmResult(RunResult):
-    """One training run of one arm in one round: ``bench_sft.RunResult`` plus passes and one-off costs."""
+class ArmResult(StepTimes):
+    """One training run of one arm in one round: the harness's step times plus passes and one-off costs."""
 
     pass_counts: dict[int, dict[str, int]] = field(default_factory=dict)
     """Optimizer step -> counts of the hooks during that step."""
@@ -412,8 +418,7 @@ def run_arm(
     result.build_s, result.train_s = t1 - t0, t2 - t1
     result.pass_counts, result.outside_counts = counter.steps, counter.outside
     result.outcome_tokens = counter.outcome_tokens
-    if can_reset:
-        result.peak_rss_mib, result.peak_rss_source = peak_rss_mib(), "VmHWM"
+    record_peak(result, can_reset, timer)
     del trainer, model, counter, timer
     gc.collect()
     return result
@@ -747,10 +752,6 @@ def _mean_tokens(result: ArmResult, skip: int) -> float:
     return statistics.fmean(tokens) if tokens else 1.0
 
 
-def _median_ms(values: list[float]) -> float:
-    return 1e3 * statistics.median(values)
-
-
 def summarise(
     arms: list[str], results: list[ArmResult], components: list[ComponentResult], skip: int, batch_size: int
 ) -> dict[str, Any]:
@@ -758,8 +759,8 @@ def summarise(
     rounds = sorted({r.round for r in results})
     by_key = {(r.arm, r.round): r for r in results}
     comp_by_round = {c.round: c for c in components}
-    plain_wall = {rnd: _median_ms(by_key[PLAIN, rnd].timed_steps(skip)) for rnd in rounds}
-    plain_cpu = {rnd: _median_ms(by_key[PLAIN, rnd].timed_steps(skip, cpu=True)) for rnd in rounds}
+    plain_wall = {rnd: by_key[PLAIN, rnd].median_step_ms(skip) for rnd in rounds}
+    plain_cpu = {rnd: by_key[PLAIN, rnd].median_step_ms(skip, cpu=True) for rnd in rounds}
 
     summary: dict[str, Any] = {"arms": {}, "components": {}, "target_tolerance": TARGET_TOLERANCE}
     for comp in COMPONENTS:
@@ -775,10 +776,10 @@ def summarise(
 
     for arm in arms:
         runs = [by_key[arm, rnd] for rnd in rounds]
-        steps = [t for r in runs for t in r.timed_steps(skip)]
+        wall = spread_ms([t for r in runs for t in r.timed_steps(skip)])
         cpu_steps = [t for r in runs for t in r.timed_steps(skip, cpu=True)]
-        wall_r = [_median_ms(r.timed_steps(skip)) for r in runs]
-        cpu_r = [_median_ms(r.timed_steps(skip, cpu=True)) for r in runs]
+        wall_r = [r.median_step_ms(skip) for r in runs]
+        cpu_r = [r.median_step_ms(skip, cpu=True) for r in runs]
         ratio_r = [w / plain_wall[rnd] for w, rnd in zip(wall_r, rounds)]
         cpu_ratio_r = [c / plain_cpu[rnd] for c, rnd in zip(cpu_r, rounds)]
 
@@ -808,11 +809,11 @@ def summarise(
         measured_over_implied = statistics.median(quot_r)
         cpu_measured_over_implied = statistics.median(cpu_quot_r)
         summary["arms"][arm] = {
-            "timed_steps": len(steps),
-            "step_ms_median": _median_ms(steps),
-            "step_ms_p10": 1e3 * quantile(steps, 0.1),
-            "step_ms_p90": 1e3 * quantile(steps, 0.9),
-            "cpu_step_ms_median": _median_ms(cpu_steps),
+            "timed_steps": wall["n"],
+            "step_ms_median": wall["median_ms"],
+            "step_ms_p10": wall["p10_ms"],
+            "step_ms_p90": wall["p90_ms"],
+            "cpu_step_ms_median": spread_ms(cpu_steps)["median_ms"],
             "round_step_ms_medians": wall_r,
             "round_cpu_step_ms_medians": cpu_r,
             "ratio_per_round": ratio_r,
@@ -851,15 +852,6 @@ def summarise(
     return summary
 
 
-def _f(value: float | None, spec: str) -> str:
-    return "-" if value is None else format(value, spec)
-
-
-def _median_or_none(values: list[float | None]) -> float | None:
-    present = [v for v in values if v is not None]
-    return statistics.median(present) if present else None
-
-
 def _passes_text(table: dict[str, int]) -> str:
     return " + ".join(f"{n}x{c}" if n > 1 else c for c, n in table.items()) or "-"
 
@@ -868,15 +860,6 @@ def _counts_text(counts: dict[str, int] | list[dict[str, int]]) -> str:
     if isinstance(counts, list):
         return "varies: " + "; ".join(_counts_text(c) for c in counts)
     return "/".join(str(counts.get(k, 0)) for k in COUNT_KEYS)
-
-
-def print_load(summary: dict[str, Any]) -> None:
-    """The load-average line, with bench_sft's warning when the machine is busy."""
-    load = summary.get("loadavg")
-    if load is not None:
-        cores = os.cpu_count() or 1
-        note = "  <- the machine is busy: wall-time ratios are noisy, see the cpu columns" if max(load) > cores else ""
-        print(f"1-min load average at start / end: {load[0]:.2f} / {load[1]:.2f} on {cores} cores{note}")
 
 
 def print_report(summary: dict[str, Any], opts: argparse.Namespace) -> None:
@@ -924,7 +907,7 @@ def print_report(summary: dict[str, Any], opts: argparse.Namespace) -> None:
         print(
             f"{arm:<37} {_passes_text(a['pass_table']):<42} {_passes_text(a['ops_table']):<22} "
             f"{_counts_text(a['counted_passes_per_step']):>11} {_counts_text(a['expected_passes_per_step']):>11} "
-            f"{'yes' if a['passes_match'] else 'NO':>6} {_f(a['outcome_tokens_per_step_mean'], '.0f'):>7}"
+            f"{'yes' if a['passes_match'] else 'NO':>6} {fmt(a['outcome_tokens_per_step_mean'], '.0f'):>7}"
         )
     print("-" * len(head))
     print("tokens: mean padded tokens of the outcome micro-batch per timed step")
@@ -940,11 +923,11 @@ def print_report(summary: dict[str, Any], opts: argparse.Namespace) -> None:
     for arm, a in arms.items():
         outside = a["counted_outside_steps"][0] if a["counted_outside_steps"] else {}
         has_one_off = a["one_off"] is not None
-        setup = _median_or_none(a["setup_s"]) if has_one_off else None
-        train_end = _median_or_none(a["train_end_s"]) if has_one_off else None
+        setup = median_or_none(a["setup_s"]) if has_one_off else None
+        train_end = median_or_none(a["train_end_s"]) if has_one_off else None
         print(
-            f"{arm:<37} {_f(setup, '.3f'):>9} {_f(train_end, '.4f'):>12} "
-            f"{_f(_median_or_none(a['safelora_train_end_s']), '.3f'):>11} {_counts_text(outside):>20} "
+            f"{arm:<37} {fmt(setup, '.3f'):>9} {fmt(train_end, '.4f'):>12} "
+            f"{fmt(median_or_none(a['safelora_train_end_s']), '.3f'):>11} {_counts_text(outside):>20} "
             f"{a['build_s_median']:>8.2f}  {a['one_off'] or ''}"
         )
     print("-" * len(head))
@@ -988,7 +971,6 @@ def print_report(summary: dict[str, Any], opts: argparse.Namespace) -> None:
     varying = [arm for arm, a in arms.items() if not a["step1_loss_identical"]]
     if varying:
         print(f"step-1 loss differs between rounds (runs not comparable!): {', '.join(varying)}")
-    print_load(summary)
 
 
 # ---------------------------------------------------------------------------------------------- main
@@ -998,13 +980,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line flags (``--quick``: 4 steps x 1 round, small SafeLoRA model, one repeat)."""
     from trl_ext.selective.config import STRATEGIES
 
-    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser = bench_parser(
+        __doc__,
+        repeats=5,
+        repeats_help="Rounds; each runs every arm and the components.",
+        quick_help="Smoke run: 4 steps, 1 round, no warm-up runs, SafeLoRA on a 256-wide 2-layer model.",
+    )
     parser.add_argument("--steps", type=int, default=20, help="Optimizer steps per run (and component iterations).")
-    parser.add_argument("--repeats", type=int, default=5, help="Rounds; each runs every arm and the components.")
     parser.add_argument("--batch_size", type=int, default=16, help="Outcome and proxy batch size (demo: 16).")
-    parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads.")
     parser.add_argument("--skip_steps", type=int, default=1, help="Warm-up steps per run left out of the timing.")
-    parser.add_argument("--seed", type=int, default=42, help="Training seed.")
     parser.add_argument("--beta_kl", type=float, default=0.1, help="β_kl (> 0) for kl_divergence and pos/neg proxy.")
     parser.add_argument(
         "--strategies", nargs="+", choices=STRATEGIES, default=list(STRATEGIES), help="Strategies to time."
@@ -1018,44 +1002,50 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--safelora_repeats", type=int, default=3, help="Timings per SafeLoRA configuration.")
     parser.add_argument("--no_safelora", action="store_true", help="Skip the standalone SafeLoRA timings.")
     parser.add_argument(
-        "--quick",
-        action="store_true",
-        help="Smoke run: 4 steps, 1 round, no warm-up runs, SafeLoRA on a 256-wide 2-layer model.",
-    )
-    parser.add_argument(
         "--plain_lm_head_tile",
         choices=("trl_ext", "trl"),
         default="trl_ext",
         help="Fused-LM-head tile of the plain SFTTrainer arm: trl_ext's (the selective arms' own, default) or TRL's.",
     )
-    parser.add_argument("--json", type=Path, default=None, help="Also write every number to this JSON file.")
     opts = parser.parse_args(argv)
     if opts.quick:
         opts.steps, opts.repeats, opts.skip_steps = 4, 1, 1
         opts.safelora_hidden, opts.safelora_intermediate, opts.safelora_layers, opts.safelora_repeats = 256, 688, 2, 1
-    if opts.steps <= opts.skip_steps:
-        parser.error("--steps must be larger than --skip_steps")
-    if min(opts.repeats, opts.batch_size, opts.threads, opts.safelora_repeats) < 1 or opts.skip_steps < 0:
-        parser.error("--repeats, --batch_size, --threads and --safelora_repeats must be >= 1, --skip_steps >= 0")
-    if opts.beta_kl <= 0:
-        parser.error("--beta_kl must be > 0 (PASS_TABLE counts the KL's base forward in positive_negative_proxy)")
+    check_common(parser, opts)
+    require(parser, opts.steps > opts.skip_steps, "--steps must be larger than --skip_steps")
+    require(
+        parser,
+        min(opts.batch_size, opts.safelora_repeats) >= 1 and opts.skip_steps >= 0,
+        "--batch_size and --safelora_repeats must be >= 1, --skip_steps >= 0",
+    )
+    require(
+        parser, opts.beta_kl > 0, "--beta_kl must be > 0 (PASS_TABLE counts the KL's base forward in pos/neg proxy)"
+    )
     if opts.hidden_size is not None and opts.intermediate_size is None:
         opts.intermediate_size = int(round(2.6875 * opts.hidden_size))
     opts.strategies = [s for s in STRATEGIES if s in opts.strategies]  # canonical order, no duplicates
     return opts
 
 
+CODE_FILES = (
+    "trl_ext/selective/mixin.py",
+    "trl_ext/selective/mechanisms.py",
+    "trl_ext/selective/losses.py",
+    "trl_ext/selective/projection.py",
+    "trl_ext/selective/plane.py",
+    "trl_ext/selective/proxy.py",
+    "trl_ext/selective/safelora/core.py",
+)
+"""The selective code whose cost is measured (fingerprinted in the JSON)."""
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Run the benchmark, print the report, optionally write JSON; returns the summary."""
     opts = parse_args(argv)
     quiet_offline_torch(opts.threads)
-    from tqdm import tqdm
 
-    t_start = time.perf_counter()
-    load_start = loadavg()
+    session = BenchSession(opts, code_files=CODE_FILES)
     arms = [PLAIN, *opts.strategies]
-    results: list[ArmResult] = []
-    components: list[ComponentResult] = []
     with tempfile.TemporaryDirectory(prefix="bench_selective_") as tmp:
         workdir = Path(tmp)
         model_path = prepare_models(workdir, opts)
@@ -1065,71 +1055,43 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             f"{opts.threads} torch thread(s)",
             flush=True,
         )
-        jobs = len(arms) + 1
         warmup = argparse.Namespace(**{**vars(opts), "steps": opts.skip_steps + 2})
-        warmup_arms = [] if opts.quick else [PLAIN, opts.strategies[0]]
-        with tqdm(total=opts.repeats * jobs + len(warmup_arms), desc="runs", unit="run", dynamic_ncols=True) as bar:
-            for arm in warmup_arms:  # process warm-up (lazy imports, allocator): not recorded; none with --quick
-                bar.set_postfix_str(f"warm-up {arm}")
-                run_arm(arm, -1, model_path, data, workdir, warmup)
-                bar.update()
-            for rnd in range(opts.repeats):
-                order = arms[rnd % len(arms) :] + arms[: rnd % len(arms)]  # rotate the order each round
-                for arm in order:
-                    bar.set_postfix_str(f"round {rnd + 1} {arm}")
-                    res = run_arm(arm, rnd, model_path, data, workdir, opts)
-                    results.append(res)
-                    med = _median_ms(res.timed_steps(opts.skip_steps))
-                    bar.write(
-                        f"round {rnd + 1}/{opts.repeats} {arm:<37} median step {med:8.2f} ms  "
-                        f"train() {res.train_s:6.2f} s  build {res.build_s:5.2f} s"
-                    )
-                    bar.update()
-                bar.set_postfix_str(f"round {rnd + 1} components")
-                components.append(run_components(rnd, model_path, data, workdir, opts))
-                bar.update()
+        results, components = run_rounds(
+            arms,
+            opts.repeats,
+            lambda arm, rnd: run_arm(arm, rnd, model_path, data, workdir, opts),
+            rotate=True,  # the arm order rotates by one position each round
+            describe=lambda r: (
+                f"median step {r.median_step_ms(opts.skip_steps):8.2f} ms  train() {r.train_s:6.2f} s  "
+                f"build {r.build_s:5.2f} s"
+            ),
+            per_round=lambda rnd: run_components(rnd, model_path, data, workdir, opts),
+            # process warm-up (lazy imports, allocator): not recorded; none with --quick
+            warmup=[] if opts.quick else [PLAIN, opts.strategies[0]],
+            run_warmup=lambda arm: run_arm(arm, -1, model_path, data, workdir, warmup),
+        )
         summary = summarise(arms, results, components, opts.skip_steps, opts.batch_size)
         summary["safelora"] = [] if opts.no_safelora else run_safelora(model_path, opts)
-    summary["wall_s"] = time.perf_counter() - t_start
-    load_end = loadavg()
-    summary["loadavg"] = [load_start, load_end] if load_start is not None and load_end is not None else None
+    session.finish(summary)
     print_report(summary, opts)
-    print(f"total wall time {summary['wall_s']:.1f} s")
+    session.print_footer(summary)
 
-    if opts.json is not None:
-        payload = {
-            "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(opts).items()},
-            "train_settings": TRAIN_SETTINGS,
-            "lora": {**LORA_SETTINGS, "target_modules": "all-linear"},
-            "pass_table": PASS_TABLE,
-            "ops_table": OPS_TABLE,
-            "one_off": ONE_OFF,
-            "count_keys": list(COUNT_KEYS),
-            "environment": environment(),
-            "summary": summary,
-            "runs": [
-                {
-                    "arm": r.arm,
-                    "round": r.round,
-                    "step_s": {str(k): v for k, v in sorted(r.step_s.items())},
-                    "step_cpu_s": {str(k): v for k, v in sorted(r.step_cpu_s.items())},
-                    "pass_counts": {str(k): v for k, v in sorted(r.pass_counts.items())},
-                    "outside_counts": r.outside_counts,
-                    "outcome_tokens": {str(k): v for k, v in sorted(r.outcome_tokens.items())},
-                    "setup_s": r.setup_s,
-                    "train_end_s": r.train_end_s,
-                    "safelora_s": r.safelora_s,
-                    "step1_loss": r.step1_loss,
-                    "build_s": r.build_s,
-                    "train_s": r.train_s,
-                    "start_rss_mib": r.start_rss_mib,
-                    "peak_rss_mib": r.peak_rss_mib,
-                }
-                for r in results
-            ],
-            "components": [{"round": c.round, "wall_s": c.wall_s, "cpu_s": c.cpu_s} for c in components],
-        }
-        write_json(opts.json, payload)
+    runs = []
+    for r in results:
+        run = r.as_json()
+        run.pop("safelora_projected", None)
+        runs.append(run)
+    session.write(
+        summary,
+        runs,
+        train_settings=TRAIN_SETTINGS,
+        lora={**LORA_SETTINGS, "target_modules": "all-linear"},
+        pass_table=PASS_TABLE,
+        ops_table=OPS_TABLE,
+        one_off=ONE_OFF,
+        count_keys=list(COUNT_KEYS),
+        components=[{"round": c.round, "wall_s": c.wall_s, "cpu_s": c.cpu_s} for c in components],
+    )
     return summary
 
 

@@ -59,26 +59,31 @@ from __future__ import annotations
 import argparse
 import gc
 import math
-import os
-import platform
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from bench_common import (
+from harness import (
+    BenchSession,
+    StepTimes,
+    bench_parser,
+    check_common,
     current_rss_mib,
-    loadavg,
-    peak_rss_mib,
+    fmt,
+    instrument,
+    make_step_timer,
+    paired_ratios,
     process_peak_rss_mib,
-    quantile,
     quiet_offline_torch,
+    record_peak,
+    require,
     reset_peak_rss,
-    write_json,
+    run_rounds,
+    spread_ms,
+    verdict,
 )
 
 TARGET_RATIO = 1.05
@@ -101,83 +106,17 @@ RECIPE_SFT_SETTINGS: dict[str, Any] = {
 }
 
 
-# ---------------------------------------------------------------------------------------------- memory
-
-
-# ---------------------------------------------------------------------------------------------- timing
+CODE_FILES = ("trl_ext/common/loss_log.py", "trl_ext/common/recipes.py")
+"""The trl_ext code whose cost is measured (fingerprinted in the JSON)."""
 
 
 @dataclass
-class RunResult:
-    """Measurements of one training run (one arm in one round)."""
+class RunResult(StepTimes):
+    """One training run: the harness's step times plus the ``LossLogCallback`` timings (trl_ext arm)."""
 
-    arm: str
-    round: int
-    step_s: dict[int, float] = field(default_factory=dict)
-    """Step number -> wall seconds (``perf_counter``) from ``on_step_begin`` to the end of that step's ``on_log``."""
-    step_cpu_s: dict[int, float] = field(default_factory=dict)
-    """The same interval in CPU seconds of the process (``time.process_time``, all threads)."""
     callback_on_log_s: list[float] = field(default_factory=list)
     """Seconds of each per-step ``LossLogCallback.on_log`` call (trl_ext arm only)."""
     callback_train_end_s: float | None = None
-    step1_loss: float | None = None
-    build_s: float = 0.0
-    train_s: float = 0.0
-    start_rss_mib: float | None = None
-    peak_rss_mib: float | None = None
-    peak_rss_source: str = ""
-
-    def timed_steps(self, skip: int, cpu: bool = False) -> list[float]:
-        """Step times (wall, or CPU with ``cpu``) of the steps after the first ``skip``."""
-        times = self.step_cpu_s if cpu else self.step_s
-        return [t for step, t in sorted(times.items()) if step > skip]
-
-
-def make_step_timer(result: RunResult) -> Any:
-    """A ``TrainerCallback`` that fills ``result.step_s`` (register it last, so its ``on_log`` runs last)."""
-    from transformers import TrainerCallback
-
-    class StepTimer(TrainerCallback):
-        def __init__(self) -> None:
-            self._t0: float | None = None
-            self._c0 = 0.0
-            self.rss_samples: list[float] = []
-
-        def on_step_begin(self, args, state, control, **kwargs):
-            self._c0 = time.process_time()
-            self._t0 = time.perf_counter()
-
-        def on_step_end(self, args, state, control, **kwargs):
-            rss = current_rss_mib()
-            if rss is not None:
-                self.rss_samples.append(rss)
-
-        def on_log(self, args, state, control, logs=None, **kwargs):
-            # per-step logs carry "loss"; the end-of-training summary carries "train_loss" instead
-            if self._t0 is None or not logs or "loss" not in logs:
-                return
-            t1, c1 = time.perf_counter(), time.process_time()
-            result.step_s[state.global_step] = t1 - self._t0
-            result.step_cpu_s[state.global_step] = c1 - self._c0
-            self._t0 = None
-            if state.global_step == 1:
-                result.step1_loss = float(logs["loss"])
-
-    return StepTimer()
-
-
-def instrument(callback: Any, event: str, sink: Callable[[float, dict[str, Any]], None]) -> None:
-    """Wrap ``callback.<event>`` so that each call reports its duration (and kwargs) to ``sink``."""
-    original = getattr(callback, event)
-
-    def timed(*args: Any, **kwargs: Any) -> Any:
-        t0 = time.perf_counter()
-        try:
-            return original(*args, **kwargs)
-        finally:
-            sink(time.perf_counter() - t0, kwargs)
-
-    setattr(callback, event, timed)
 
 
 # ---------------------------------------------------------------------------------------------- runs
@@ -269,10 +208,7 @@ def run_once(arm: str, rnd: int, model_path: Path, dataset: Any, workdir: Path, 
     t2 = time.perf_counter()
 
     result.build_s, result.train_s = t1 - t0, t2 - t1
-    if can_reset:
-        result.peak_rss_mib, result.peak_rss_source = peak_rss_mib(), "VmHWM"
-    elif timer.rss_samples:
-        result.peak_rss_mib, result.peak_rss_source = max(timer.rss_samples), "statm-sampled"
+    record_peak(result, can_reset, timer)
     del trainer, model
     gc.collect()
     return result
@@ -282,23 +218,22 @@ def run_once(arm: str, rnd: int, model_path: Path, dataset: Any, workdir: Path, 
 
 
 def summarise(results: list[RunResult], skip: int) -> dict[str, Any]:
-    """Per-arm statistics and the two trl_ext/plain ratios."""
+    """Per-arm statistics and the two trl_ext/plain ratios (wall and CPU time)."""
     summary: dict[str, Any] = {"arms": {}}
     for arm in ARMS:
         runs = [r for r in results if r.arm == arm]
-        steps = [t for r in runs for t in r.timed_steps(skip)]
-        cpu_steps = [t for r in runs for t in r.timed_steps(skip, cpu=True)]
+        wall = spread_ms([t for r in runs for t in r.timed_steps(skip)])
         on_log = [t for r in runs for t in r.callback_on_log_s[skip:]]
         train_end = [r.callback_train_end_s for r in runs if r.callback_train_end_s is not None]
         rss = [r.peak_rss_mib for r in runs if r.peak_rss_mib is not None]
         summary["arms"][arm] = {
-            "timed_steps": len(steps),
-            "step_ms_median": 1e3 * statistics.median(steps),
-            "step_ms_p10": 1e3 * quantile(steps, 0.1),
-            "step_ms_p90": 1e3 * quantile(steps, 0.9),
-            "round_step_ms_medians": [1e3 * statistics.median(r.timed_steps(skip)) for r in runs],
-            "cpu_step_ms_median": 1e3 * statistics.median(cpu_steps),
-            "round_cpu_step_ms_medians": [1e3 * statistics.median(r.timed_steps(skip, cpu=True)) for r in runs],
+            "timed_steps": wall["n"],
+            "step_ms_median": wall["median_ms"],
+            "step_ms_p10": wall["p10_ms"],
+            "step_ms_p90": wall["p90_ms"],
+            "round_step_ms_medians": [r.median_step_ms(skip) for r in runs],
+            "cpu_step_ms_median": spread_ms([t for r in runs for t in r.timed_steps(skip, cpu=True)])["median_ms"],
+            "round_cpu_step_ms_medians": [r.median_step_ms(skip, cpu=True) for r in runs],
             "callback_on_log_ms_median": 1e3 * statistics.median(on_log) if on_log else None,
             "callback_train_end_ms_median": 1e3 * statistics.median(train_end) if train_end else None,
             "train_s_median": statistics.median(r.train_s for r in runs),
@@ -314,13 +249,13 @@ def summarise(results: list[RunResult], skip: int) -> dict[str, Any]:
             "step1_losses": [r.step1_loss for r in runs],
         }
     a, b = summary["arms"]["trl_ext"], summary["arms"]["plain"]
-    per_round = [x / y for x, y in zip(a["round_step_ms_medians"], b["round_step_ms_medians"])]
-    summary["ratio_per_round"] = per_round
-    summary["ratio_median_of_rounds"] = statistics.median(per_round)
+    for prefix, key in (("", "round_step_ms_medians"), ("cpu_", "round_cpu_step_ms_medians")):
+        ratios = paired_ratios(a[key], b[key])
+        summary[f"{prefix}ratio_per_round"] = ratios["per_round"]
+        summary[f"{prefix}ratio_median_of_rounds"] = ratios["median_of_rounds"]
+        summary[f"{prefix}ratio_of_medians"] = ratios["of_medians"]
+    # pooled medians (all steps of all rounds), as the table shows them
     summary["ratio_of_medians"] = a["step_ms_median"] / b["step_ms_median"]
-    cpu_per_round = [x / y for x, y in zip(a["round_cpu_step_ms_medians"], b["round_cpu_step_ms_medians"])]
-    summary["cpu_ratio_per_round"] = cpu_per_round
-    summary["cpu_ratio_median_of_rounds"] = statistics.median(cpu_per_round)
     summary["cpu_ratio_of_medians"] = a["cpu_step_ms_median"] / b["cpu_step_ms_median"]
     summary["target_ratio"] = TARGET_RATIO
     summary["meets_target"] = summary["ratio_median_of_rounds"] <= TARGET_RATIO
@@ -329,10 +264,6 @@ def summarise(results: list[RunResult], skip: int) -> dict[str, Any]:
     summary["step1_loss_identical"] = len(set(losses)) == 1
     summary["process_peak_rss_mib"] = process_peak_rss_mib()
     return summary
-
-
-def _fmt(value: float | None, spec: str) -> str:
-    return "-" if value is None else format(value, spec)
 
 
 def print_report(summary: dict[str, Any], opts: argparse.Namespace) -> None:
@@ -354,9 +285,9 @@ def print_report(summary: dict[str, Any], opts: argparse.Namespace) -> None:
         print(
             f"{name:<8} {arm['step_ms_median']:>8.2f} {arm['step_ms_p10']:>7.2f} {arm['step_ms_p90']:>7.2f} "
             f"{arm['cpu_step_ms_median']:>7.2f} {arm['timed_steps']:>4d} "
-            f"{_fmt(arm['callback_on_log_ms_median'], '.3f'):>10} "
-            f"{_fmt(arm['callback_train_end_ms_median'], '.1f'):>13} {arm['train_s_median']:>10.2f} "
-            f"{_fmt(arm['peak_rss_mib_median'], '.1f'):>13} {_fmt(arm['peak_minus_start_rss_mib_median'], '.1f'):>9}"
+            f"{fmt(arm['callback_on_log_ms_median'], '.3f'):>10} "
+            f"{fmt(arm['callback_train_end_ms_median'], '.1f'):>13} {arm['train_s_median']:>10.2f} "
+            f"{fmt(arm['peak_rss_mib_median'], '.1f'):>13} {fmt(arm['peak_minus_start_rss_mib_median'], '.1f'):>9}"
         )
     print("-" * len(header))
     print("ratio trl_ext/plain        wall (step ms)   cpu (cpu ms)")
@@ -367,8 +298,7 @@ def print_report(summary: dict[str, Any], opts: argparse.Namespace) -> None:
         print(f"  {label:<24} {summary[wall_key]:>14.3f} {summary[cpu_key]:>14.3f}")
     print(f"  per round (wall)         {'  '.join(f'{r:.3f}' for r in summary['ratio_per_round'])}")
     print(f"  per round (cpu)          {'  '.join(f'{r:.3f}' for r in summary['cpu_ratio_per_round'])}")
-    wall = "MET" if summary["meets_target"] else "NOT MET"
-    cpu = "MET" if summary["meets_target_cpu"] else "NOT MET"
+    wall, cpu = verdict(summary["meets_target"]), verdict(summary["meets_target_cpu"])
     print(f"target (issue): ratio <= {TARGET_RATIO:.2f}, median of rounds -> wall {wall}, cpu {cpu}")
     on_log = a["callback_on_log_ms_median"]
     if on_log is not None:
@@ -376,123 +306,67 @@ def print_report(summary: dict[str, Any], opts: argparse.Namespace) -> None:
         print(f"LossLogCallback.on_log: {on_log:.3f} ms per step = {100 * share:.2f} % of a trl_ext step")
     print(
         f"memory: peak RSS per run from {a['peak_rss_source']} (median over runs; max trl_ext "
-        f"{_fmt(a['peak_rss_mib_max'], '.1f')}, plain {_fmt(b['peak_rss_mib_max'], '.1f')} MiB); '+RSS' = peak minus "
+        f"{fmt(a['peak_rss_mib_max'], '.1f')}, plain {fmt(b['peak_rss_mib_max'], '.1f')} MiB); '+RSS' = peak minus "
         f"RSS at the run's start; whole process (getrusage ru_maxrss + VmHWM): "
         f"{summary['process_peak_rss_mib']:.1f} MiB"
     )
     same = "yes" if summary["step1_loss_identical"] else "NO (runs are not comparable!)"
     print(f"step-1 loss identical in every run: {same} ({a['step1_losses'][0]})")
-    load = summary.get("loadavg")
-    if load is not None:
-        cores = os.cpu_count() or 1
-        note = "  <- the machine is busy: wall-time ratios are noisy, see the cpu column" if max(load) > cores else ""
-        print(f"1-min load average at start / end: {load[0]:.2f} / {load[1]:.2f} on {cores} cores{note}")
-
-
-def environment() -> dict[str, Any]:
-    """Versions and machine facts stored in the JSON output."""
-    import peft
-    import torch
-    import transformers
-    import trl
-
-    return {
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "versions": {
-            "torch": torch.__version__,
-            "transformers": transformers.__version__,
-            "trl": trl.__version__,
-            "peft": peft.__version__,
-        },
-    }
 
 
 # ---------------------------------------------------------------------------------------------- main
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    """Command-line flags: the harness's (``--repeats``, ``--threads``, ``--seed``, ``--json``) and the run size."""
+    parser = bench_parser(__doc__, repeats=5, repeats_help="Rounds; each runs trl_ext then plain.")
     parser.add_argument("--steps", type=int, default=20, help="Optimizer steps per run (max_steps).")
-    parser.add_argument("--repeats", type=int, default=5, help="Rounds; each runs trl_ext then plain.")
     parser.add_argument("--batch_size", type=int, default=8, help="per_device_train_batch_size (recipe: 8).")
-    parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads.")
     parser.add_argument("--skip_steps", type=int, default=1, help="Warm-up steps per run left out of the timing.")
-    parser.add_argument("--seed", type=int, default=42, help="Training seed (recipe: 42).")
     parser.add_argument("--collect_seed", type=int, default=42, help="Seed of the data collection (recipe: 42).")
-    parser.add_argument("--json", type=Path, default=None, help="Also write every number to this JSON file.")
     opts = parser.parse_args(argv)
-    if opts.steps <= opts.skip_steps:
-        parser.error("--steps must be larger than --skip_steps")
-    if opts.repeats < 1 or opts.batch_size < 1 or opts.threads < 1 or opts.skip_steps < 0:
-        parser.error("--repeats, --batch_size and --threads must be >= 1, --skip_steps >= 0")
+    check_common(parser, opts)
+    require(parser, opts.steps > opts.skip_steps, "--steps must be larger than --skip_steps")
+    require(parser, opts.batch_size >= 1 and opts.skip_steps >= 0, "--batch_size must be >= 1, --skip_steps >= 0")
     return opts
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Run the benchmark, print the report, optionally write JSON; returns the summary."""
     opts = parse_args(argv)
     quiet_offline_torch(opts.threads)
 
     from trl_ext.models import get_tiny_model_path
 
-    t_start = time.perf_counter()
-    load_start = loadavg()
+    session = BenchSession(opts, code_files=CODE_FILES)
     model_path = get_tiny_model_path()
     # enough rows that a run never crosses an epoch boundary (the recipe collects 400)
     num_samples = max(400, math.ceil(opts.steps * opts.batch_size / 0.9) + 1)
     dataset = build_dataset(num_samples, opts.collect_seed)
     print(f"model {model_path}; {len(dataset)} training rows; {opts.threads} torch thread(s)", flush=True)
 
-    results: list[RunResult] = []
     with tempfile.TemporaryDirectory(prefix="bench_sft_") as tmp:
-        for rnd in range(opts.repeats):
-            for arm in ARMS:
-                res = run_once(arm, rnd, model_path, dataset, Path(tmp), opts)
-                results.append(res)
-                med = 1e3 * statistics.median(res.timed_steps(opts.skip_steps))
-                print(
-                    f"round {rnd + 1}/{opts.repeats} {arm:<8} median step {med:7.2f} ms  "
-                    f"train() {res.train_s:5.2f} s  build {res.build_s:5.2f} s",
-                    flush=True,
-                )
+        results, _ = run_rounds(
+            ARMS,
+            opts.repeats,
+            lambda arm, rnd: run_once(arm, rnd, model_path, dataset, Path(tmp), opts),
+            rotate=False,  # trl_ext, plain, trl_ext, plain, ...
+            describe=lambda r: (
+                f"median step {r.median_step_ms(opts.skip_steps):7.2f} ms  train() {r.train_s:5.2f} s  "
+                f"build {r.build_s:5.2f} s"
+            ),
+        )
 
-    summary = summarise(results, opts.skip_steps)
-    summary["wall_s"] = time.perf_counter() - t_start
-    load_end = loadavg()
-    summary["loadavg"] = [load_start, load_end] if load_start is not None and load_end is not None else None
+    summary = session.finish(summarise(results, opts.skip_steps))
     print_report(summary, opts)
-    print(f"total wall time {summary['wall_s']:.1f} s")
-
-    if opts.json is not None:
-        payload = {
-            "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(opts).items()},
-            "recipe_sft_settings": RECIPE_SFT_SETTINGS,
-            "min_lr_ratio": MIN_LR_RATIO,
-            "num_samples": num_samples,
-            "environment": environment(),
-            "summary": summary,
-            "runs": [
-                {
-                    "arm": r.arm,
-                    "round": r.round,
-                    "step_s": {str(k): v for k, v in sorted(r.step_s.items())},
-                    "step_cpu_s": {str(k): v for k, v in sorted(r.step_cpu_s.items())},
-                    "callback_on_log_s": r.callback_on_log_s,
-                    "callback_train_end_s": r.callback_train_end_s,
-                    "step1_loss": r.step1_loss,
-                    "build_s": r.build_s,
-                    "train_s": r.train_s,
-                    "start_rss_mib": r.start_rss_mib,
-                    "peak_rss_mib": r.peak_rss_mib,
-                    "peak_rss_source": r.peak_rss_source,
-                }
-                for r in results
-            ],
-        }
-        write_json(opts.json, payload)
+    session.print_footer(summary, hint="compare the cpu column")
+    session.write(
+        summary,
+        [r.as_json() for r in results],
+        recipe_sft_settings=RECIPE_SFT_SETTINGS,
+        min_lr_ratio=MIN_LR_RATIO,
+        num_samples=num_samples,
+    )
     return summary
 
 

@@ -92,3 +92,25 @@ def load_recipe(name: str):
     sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
+
+
+def conversation_rows(n: int, prompt: str, answer: str):
+    """``n`` conversational prompt-completion rows; ``{}`` in ``prompt`` and ``answer`` is the row index."""
+    from datasets import Dataset
+
+    return Dataset.from_list(
+        [
+            {
+                "prompt": [{"role": "user", "content": prompt.format(i)}],
+                "completion": [{"role": "assistant", "content": answer.format(i)}],
+            }
+            for i in range(n)
+        ]
+    )
+
+
+def small_lora():
+    """The tests' LoRA adapter: r 8, alpha 16, no dropout, on q_proj and v_proj."""
+    from peft import LoraConfig
+
+    return LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from datasets import Dataset
 from transformers import AutoTokenizer, TrainerCallback
 
+from tests.conftest import small_lora
 from trl_ext import (
     SelectiveConfig,
     SelectiveDPOConfig,
@@ -44,12 +45,6 @@ def _preference(row):
 OUTCOME = DEMO["outcome_train"].map(_preference, remove_columns=["completion"])
 
 
-def _lora():
-    from peft import LoraConfig
-
-    return LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")
-
-
 COMMON = dict(
     per_device_train_batch_size=4,
     logging_steps=1,
@@ -73,7 +68,7 @@ def _trainer(tmp_path, model_path, strategy, peft=True, train_dataset=OUTCOME, p
         proxy_dataset=proxies[0],
         negative_proxy_dataset=proxies[1],
         processing_class=AutoTokenizer.from_pretrained(model_path),
-        peft_config=_lora() if peft else None,
+        peft_config=small_lora() if peft else None,
     )
 
 
@@ -343,7 +338,7 @@ def _ppo(tmp_path, model_path, strategy, **kw):
         proxy_dataset=POSITIVE,
         negative_proxy_dataset=NEGATIVE,
         processing_class=AutoTokenizer.from_pretrained(model_path),
-        peft_config=_lora(),
+        peft_config=small_lora(),
     )
 
 

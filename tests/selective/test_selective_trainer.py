@@ -7,32 +7,14 @@ import torch
 from datasets import Dataset
 from transformers import AutoTokenizer, TrainerCallback
 
+from tests.conftest import conversation_rows, small_lora
 from trl_ext import SelectiveConfig, SelectiveSFTTrainer, get_trainer
 from trl_ext.selective.config import STRATEGIES
 from trl_ext.selective.mechanisms import _ce_from_logits
 
-
-def _rows(n, prompt, answer):
-    return Dataset.from_list(
-        [
-            {
-                "prompt": [{"role": "user", "content": prompt.format(i)}],
-                "completion": [{"role": "assistant", "content": answer.format(i)}],
-            }
-            for i in range(n)
-        ]
-    )
-
-
-OUTCOME = _rows(32, "add {} and 1", "{}!")
-POSITIVE = _rows(16, "be kind {}", "sure, friend {}.")
-NEGATIVE = _rows(16, "be kind {}", "no {}.")
-
-
-def _lora():
-    from peft import LoraConfig
-
-    return LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")
+OUTCOME = conversation_rows(32, "add {} and 1", "{}!")
+POSITIVE = conversation_rows(16, "be kind {}", "sure, friend {}.")
+NEGATIVE = conversation_rows(16, "be kind {}", "no {}.")
 
 
 def _trainer(tmp_path, model_path, strategy, peft=True, **overrides):
@@ -59,7 +41,7 @@ def _trainer(tmp_path, model_path, strategy, peft=True, **overrides):
         proxy_dataset=POSITIVE,
         negative_proxy_dataset=NEGATIVE,
         processing_class=AutoTokenizer.from_pretrained(model_path),
-        peft_config=_lora() if peft else None,
+        peft_config=small_lora() if peft else None,
     )
 
 

@@ -6,31 +6,11 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
+from tests.conftest import conversation_rows, small_lora
 from trl_ext import SelectiveConfig, available_strategies, get_trainer, register_strategy
 from trl_ext.selective import Mechanism, SelectiveDPOTrainer, SelectiveSFTTrainer, unregister_strategy
 from trl_ext.selective.config import STRATEGIES
 from trl_ext.selective.registry import get_strategy
-
-
-def _rows(n, prompt, answer):
-    from datasets import Dataset
-
-    return Dataset.from_list(
-        [
-            {
-                "prompt": [{"role": "user", "content": prompt.format(i)}],
-                "completion": [{"role": "assistant", "content": answer.format(i)}],
-            }
-            for i in range(n)
-        ]
-    )
-
-
-def _lora():
-    from peft import LoraConfig
-
-    return LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")
-
 
 WEIGHT = 1e-2
 
@@ -75,10 +55,10 @@ def test_a_registered_strategy_trains_and_logs_its_term(tmp_path, tiny_model_pat
     trainer = cls(
         model=str(tiny_model_path),
         args=args,
-        train_dataset=_rows(16, "add {} and 1", "{}!"),
-        proxy_dataset=_rows(8, "be kind {}", "sure, friend {}."),
+        train_dataset=conversation_rows(16, "add {} and 1", "{}!"),
+        proxy_dataset=conversation_rows(8, "be kind {}", "sure, friend {}."),
         processing_class=AutoTokenizer.from_pretrained(tiny_model_path),
-        peft_config=_lora(),
+        peft_config=small_lora(),
     )
     assert [type(m) for m in trainer.mechanisms] == [L2Pull]
     params = trainer.trainable_parameters().values()
