@@ -114,3 +114,35 @@ def small_lora():
     from peft import LoraConfig
 
     return LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")
+
+
+class GradTap:
+    """Record the gradient right before and right after a selective trainer's gradient surgery."""
+
+    def __init__(self, trainer):
+        self.before, self.after = [], []
+        original = trainer._apply_surgery
+
+        def tapped():
+            fresh = trainer._surgery_step != trainer.state.global_step
+            if fresh:
+                self.before.append({n: g.clone() for n, g in trainer.current_gradients().items()})
+            original()
+            if fresh:
+                self.after.append({n: g.clone() for n, g in trainer.current_gradients().items()})
+
+        trainer._apply_surgery = tapped
+
+
+def proxy_grad_independent(trainer, source: str = "positive") -> dict:
+    """∇CE on the proxy batch a selective trainer's surgery used, recomputed from scratch with torch.autograd.grad."""
+    import torch
+
+    from trl_ext.selective.mechanisms import _ce_from_logits
+
+    batch = trainer._step_batches[source]
+    params = trainer.trainable_parameters()
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    grads = torch.autograd.grad(_ce_from_logits(logits, batch["labels"]), list(params.values()), allow_unused=True)
+    return {n: (g if g is not None else torch.zeros_like(p)) for (n, p), g in zip(params.items(), grads)}

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from datasets import Dataset
 from transformers import AutoTokenizer, TrainerCallback
 
-from tests.conftest import small_lora
+from tests.conftest import GradTap, proxy_grad_independent, small_lora
 from trl_ext import (
     SelectiveConfig,
     SelectiveDPOConfig,
@@ -26,7 +26,7 @@ from trl_ext import (
 )
 from trl_ext.selective.config import STRATEGIES
 from trl_ext.selective.demo import make_demo, proxy_row
-from trl_ext.selective.mechanisms import Mechanism, _ce_from_logits
+from trl_ext.selective.mechanisms import Mechanism
 
 DEMO = make_demo(num_outcome=16, num_proxy=8, num_negative=8, num_eval=0)
 POSITIVE, NEGATIVE = DEMO["proxy_positive"], DEMO["proxy_negative"]
@@ -72,24 +72,6 @@ def _trainer(tmp_path, model_path, strategy, peft=True, train_dataset=OUTCOME, p
     )
 
 
-class _GradTap:
-    """Record the gradient right before and right after the trainer's gradient surgery."""
-
-    def __init__(self, trainer):
-        self.before, self.after = [], []
-        original = trainer._apply_surgery
-
-        def tapped():
-            fresh = trainer._surgery_step != trainer.state.global_step
-            if fresh:
-                self.before.append({n: g.clone() for n, g in trainer.current_gradients().items()})
-            original()
-            if fresh:
-                self.after.append({n: g.clone() for n, g in trainer.current_gradients().items()})
-
-        trainer._apply_surgery = tapped
-
-
 class _AtFirstOptimizerStep(TrainerCallback):
     """Run ``check(trainer)`` once, after the first surgery and before the optimizer moves the weights."""
 
@@ -105,14 +87,6 @@ class _AtFirstOptimizerStep(TrainerCallback):
 def _grads(loss, params):
     grads = torch.autograd.grad(loss, list(params.values()), allow_unused=True)
     return {n: (g if g is not None else torch.zeros_like(p)) for (n, p), g in zip(params.items(), grads)}
-
-
-def _proxy_grad_independent(trainer, source="positive"):
-    """∇CE on the proxy batch the surgery used, recomputed from scratch with torch.autograd.grad."""
-    batch = trainer._step_batches[source]
-    model = trainer.accelerator.unwrap_model(trainer.model)
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-    return _grads(_ce_from_logits(logits, batch["labels"]), trainer.trainable_parameters())
 
 
 def _sequence_logps(model, batch):
@@ -189,7 +163,7 @@ def test_grad_project_projects_the_accumulated_dpo_gradient(tmp_path, tiny_model
         tmp_path, tiny_model_path, "grad_project", max_steps=1, per_device_train_batch_size=2,
         gradient_accumulation_steps=2, max_grad_norm=0.0,
     )  # fmt: skip
-    tap, micro_batches = _GradTap(trainer), []
+    tap, micro_batches = GradTap(trainer), []
     original_loss = trainer.compute_loss
 
     def recording_loss(model, inputs, *args, **kwargs):
@@ -202,7 +176,7 @@ def test_grad_project_projects_the_accumulated_dpo_gradient(tmp_path, tiny_model
         assert len(micro_batches) == 2
         model, params = t.accelerator.unwrap_model(t.model), t.trainable_parameters()
         loss = sum(_dpo_loss_independent(model, b, t.args.beta) for b in micro_batches) / 2
-        g_t, g_a = _grads(loss, params), _proxy_grad_independent(t)
+        g_t, g_a = _grads(loss, params), proxy_grad_independent(t)
         for name, before in tap.before[0].items():
             torch.testing.assert_close(before, g_t[name], rtol=1e-4, atol=1e-7)  # the accumulated DPO gradient
             gt, ga = g_t[name].double(), g_a[name].double()
@@ -239,7 +213,7 @@ def test_extra_terms_enter_unscaled_so_accumulation_matches_a_large_batch(tmp_pa
             proxies=proxies, max_steps=1, per_device_train_batch_size=bs, gradient_accumulation_steps=ga,
             lambda_proxy=1.0, lambda_negative=0.5, max_grad_norm=0.0,
         )  # fmt: skip
-        tap = _GradTap(trainer)
+        tap = GradTap(trainer)
         trainer.train()
         runs[ga] = (tap.before[0], trainer.state.log_history[0])
     (grads_ga, log_ga), (grads_big, log_big) = runs[2], runs[1]
@@ -344,7 +318,7 @@ def _ppo(tmp_path, model_path, strategy, **kw):
 
 def test_ppo_grad_project_leaves_the_value_head_alone(tmp_path, tiny_model_path):
     trainer = _ppo(tmp_path, tiny_model_path, "grad_project")
-    tap, value_grads = _GradTap(trainer), {}
+    tap, value_grads = GradTap(trainer), {}
     assert not any(n.startswith("v_head.") for n in trainer.trainable_parameters())
     head = trainer.value_function
     original = trainer._apply_surgery
@@ -357,7 +331,7 @@ def test_ppo_grad_project_leaves_the_value_head_alone(tmp_path, tiny_model_path)
     trainer._apply_surgery = surgery
 
     def check(t):
-        g_a = _proxy_grad_independent(t)
+        g_a = proxy_grad_independent(t)
         for name, g in tap.after[0].items():
             dot = (g.double() * g_a[name].double()).sum().item()
             assert abs(dot) <= 1e-6 * max(1.0, g.double().norm().item() * g_a[name].double().norm().item()), name

@@ -7,10 +7,9 @@ import torch
 from datasets import Dataset
 from transformers import AutoTokenizer, TrainerCallback
 
-from tests.conftest import conversation_rows, small_lora
+from tests.conftest import GradTap, conversation_rows, proxy_grad_independent, small_lora
 from trl_ext import SelectiveConfig, SelectiveSFTTrainer, get_trainer
 from trl_ext.selective.config import STRATEGIES
-from trl_ext.selective.mechanisms import _ce_from_logits
 
 OUTCOME = conversation_rows(32, "add {} and 1", "{}!")
 POSITIVE = conversation_rows(16, "be kind {}", "sure, friend {}.")
@@ -43,34 +42,6 @@ def _trainer(tmp_path, model_path, strategy, peft=True, **overrides):
         processing_class=AutoTokenizer.from_pretrained(model_path),
         peft_config=small_lora() if peft else None,
     )
-
-
-class _GradTap:
-    """Record the gradient right before and right after the trainer's gradient surgery."""
-
-    def __init__(self, trainer):
-        self.before, self.after = [], []
-        original = trainer._apply_surgery
-
-        def tapped():
-            fresh = trainer._surgery_step != trainer.state.global_step
-            if fresh:
-                self.before.append({n: g.clone() for n, g in trainer.current_gradients().items()})
-            original()
-            if fresh:
-                self.after.append({n: g.clone() for n, g in trainer.current_gradients().items()})
-
-        trainer._apply_surgery = tapped
-
-
-def _proxy_grad_independent(trainer, source="positive"):
-    """∇CE on the proxy batch the surgery used, recomputed from scratch with torch.autograd.grad."""
-    batch = trainer._step_batches[source]
-    params = trainer.trainable_parameters()
-    model = trainer.accelerator.unwrap_model(trainer.model)
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-    grads = torch.autograd.grad(_ce_from_logits(logits, batch["labels"]), list(params.values()), allow_unused=True)
-    return {n: (g if g is not None else torch.zeros_like(p)) for (n, p), g in zip(params.items(), grads)}
 
 
 U32 = torch.finfo(torch.float32).eps / 2  # unit roundoff of float32
@@ -116,10 +87,10 @@ class _StopAfterSurgery(TrainerCallback):
 
 def test_grad_project_strict_is_orthogonal_to_the_proxy_gradient(tmp_path, tiny_model_path):
     trainer = _trainer(tmp_path, tiny_model_path, "grad_project", max_grad_norm=0.0)
-    tap = _GradTap(trainer)
+    tap = GradTap(trainer)
 
     def check(t):
-        g_a = _proxy_grad_independent(t)
+        g_a = proxy_grad_independent(t)
         for name, g in tap.after[0].items():
             dot = (g.double() * g_a[name].double()).sum().item()
             assert abs(dot) <= 1e-6 * max(1.0, g.double().norm().item() * g_a[name].double().norm().item()), name
@@ -131,14 +102,14 @@ def test_grad_project_strict_is_orthogonal_to_the_proxy_gradient(tmp_path, tiny_
 
 def test_grad_project_conflict_only_keeps_non_conflicting_tensors(tmp_path, tiny_model_path):
     trainer = _trainer(tmp_path, tiny_model_path, "grad_project", grad_project_strict=False, max_grad_norm=0.0)
-    tap = _GradTap(trainer)
+    tap = GradTap(trainer)
     seen = {"kept": 0, "projected": 0, "zero": 0}
     # The trainer decides on its own float32 ∇CE(A⁺); the independent one differs by rounding, so cosines within
     # COS_TOL of 0 may go either way, and a projected tensor's leftover cosine is rounding (~√n·u ≈ 1e-6).
     cos_tol = 1e-5
 
     def check(t):
-        g_a = _proxy_grad_independent(t)
+        g_a = proxy_grad_independent(t)
         for name, g_t in tap.before[0].items():
             g, a, after = g_t.double(), g_a[name].double(), tap.after[0][name].double()
             if not g_t.any() or not g_a[name].any():
@@ -163,7 +134,7 @@ def test_precomputed_projection_uses_the_cached_mean(tmp_path, tiny_model_path):
 
     cache = tmp_path / "proxy_grad.safetensors"
     trainer = _trainer(tmp_path, tiny_model_path, "grad_project_precomputed_proxy_grad", proxy_grad_path=str(cache))
-    tap = _GradTap(trainer)
+    tap = GradTap(trainer)
     trainer.train()
     assert cache.exists()
     cached = MeanGradient.load(cache).mean()
@@ -220,7 +191,7 @@ def test_steering_adds_alpha_plane_before_the_step(tmp_path, tiny_model_path):
         tmp_path, tiny_model_path, "steering_weights", steering_alpha=0.5, final_steering_alpha=0.1,
         alpha_warmup_steps=1, max_grad_norm=0.0,
     )  # fmt: skip
-    tap = _GradTap(trainer)
+    tap = GradTap(trainer)
     trainer.train()
     alphas = [h["steering/alpha"] for h in trainer.state.log_history if "steering/alpha" in h]
     assert alphas == pytest.approx([0.5, 0.5, 0.3, 0.1])  # warm-up, then linear down to 0.1 at the last step
