@@ -15,6 +15,10 @@ config file, and an unknown YAML key is an error naming it.
 
 from __future__ import annotations
 
+from trl_ext.common.noise import quiet_dependency_noise
+
+quiet_dependency_noise()  # first: the known-harmless messages of dependencies (trl_ext/common/noise.py)
+
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +31,7 @@ except ImportError:  # running from a source checkout without an install
 
 from trl import TrlParser
 
+from trl_ext.common.entry import run_main
 from trl_ext.data.affine import collect_affine, write_affine_dataset
 from trl_ext.data.affine_args import AffineTaskArguments
 
@@ -68,4 +73,4 @@ def parse_args(argv: list[str] | None = None) -> CollectArguments:
 
 
 if __name__ == "__main__":
-    main(parse_args())
+    sys.exit(run_main(lambda: main(parse_args())))

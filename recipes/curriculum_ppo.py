@@ -31,9 +31,10 @@ Steps:
 4. **Test prompts.** At the end of every epoch :class:`~trl_ext.common.sample_table.SampleTableCallback` generates
    a completion for each of ``test_prompts`` (greedy, ``test_max_new_tokens``).
 
-Outputs in ``output_dir``: the adapter (or model), tokenizer and value head; ``curriculum.json`` (dataset names,
-initial and final weights, the curriculum's update history: step, epoch, frozen_age, weights, difficulty,
-variance, seconds); ``curriculum_weights.png`` (weights, and difficulties, against the step, one line per dataset);
+Outputs in ``output_dir``: the adapter (or model), tokenizer and value head; written by the trainer at the end of
+training, ``curriculum.json`` (dataset names, initial and final weights, the curriculum's update history: step,
+epoch, frozen_age, weights, difficulty, variance, seconds) and ``curriculum_weights.png`` (weights, and
+difficulties, against the step, one line per dataset);
 ``samples.jsonl`` / ``samples.md`` (test prompt completions per epoch); ``loss_log.csv`` (with the
 ``curriculum/weight/<name>`` columns) / ``loss_curve.png``; ``warmup_model/`` after a warm-up. Every field of the
 three argument classes is a YAML key and a command-line flag (``curriculum_datasets`` only in YAML).
@@ -41,9 +42,14 @@ three argument classes is a YAML key and a command-line flag (``curriculum_datas
 
 from __future__ import annotations
 
+from trl_ext.common.noise import quiet_dependency_noise
+
+quiet_dependency_noise()  # first: the known-harmless messages of dependencies (trl_ext/common/noise.py)
+
 import functools
 import json
 import logging
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,12 +59,12 @@ from accelerate import PartialState
 from transformers import set_seed
 from trl import get_peft_config
 
+from trl_ext.common.entry import run_main
 from trl_ext.common.imports import import_function
 from trl_ext.common.lm_head_tiles import resolve_vocab_tile, vocab_tile
 from trl_ext.common.loss_log import LossLogCallback
 from trl_ext.common.recipes import LoRAModelConfig, describe_launch, recipe_parser, teardown_distributed
 from trl_ext.common.sample_table import SampleTableCallback
-from trl_ext.curriculum.callback import write_curriculum_report
 from trl_ext.curriculum.config import CurriculumPPOConfig
 from trl_ext.curriculum.demo import demo_prompts, make_curriculum_demo
 from trl_ext.curriculum.trainer import CurriculumPPOTrainer
@@ -281,7 +287,7 @@ def main(
     train_output = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     trainer.save_model(str(output_dir))
 
-    summary = write_curriculum_report(trainer, output_dir)
+    summary = trainer.curriculum.report  # curriculum.json, written by the trainer at the end of train()
     if trainer.accelerator.is_main_process:
         print("[trl_ext] curriculum weights: " + json.dumps(summary["final_weights"]), flush=True)
     trainer.accelerator.wait_for_everyone()
@@ -293,9 +299,13 @@ def main(
     }
 
 
-if __name__ == "__main__":
+def _run() -> None:
     parser = recipe_parser(CurriculumPPOArguments, CurriculumPPOConfig, LoRAModelConfig)
     script_args, training_args, model_args = parser.parse_args_and_config()
     logging.basicConfig(level=logging.INFO if PartialState().is_main_process else logging.WARNING)
     main(script_args, training_args, model_args)
     teardown_distributed()
+
+
+if __name__ == "__main__":
+    sys.exit(run_main(_run))

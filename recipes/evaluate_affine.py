@@ -13,12 +13,19 @@ whether the model dominates the baseline. The report goes to ``--output`` (defau
 
 from __future__ import annotations
 
+from trl_ext.common.noise import quiet_dependency_noise
+
+quiet_dependency_noise()  # first: the known-harmless messages of dependencies (trl_ext/common/noise.py)
+
 import json
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from trl import TrlParser
 
+from trl_ext.common.entry import run_main
+from trl_ext.common.recipes import parse_or_config_error
 from trl_ext.data.affine_args import AffineTaskArguments
 from trl_ext.eval.report import compare_reports, format_report, load_report, save_report
 from trl_ext.eval.tasks import evaluate_heldout
@@ -74,7 +81,11 @@ def _default_output(model: str) -> Path:
     return local / "eval_results.json" if local.is_dir() else Path("eval_results.json")
 
 
-if __name__ == "__main__":
-    (eval_args,) = TrlParser((EvaluateArguments,)).parse_args_and_config()
+def _run() -> None:
+    (eval_args,) = parse_or_config_error(TrlParser((EvaluateArguments,)).parse_args_and_config)
     result = main(eval_args)
     print(json.dumps(result["aggregate"], indent=2))
+
+
+if __name__ == "__main__":
+    sys.exit(run_main(_run))

@@ -14,8 +14,13 @@ a YAML key and a command-line flag.
 
 from __future__ import annotations
 
+from trl_ext.common.noise import quiet_dependency_noise
+
+quiet_dependency_noise()  # first: the known-harmless messages of dependencies (trl_ext/common/noise.py)
+
 import json
 import logging
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +30,7 @@ from transformers import set_seed
 from trl import get_peft_config
 
 from trl_ext import PPOConfig, PPOTrainer
+from trl_ext.common.entry import run_main
 from trl_ext.common.loss_log import LossLogCallback
 from trl_ext.common.recipes import (
     LoRAModelConfig,
@@ -94,7 +100,7 @@ def main(script_args: PPOAffineArguments, training_args: PPOConfig, model_args: 
     return report
 
 
-if __name__ == "__main__":
+def _run() -> None:
     parser = recipe_parser(PPOAffineArguments, PPOConfig, LoRAModelConfig)
     script_args, training_args, model_args = parser.parse_args_and_config()
     logging.basicConfig(level=logging.INFO if PartialState().is_main_process else logging.WARNING)
@@ -102,3 +108,7 @@ if __name__ == "__main__":
     if result is not None:
         print(json.dumps(result["aggregate"], indent=2))
     teardown_distributed()
+
+
+if __name__ == "__main__":
+    sys.exit(run_main(_run))

@@ -39,11 +39,16 @@ Outputs in ``output_dir``: the adapter (or model) and tokenizer, ``results.json`
 
 from __future__ import annotations
 
+from trl_ext.common.noise import quiet_dependency_noise
+
+quiet_dependency_noise()  # first: the known-harmless messages of dependencies (trl_ext/common/noise.py)
+
 import json
 import logging
 import math
 import os
 import shutil
+import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -55,6 +60,7 @@ from transformers import set_seed
 from trl import get_peft_config
 
 from trl_ext import get_trainer
+from trl_ext.common.entry import run_main
 from trl_ext.common.imports import import_function
 from trl_ext.common.loss_log import LossLogCallback
 from trl_ext.common.recipes import (
@@ -433,8 +439,12 @@ def make_parser() -> RecipeParser:
     return recipe_parser(SelectiveRecipeArguments, SelectiveConfig, LoRAModelConfig)
 
 
-if __name__ == "__main__":
+def _run() -> None:
     script_args, training_args, model_args = make_parser().parse_args_and_config()
     logging.basicConfig(level=logging.INFO if PartialState().is_main_process else logging.WARNING)
     main(script_args, training_args, model_args)
     teardown_distributed()
+
+
+if __name__ == "__main__":
+    sys.exit(run_main(_run))

@@ -16,10 +16,11 @@ one per task environment (``task``) or one per value of a key of the instance pa
 e.g. ``payload:n`` for SAT instances of different sizes with a ``--sat_n lo hi`` range), named ``sat`` or
 ``n=5`` and sorted (numbers numerically). They are trained with ``CurriculumSFTTrainer``, whose sampling
 weights follow each dataset's difficulty under a rolling frozen model (the ``curriculum_*``, ``freeze_*`` and
-``difficulty_*`` fields of ``CurriculumSFTConfig``; ignored without a split). The run also writes
-``curriculum.json`` (split, dataset names and sizes, update history, initial and final weights) and
-``curriculum_weights.png`` into ``output_dir``,
-and ``loss_log.csv`` gets the ``curriculum/weight/<name>`` and ``curriculum/difficulty/<name>`` columns.
+``difficulty_*`` fields of ``CurriculumSFTConfig``; ignored without a split). The trainer writes
+``curriculum.json`` (dataset names and sizes, update history, initial and final weights, plus the split, which
+the recipe adds through ``curriculum_report_extra``) and ``curriculum_weights.png`` into ``output_dir`` at the
+end of training, and ``loss_log.csv`` gets the ``curriculum/weight/<name>`` and ``curriculum/difficulty/<name>``
+columns.
 Validation and the held-out evaluation use all the data, as without a split::
 
     accelerate launch recipes/sft_affine.py --config recipes/configs/sft_affine_curriculum_tiny.yaml
@@ -27,8 +28,13 @@ Validation and the held-out evaluation use all the data, as without a split::
 
 from __future__ import annotations
 
+from trl_ext.common.noise import quiet_dependency_noise
+
+quiet_dependency_noise()  # first: the known-harmless messages of dependencies (trl_ext/common/noise.py)
+
 import json
 import logging
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,6 +43,7 @@ from accelerate import PartialState
 from transformers import set_seed
 from trl import SFTConfig, SFTTrainer, get_peft_config
 
+from trl_ext.common.entry import run_main
 from trl_ext.common.lm_head_tiles import resolve_vocab_tile, vocab_tile
 from trl_ext.common.loss_log import LossLogCallback
 from trl_ext.common.recipes import (
@@ -46,7 +53,6 @@ from trl_ext.common.recipes import (
     recipe_parser,
     teardown_distributed,
 )
-from trl_ext.curriculum.callback import write_curriculum_report
 from trl_ext.curriculum.config import CURRICULUM_FIELDS, CurriculumArguments, CurriculumSFTConfig
 from trl_ext.curriculum.trainer import CurriculumSFTTrainer
 from trl_ext.data.affine_args import AffineRecipeArguments
@@ -180,6 +186,11 @@ def main(script_args: SFTAffineArguments, training_args: SFTConfig, model_args: 
     data, curriculum = prepare_data(script_args)
 
     trainer_cls = CurriculumSFTTrainer if curriculum is not None else SFTTrainer
+    curriculum_kw: dict[str, Any] = {}
+    if curriculum is not None:  # the trainer writes curriculum.json; the split is the recipe's own field
+        curriculum_kw["curriculum_report_extra"] = {"split": split}
+        if not isinstance(training_args, CurriculumArguments):  # a plain SFTConfig: the default knobs
+            curriculum_kw["curriculum_args"] = CurriculumArguments()
     trainer = trainer_cls(
         model=model,
         args=training_args,
@@ -188,6 +199,7 @@ def main(script_args: SFTAffineArguments, training_args: SFTConfig, model_args: 
         processing_class=tokenizer,
         peft_config=get_peft_config(model_args),
         callbacks=[LossLogCallback()],
+        **curriculum_kw,
     )
     describe_launch(trainer)
     if curriculum is not None and trainer.accelerator.is_main_process:
@@ -196,8 +208,6 @@ def main(script_args: SFTAffineArguments, training_args: SFTConfig, model_args: 
     with vocab_tile(resolve_vocab_tile(None, trainer.accelerator.device)):  # narrow LM-head tiles on CPU
         trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     trainer.save_model(training_args.output_dir)
-    if curriculum is not None:
-        write_curriculum_report(trainer, training_args.output_dir, split=split)
 
     report = None
     if script_args.heldout_samples > 0 and trainer.accelerator.is_main_process:
@@ -215,7 +225,7 @@ def evaluate_saved_model(model_dir: str, script_args: SFTAffineArguments, model_
     return report
 
 
-if __name__ == "__main__":
+def _run() -> None:
     parser = recipe_parser(SFTAffineArguments, CurriculumSFTConfig, LoRAModelConfig)
     script_args, training_args, model_args = parser.parse_args_and_config()
     logging.basicConfig(level=logging.INFO if PartialState().is_main_process else logging.WARNING)
@@ -223,3 +233,7 @@ if __name__ == "__main__":
     if result is not None:
         print(json.dumps(result["aggregate"], indent=2))
     teardown_distributed()
+
+
+if __name__ == "__main__":
+    sys.exit(run_main(_run))

@@ -21,7 +21,7 @@ COUPLINGS = [
 
 def test_coupling_names_are_unique():
     names = [c.name for c in COUPLINGS]
-    assert len(names) == len(set(names)) == 14, names
+    assert len(names) == len(set(names)) == 15, names
 
 
 @pytest.mark.parametrize("coupling", COUPLINGS, ids=lambda c: c.name)
@@ -56,6 +56,27 @@ def test_a_changed_private_method_fails_naming_the_coupling(monkeypatch):
     coupling = next(c for c in COUPLINGS if c.name == "sft_prepare_dataset")
     with pytest.raises(TRLCouplingError, match=r"now reads self\.\['_new_helper'\] / args\.\['new_option'\]"):
         coupling.check()
+
+
+def test_group_statistics_that_change_fail_naming_the_coupling(monkeypatch):
+    """PPO keeps GRPO's ``reward_std`` because it is a batch std: a TRL that computes it per group (meaningless with
+    one completion per prompt) breaks ``grpo_group_metrics``, and so does a renamed ``frac_reward_zero_std``."""
+    from trl import GRPOTrainer
+
+    coupling = next(c for c in COUPLINGS if c.name == "grpo_group_metrics")
+    source = common_compat.source_of(GRPOTrainer._generate_and_score_completions)
+    changes = {
+        'self._metrics[mode]["reward_std"].append(nanstd(rewards).item())': (
+            'self._metrics[mode]["reward_std"].append(std_rewards.mean().item())'
+        ),
+        '"frac_reward_zero_std"': '"groups/frac_zero_std"',
+    }
+    for old, new in changes.items():
+        assert old in source
+        changed = source.replace(old, new)
+        monkeypatch.setattr(common_compat, "source_of", lambda obj, text=changed: text)
+        with pytest.raises(TRLCouplingError, match=r"'grpo_group_metrics'.*_generate_and_score_completions no longer"):
+            coupling.check()
 
 
 def test_a_moved_import_fails_naming_the_coupling(monkeypatch):

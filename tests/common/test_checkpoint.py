@@ -14,16 +14,19 @@ from trl_ext.common.checkpoint import ExtensionStateMixin, checkpoint_folder, re
 def test_resolve_checkpoint(tmp_path):
     assert resolve_checkpoint(None, str(tmp_path)) is None
     assert resolve_checkpoint(False, str(tmp_path)) is None
-    with pytest.raises(ValueError, match=f"no checkpoint found in {tmp_path}"):
+    with pytest.raises(FileNotFoundError, match=f"no checkpoint found in {tmp_path}"):
         resolve_checkpoint(True, str(tmp_path))
-    with pytest.raises(ValueError, match="no checkpoint found"):
+    with pytest.raises(FileNotFoundError, match="no checkpoint found"):
         resolve_checkpoint(True, str(tmp_path / "missing"))
     for step in (2, 10):
         (tmp_path / f"checkpoint-{step}").mkdir()
     assert resolve_checkpoint(True, str(tmp_path)) == tmp_path / "checkpoint-10"  # by step, not by name
     assert resolve_checkpoint(str(tmp_path / "checkpoint-2"), "unused") == tmp_path / "checkpoint-2"
-    with pytest.raises(FileNotFoundError, match="'.*checkpoint-3' is not a checkpoint folder"):
+    with pytest.raises(FileNotFoundError, match="'.*checkpoint-3' does not exist"):
         resolve_checkpoint(str(tmp_path / "checkpoint-3"), str(tmp_path))
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(FileNotFoundError, match="'.*notes.txt' is a file, not a checkpoint folder"):
+        resolve_checkpoint(str(tmp_path / "notes.txt"), str(tmp_path))
 
 
 def test_json_state_round_trip(tmp_path):

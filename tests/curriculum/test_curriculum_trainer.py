@@ -110,12 +110,12 @@ def test_frozen_model_refreshes_on_schedule(tmp_path, tiny_model_path):
             )
 
     trainer = _sft(
-        tmp_path, tiny_model_path, max_steps=8, curriculum_interval_unit="steps", curriculum_interval=2,
+        tmp_path, tiny_model_path, max_steps=10, curriculum_interval_unit="steps", curriculum_interval=2,
         freeze_interval=4,
     )  # fmt: skip
     trainer.add_callback(Probe())
     trainer.train()
-    assert [h["step"] for h in trainer.curriculum.history] == [0, 2, 4, 6, 8]
+    assert [h["step"] for h in trainer.curriculum.history] == [0, 2, 4, 6, 8]  # none at the final step 10
     assert [h["frozen_age"] for h in trainer.curriculum.history] == [0, 2, 0, 2, 0]
     equal_at = [step for step, equal, _ in seen if equal]
     assert equal_at == [4, 8]
@@ -191,16 +191,20 @@ def test_grpo_keeps_prompt_groups_and_ppo_runs(tmp_path, tiny_model_path):
     assert batches and all(len(b) == 8 for b in batches)
     for b in batches:
         assert b[0:4] == [b[0]] * 4 and b[4:8] == [b[4]] * 4
-    assert [h["step"] for h in grpo.curriculum.history] == [0, 2, 4]
+    assert [h["step"] for h in grpo.curriculum.history] == [0, 2]  # none at the final step 4
 
+    # a rollout (2 mini-batches, one per step) is drawn whole at its first step: the update at step 4 of 6 comes
+    # after the last rollout's draw, so it is skipped
+    ppo_common = common | {"max_steps": 6}
+    ppo_args = CurriculumPPOConfig(num_generations=1, num_mini_batches=2, num_ppo_epochs=1, **ppo_common)
     ppo = CurriculumPPOTrainer(
-        model=str(tiny_model_path), reward_funcs=short,
-        args=CurriculumPPOConfig(num_generations=1, num_mini_batches=2, num_ppo_epochs=1, **common),
+        model=str(tiny_model_path), reward_funcs=short, args=ppo_args,
         train_dataset=data, processing_class=tok,
     )  # fmt: skip
     ppo.train()
+    assert [h["step"] for h in ppo.curriculum.history] == [0, 2]
     weights = [h["weights"] for h in ppo.curriculum.history]
-    assert len(weights) == 3 and weights[-1] != weights[0]
+    assert weights[-1] != weights[0]
 
 
 def test_dpo_host_scores_prompt_plus_chosen(tmp_path, tiny_model_path):
@@ -245,7 +249,7 @@ def test_plain_trainer_with_pretokenized_rows_and_with_curriculum(tmp_path, tiny
         data_collator=collator, processing_class=tok,
     )  # fmt: skip
     trainer.train()
-    assert len(trainer.curriculum.history) == 3
+    assert [h["step"] for h in trainer.curriculum.history] == [0, 2]  # none at the final step 4
 
     class MyTrainer(Trainer):
         pass
@@ -286,7 +290,7 @@ def test_distributed_weights_identical_across_processes_and_equal_to_one_process
     r0, r1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
     assert r0["world"] == 2 and r0["type"] == kind
     assert r0["history"] == r1["history"]  # bit-identical weights on both ranks
-    assert [h["step"] for h in r0["history"]] == [0, 3, 6, 9]
+    assert [h["step"] for h in r0["history"]] == [0, 3, 6]  # none at the final step 9
     for a, b in zip(one["history"], r0["history"]):
         np.testing.assert_allclose(b["weights"], a["weights"], atol=1e-6)
     assert r0["losses"] == pytest.approx(one["losses"], rel=1e-5)
@@ -379,3 +383,173 @@ def test_curriculum_metrics_reach_tensorboard(tmp_path, tiny_model_path):
     assert {"train/curriculum/weight/hard", "train/curriculum/difficulty/easy", "train/curriculum/frozen_age"} <= tags
     logged = [e.value for e in events.Scalars("train/curriculum/weight/hard")]
     np.testing.assert_allclose(logged, [h["weights"][2] for h in trainer.curriculum.history], rtol=1e-6)
+
+
+# ---------------------------------------------------------------------- report, update schedule, input checks
+
+
+def test_direct_run_writes_the_report(tmp_path, tiny_model_path):
+    """Used from Python (no recipe), the trainer writes curriculum.json and curriculum_weights.png into output_dir
+    at the end of train(); the JSON reloads with the run's names, sizes, weights and history, and
+    curriculum_report_extra adds fields."""
+    from trl_ext.curriculum.callback import CURRICULUM_JSON, CURRICULUM_PNG
+
+    trainer = _sft(tmp_path, tiny_model_path, max_steps=4, curriculum_interval_unit="steps", curriculum_interval=2)
+    trainer.curriculum_report_extra["note"] = "direct"
+    out = tmp_path / "out"
+    assert not (out / CURRICULUM_JSON).exists()
+    trainer.train()
+    report = json.loads((out / CURRICULUM_JSON).read_text())
+    history = trainer.curriculum.history
+    assert len(history) == 2
+    assert list(report["final_weights"]) == ["easy", "mid", "hard"]
+    assert list(report["final_weights"].values()) == history[-1]["weights"]
+    assert report["history"] == json.loads(json.dumps(history))
+    assert report["sizes"] == {"easy": 40, "mid": 40, "hard": 40}
+    assert report["initial_weights"] == pytest.approx([1 / 3] * 3)
+    assert report["global_step"] == 4 and report["num_updates"] == 2 and report["note"] == "direct"
+    assert trainer.curriculum.report["final_weights"] == report["final_weights"]
+    png = (out / CURRICULUM_PNG).read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 1000
+
+
+@pytest.mark.parametrize(
+    ("rows", "accumulation", "interval", "max_steps", "expected"),
+    [
+        (40, 1, 2, 8, [0, 2, 4, 6]),  # the old schedule also updated at the final step 8
+        (40, 1, 1, 4, [0, 1, 2]),  # step 3: the loader has already drawn step 4's batch (one ahead)
+        (40, 2, 1, 4, [0, 1, 2, 3]),  # step 3: the second micro-batch of step 4 is still to be drawn
+        (8, 1, 3, 6, [0, 3]),  # 3 steps per epoch: step 3 ends epoch 0, and epoch 1 draws with its weights
+    ],
+)
+def test_every_update_is_sampled_with(tmp_path, tiny_model_path, rows, accumulation, interval, max_steps, expected):
+    """Steps unit: every update in history precedes a draw of a trained batch, and each skipped due update (the
+    final step, or one after which the loader had drawn every remaining batch) would have been used by none.
+
+    A batch of 8 is 8 draws; epoch e trains n_e of them, its first ones, so weights set at (epoch e, position p)
+    are sampled with iff p < n_e or a later epoch trains."""
+    ahead = []
+
+    class Probe(TrainerCallback):
+        def on_step_end(self, args, state, control, **kw):
+            sampler = trainer.curriculum_sampler
+            ahead.append((state.global_step, sampler.epoch, sampler.next_draw_output))
+
+    trainer = _sft(
+        tmp_path, tiny_model_path, datasets=_texts(rows), max_steps=max_steps,
+        gradient_accumulation_steps=accumulation, curriculum_interval_unit="steps", curriculum_interval=interval,
+    )  # fmt: skip
+    trainer.add_callback(Probe())
+    trainer.train()
+    assert trainer.state.global_step == max_steps
+    history = trainer.curriculum.history
+    assert [h["step"] for h in history] == expected
+    assert all(h["step"] < max_steps for h in history)
+
+    micro_per_epoch = 3 * rows // 8
+    steps_per_epoch = -(-micro_per_epoch // accumulation)
+    trained: dict[int, int] = {}  # epoch -> draws trained
+    for step in range(max_steps):
+        epoch = step // steps_per_epoch
+        trained[epoch] = min(trained.get(epoch, 0) + 8 * accumulation, 8 * micro_per_epoch)
+
+    def used(epoch: int, position: int) -> bool:
+        return position < trained.get(epoch, 0) or any(n > 0 for e, n in trained.items() if e > epoch)
+
+    schedule = trainer.curriculum_sampler.state_dict()["schedule"]
+    assert len(schedule) == len(history)  # the first update replaced the initial weights at (0, 0)
+    for (epoch, position), _ in schedule:
+        assert used(epoch, position), (epoch, position, trained)
+    np.testing.assert_allclose([w for _, w in schedule], [h["weights"] for h in history])
+    skipped = [s for s, _, _ in ahead if s % interval == 0 and s not in expected]
+    assert max_steps in skipped
+    for step, epoch, next_draw in ahead:
+        if step in skipped:
+            assert not used(epoch, next_draw), (step, epoch, next_draw, trained)
+
+
+def test_wrong_config_class_is_refused(tmp_path, tiny_model_path):
+    """A curriculum trainer given its host's plain config (or another host's) fails with a TypeError naming the
+    class it needs, before anything is loaded (the model path does not exist); with curriculum_args the plain
+    config is accepted."""
+    from transformers import TrainingArguments
+    from trl import DPOConfig, GRPOConfig, SFTConfig
+
+    from trl_ext import (
+        CurriculumArguments,
+        CurriculumDPOConfig,
+        CurriculumDPOTrainer,
+        CurriculumGRPOTrainer,
+        CurriculumPPOTrainer,
+        PPOConfig,
+    )
+
+    missing = str(tmp_path / "no_model")
+    common = dict(output_dir=str(tmp_path / "o"), use_cpu=True, bf16=False, report_to="none")
+    data = _texts(4)
+    with pytest.raises(
+        TypeError,
+        match=r"CurriculumSFTTrainer needs a CurriculumSFTConfig \(got SFTConfig\): the curriculum knobs .* Pass "
+        r"args=CurriculumSFTConfig\(\.\.\.\), or keep the SFTConfig and add curriculum_args=CurriculumArguments",
+    ):
+        CurriculumSFTTrainer(model=missing, args=SFTConfig(**common), train_dataset=data)
+    with pytest.raises(TypeError, match=r"CurriculumSFTTrainer needs a CurriculumSFTConfig \(got SFTConfig\)"):
+        CurriculumSFTTrainer(missing, SFTConfig(**common), train_dataset=data)  # args given positionally
+    with pytest.raises(
+        TypeError, match=r"CurriculumSFTTrainer needs a CurriculumSFTConfig \(got CurriculumDPOConfig\) \(docs"
+    ):
+        CurriculumSFTTrainer(model=missing, args=CurriculumDPOConfig(**common), train_dataset=data)
+    with pytest.raises(TypeError, match=r"CurriculumDPOTrainer needs a CurriculumDPOConfig \(got DPOConfig\)"):
+        CurriculumDPOTrainer(model=missing, args=DPOConfig(**common), train_dataset=data)
+    with pytest.raises(TypeError, match=r"CurriculumGRPOTrainer needs a CurriculumGRPOConfig \(got GRPOConfig\)"):
+        CurriculumGRPOTrainer(model=missing, reward_funcs=len, args=GRPOConfig(**common), train_dataset=data)
+    with pytest.raises(TypeError, match=r"CurriculumPPOTrainer needs a CurriculumPPOConfig \(got PPOConfig\)"):
+        CurriculumPPOTrainer(model=missing, reward_funcs=len, args=PPOConfig(**common), train_dataset=data)
+    with pytest.raises(
+        TypeError, match=r"CurriculumTrainer needs a CurriculumTrainingArguments \(got TrainingArguments\)"
+    ):
+        CurriculumTrainer(model=None, args=TrainingArguments(**common), train_dataset=data)
+    with pytest.raises(TypeError, match=r"CurriculumSFTTrainer needs a SFTConfig or a CurriculumSFTConfig"):
+        CurriculumSFTTrainer(
+            model=missing, args=DPOConfig(**common), train_dataset=data, curriculum_args=CurriculumArguments()
+        )
+
+    trainer = CurriculumSFTTrainer(
+        model=str(tiny_model_path), args=SFTConfig(max_length=64, **common), train_dataset=data,
+        processing_class=AutoTokenizer.from_pretrained(tiny_model_path),
+        curriculum_args=CurriculumArguments(difficulty_sample_size=2, curriculum_eta=0.5),
+    )  # fmt: skip
+    assert trainer.curriculum_args.curriculum_eta == 0.5 and sum(map(len, trainer.curriculum.batches[0])) == 2
+
+
+def test_dataset_without_host_columns_is_named(tmp_path, tiny_model_path):
+    """Datasets without a column the host reads fail before the host's __init__ (the model path does not exist)
+    with a ValueError naming the dataset, its columns and the formats the host takes, not TRL's KeyError."""
+    from trl_ext import CurriculumDPOConfig, CurriculumDPOTrainer, CurriculumGRPOConfig, CurriculumGRPOTrainer
+
+    missing = str(tmp_path / "no_model")
+    body = {"notes": Dataset.from_dict({"body": ["x y z"] * 4}), "essays": Dataset.from_dict({"body": ["a b"] * 4})}
+    with pytest.raises(
+        ValueError,
+        match=r"curriculum dataset 'notes' has the columns \['body'\]; CurriculumSFTTrainer needs 'text' \| "
+        r"'messages' \| 'prompt' \+ 'completion' \| 'conversations' \| 'input_ids'\. TRL's SFT formats",
+    ):
+        CurriculumSFTTrainer(model=missing, args=_sft_args(tmp_path), train_dataset=body)
+    prompts = {"q": Dataset.from_dict({"prompt": ["say"] * 4}), "r": Dataset.from_dict({"prompt": ["tell"] * 4})}
+    with pytest.raises(ValueError, match=r"curriculum dataset 'q' has the columns \['prompt'\]; CurriculumSFTTrainer"):
+        CurriculumSFTTrainer(model=missing, args=_sft_args(tmp_path), train_dataset=prompts)  # no completion
+    with pytest.raises(ValueError, match=r"curriculum dataset 'notes' has the columns \['body'\]; .*needs 'article'"):
+        CurriculumSFTTrainer(model=missing, args=_sft_args(tmp_path, dataset_text_field="article"), train_dataset=body)
+    common = dict(output_dir=str(tmp_path / "o"), use_cpu=True, bf16=False, report_to="none")
+    with pytest.raises(
+        ValueError,
+        match=r"curriculum dataset 'q' has the columns \['prompt'\]; CurriculumDPOTrainer needs 'prompt' \+ "
+        r"'chosen' \+ 'rejected' \| 'chosen' \+ 'rejected'",
+    ):
+        CurriculumDPOTrainer(model=missing, args=CurriculumDPOConfig(**common), train_dataset=prompts)
+    with pytest.raises(
+        ValueError, match=r"curriculum dataset 'easy' has the columns \['text'\]; CurriculumGRPOTrainer needs 'prompt'"
+    ):
+        CurriculumGRPOTrainer(
+            model=missing, reward_funcs=len, args=CurriculumGRPOConfig(**common), train_dataset=_texts(4)
+        )

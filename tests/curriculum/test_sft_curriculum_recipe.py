@@ -30,13 +30,26 @@ def _main_with(recipe, tmp_path, *extra: str):
 
 @pytest.fixture(scope="module")
 def curriculum_run(tmp_path_factory, tiny_model_path):
+    from trl_ext.curriculum import callback
+
     tmp = tmp_path_factory.mktemp("sft_curriculum")
     recipe = load_recipe("sft_affine")
-    report = _main_with(
-        recipe, tmp, "--num_samples", "120", "--max_steps", "12", "--logging_steps", "2", "--eval_steps", "6",
-        "--save_steps", "6", "--save_total_limit", "1", "--heldout_samples", "0", "--curriculum_interval", "4",
-        "--freeze_interval", "4",
-    )  # fmt: skip
+    writes = []
+    original = callback.write_curriculum_report
+
+    def counted(trainer, output_dir, **extra):
+        writes.append((str(output_dir), extra))
+        return original(trainer, output_dir, **extra)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(callback, "write_curriculum_report", counted)
+        report = _main_with(
+            recipe, tmp, "--num_samples", "120", "--max_steps", "12", "--logging_steps", "2", "--eval_steps", "6",
+            "--save_steps", "6", "--save_total_limit", "1", "--heldout_samples", "0", "--curriculum_interval", "4",
+            "--freeze_interval", "4",
+        )  # fmt: skip
+    # the trainer writes the report, once; the recipe adds the split
+    assert writes == [(str(tmp / "o"), {"split": "payload:n"})]
     return tmp / "o", report
 
 
@@ -44,6 +57,7 @@ def test_curriculum_json_has_one_weight_per_size(curriculum_run):
     out, report = curriculum_run
     assert report is None  # heldout_samples 0: no held-out evaluation
     result = json.loads((out / "curriculum.json").read_text())
+    assert (out / "curriculum_weights.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert result["split"] == "payload:n"
     assert result["names"] == SIZES  # sorted by size
     assert list(result["final_weights"]) == SIZES
@@ -51,9 +65,10 @@ def test_curriculum_json_has_one_weight_per_size(curriculum_run):
     weights = list(result["final_weights"].values())
     assert sum(weights) == pytest.approx(1.0)
     assert max(abs(w - 1 / len(SIZES)) for w in weights) > 1e-3  # moved away from uniform
-    # an update before the first step, then every 4 steps; the last one sets the final weights
+    # an update before the first step, then every 4 steps but not at the final step 12 (nothing would be sampled
+    # with it); the last one sets the final weights
     history = result["history"]
-    assert [h["step"] for h in history] == [0, 4, 8, 12]
+    assert [h["step"] for h in history] == [0, 4, 8]
     assert history[-1]["weights"] == pytest.approx(weights)
     for record in history:
         assert len(record["difficulty"]) == len(SIZES) and len(record["weights"]) == len(SIZES)
@@ -75,7 +90,7 @@ def test_loss_log_has_curriculum_columns(curriculum_run):
     columns, rows = read_loss_log(out / "loss_log.csv")
     for name in SIZES:
         assert f"curriculum/weight/{name}" in columns and f"curriculum/difficulty/{name}" in columns
-    assert [r["step"] for r in rows if "curriculum/weight/n=3" in r] == [0.0, 4.0, 8.0, 12.0]
+    assert [r["step"] for r in rows if "curriculum/weight/n=3" in r] == [0.0, 4.0, 8.0]
     assert len([r for r in rows if "loss" in r]) == 6  # plain training logs are unchanged
     assert (out / "adapter_model.safetensors").exists()
     checkpoint = next(out.glob("checkpoint-*"))

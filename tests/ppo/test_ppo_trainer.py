@@ -233,7 +233,11 @@ def test_early_stopping_skips_the_rest_of_the_rollout(tmp_path, tiny_model_path)
 
 def test_bad_inputs_are_named(tmp_path, tiny_model_path):
     tokenised = Dataset.from_list([{"input_ids": [1, 2, 3]}] * 4)
-    with pytest.raises(ValueError, match=r"no 'prompt' column.*pre-tokenised \('input_ids'\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"train_dataset has the columns \['input_ids'\]; PPOTrainer needs 'prompt'\. "
+        r"It looks pre-tokenised \('input_ids'\)",
+    ):
         _trainer(tmp_path, tiny_model_path, train_dataset=tokenised)
     with pytest.raises(ValueError, match="value head input size 32 does not match the policy's hidden size 64"):
         _trainer(tmp_path, tiny_model_path, value_model=ValueHead(32))
@@ -242,7 +246,7 @@ def test_bad_inputs_are_named(tmp_path, tiny_model_path):
         return [1.0] * (len(completions) - 1)
 
     trainer = _trainer(tmp_path, tiny_model_path, reward_funcs=short, max_steps=1)
-    with pytest.raises(ValueError, match="The reward function 'short' returned 15 rewards, but 16 were expected"):
+    with pytest.raises(ValueError, match="reward function 'short' returned 15 rewards for 16 completions"):
         trainer.train()
 
     def nan_reward(completions, **kwargs):
@@ -251,6 +255,28 @@ def test_bad_inputs_are_named(tmp_path, tiny_model_path):
     trainer = _trainer(tmp_path, tiny_model_path, reward_funcs=nan_reward, max_steps=1)
     with pytest.raises(ValueError, match=r"reward function\(s\) \['nan_reward'\] returned NaN/None"):
         trainer.train()
+
+
+def test_first_hour_mistakes_get_one_clear_error(tmp_path, tiny_model_path):
+    """A reward function returning a bare float, a model path that does not exist and a resume folder that does not
+    exist: each is named before any training step (issue 14)."""
+
+    def bare(completions, **kwargs):
+        return 1.0
+
+    trainer = _trainer(tmp_path, tiny_model_path, reward_funcs=bare, max_steps=1)
+    with pytest.raises(
+        TypeError,
+        match=r"reward function 'bare' returned float 1\.0; a reward function returns a "
+        r"list with one float \(or None\) per completion \(16 here\)",
+    ):
+        trainer.train()
+    assert trainer.state.global_step == 0
+    with pytest.raises(FileNotFoundError, match="model path './no/such/model' does not exist"):
+        PPOTrainer(model="./no/such/model", reward_funcs=bare, args=PPOConfig(output_dir=str(tmp_path / "x")))
+    trainer = _trainer(tmp_path, tiny_model_path, max_steps=1)
+    with pytest.raises(FileNotFoundError, match=r"resume_from_checkpoint: '.*missing' does not exist"):
+        trainer.train(resume_from_checkpoint=str(tmp_path / "missing"))
 
 
 def test_value_head_of_the_wrong_size_is_refused_on_load(tmp_path, tiny_model_path):

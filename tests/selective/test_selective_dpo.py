@@ -284,7 +284,11 @@ def test_registry_and_bad_inputs(tmp_path, tiny_model_path):
     config = SelectiveDPOConfig(**{**COMMON, "output_dir": str(tmp_path), "strategy": "kl_divergence"})
     with pytest.raises(ValueError, match="strategy 'kl_divergence' needs positive proxy data: pass proxy_dataset"):
         SelectiveDPOTrainer(str(tiny_model_path), args=config, train_dataset=OUTCOME)
-    with pytest.raises(ValueError, match=r"proxy_positive dataset has columns \['chosen', 'prompt', 'rejected'\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"proxy_dataset has the columns \['prompt', 'chosen', 'rejected'\]; "
+        r"SelectiveDPOTrainer \(proxy rows\) needs 'text' \| 'messages'",
+    ):
         _trainer(tmp_path, tiny_model_path, "kl_divergence", proxies=(OUTCOME, None))
     with pytest.raises(ValueError, match="penalises LoRA A matrices: train with a LoRA peft_config"):
         _trainer(tmp_path, tiny_model_path, "orth_penalty", peft=False)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 from datasets import Dataset
@@ -253,6 +255,75 @@ def test_registry_and_bad_inputs(tmp_path, tiny_model_path):
     config = SelectiveConfig(output_dir=str(tmp_path), strategy="naive", use_cpu=True, bf16=False)
     with pytest.raises(ValueError, match=r"naive strategy: outcome columns \['completion', 'prompt'\] and proxy"):
         SelectiveSFTTrainer(model=str(tiny_model_path), args=config, train_dataset=OUTCOME, proxy_dataset=other)
+
+
+def test_first_hour_mistakes_get_one_clear_error(tmp_path, tiny_model_path):
+    """Rows with other columns (outcome, proxy), a model path that does not exist: named before training starts."""
+    config = SelectiveConfig(output_dir=str(tmp_path), strategy="kl_divergence")
+    qa = Dataset.from_list([{"question": "q", "answer": "a"}] * 4)
+    with pytest.raises(
+        ValueError,
+        match=r"train_dataset has the columns \['question', 'answer'\]; SelectiveSFTTrainer "
+        r"needs 'text' \| 'messages' \| 'prompt' \+ 'completion'",
+    ):
+        SelectiveSFTTrainer(model=str(tiny_model_path), args=config, train_dataset=qa, proxy_dataset=POSITIVE)
+    with pytest.raises(
+        ValueError,
+        match=r"proxy_dataset has the columns \['question', 'answer'\]; SelectiveSFTTrainer "
+        r"\(proxy rows\) needs 'text'",
+    ):
+        SelectiveSFTTrainer(model=str(tiny_model_path), args=config, train_dataset=OUTCOME, proxy_dataset=qa)
+    with pytest.raises(ValueError, match=r"eval_dataset\['held_out'\] has the columns \['question', 'answer'\]"):
+        SelectiveSFTTrainer(
+            model=str(tiny_model_path),
+            args=config,
+            train_dataset=OUTCOME,
+            eval_dataset={"held_out": qa},
+            proxy_dataset=POSITIVE,
+        )
+    with pytest.raises(FileNotFoundError, match="model path './no/such/model' does not exist"):
+        SelectiveSFTTrainer(model="./no/such/model", args=config, train_dataset=OUTCOME, proxy_dataset=POSITIVE)
+
+
+def test_defaults_act_and_a_zero_weight_warns_at_the_callers_line(tmp_path):
+    """Every strategy's default weights make it act (kl_divergence: β_kl = 1); set to 0 they warn, attributed to the
+    line that built the config (this file), not to the dataclass's generated code."""
+    assert SelectiveConfig(output_dir=str(tmp_path), strategy="kl_divergence").beta_kl == 1.0
+    assert SelectiveConfig(output_dir=str(tmp_path), strategy="positive_negative_proxy").beta_kl == 0.0
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for name in STRATEGIES:
+            SelectiveConfig(output_dir=str(tmp_path), strategy=name, safelora_base_model="base")
+    assert [str(w.message) for w in caught if "adds nothing" in str(w.message)] == []
+    with pytest.warns(UserWarning, match=r"strategy 'kl_divergence' with beta_kl = 0 adds nothing") as record:
+        SelectiveConfig(output_dir=str(tmp_path), strategy="kl_divergence", beta_kl=0.0)
+    assert [w.filename for w in record if "adds nothing" in str(w.message)] == [__file__]
+    with pytest.warns(UserWarning, match="lambda_proxy = lambda_negative = 0"):
+        SelectiveConfig(
+            output_dir=str(tmp_path), strategy="positive_negative_proxy", lambda_proxy=0, lambda_negative=0
+        )
+
+
+def test_precision_defaults_to_what_the_device_supports(tmp_path, caplog, monkeypatch):
+    """An unset bf16 becomes float32 on a machine without bf16 (one log line); a value the user sets is kept."""
+    import logging
+
+    import torch
+
+    import trl_ext.common.config as config_module
+
+    monkeypatch.setattr(config_module, "_said_fp32", False)
+    supported = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    with caplog.at_level(logging.WARNING, logger="trl_ext.common.config"):
+        config = SelectiveConfig(output_dir=str(tmp_path))
+        SelectiveConfig(output_dir=str(tmp_path))
+    assert config.bf16 is supported
+    said = [r.getMessage() for r in caplog.records if "training in float32" in r.getMessage()]
+    assert said == (
+        [] if supported else ["bf16 is not supported on this device: training in float32 (set bf16=True to force it)"]
+    )
+    assert SelectiveConfig(output_dir=str(tmp_path), use_cpu=True).bf16 is False
+    assert SelectiveConfig(output_dir=str(tmp_path), bf16=False).bf16 is False
 
 
 @pytest.mark.parametrize("strategy", [s for s in STRATEGIES if s != "safe_lora"])

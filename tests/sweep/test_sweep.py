@@ -355,6 +355,94 @@ def test_summary_of_one_seed_has_no_std(sweep):
     assert sweep.flatten_metrics({"a": 1, "b": {"c": 2.5, "d": "x", "e": True, "f": [1]}}) == {"a": 1.0, "b.c": 2.5}
 
 
+def test_collect_leaves_the_seed_out_of_the_metrics(sweep, tmp_path):
+    """A recipe that echoes its seed into results.json (recipes/selective_generalisation.py does): the summaries
+    list the seeds but average no ``seed``; the metrics' mean and sample std match numpy's."""
+    _setup(tmp_path, {"a": [1, 2]})
+    out = tmp_path / "out"
+    seeds = [0, 3, 7]
+    plan = sweep.plan_sweep(tmp_path / "fake.py", tmp_path / "base.yaml", tmp_path / "vary.yaml", out, seeds)
+    sweep.write_plan(plan, plan.runs, "task", "proxy")  # the folders and manifest, no run
+    rng = random.Random(1)
+    written: dict[str, list[dict]] = {}
+    for run in plan.runs:
+        results = {"seed": run.seed, "task": rng.random(), "proxy": rng.random(), "eval": {"task": rng.random()}}
+        _write(run.results_path, json.dumps(results))
+        written.setdefault(run.combination.name, []).append(results)
+    result = sweep.collect(out)
+
+    csv_rows = _read_csv(out / "summary.csv")
+    columns = list(csv_rows[0])
+    assert not [c for c in columns if c.startswith("seed_") or c == "seed"], columns
+    assert columns == ["combination", "a", "n_seeds", "seeds", "pareto"] + [
+        f"{m}_{stat}" for m in ("task", "proxy", "eval.task") for stat in ("mean", "std")
+    ]
+    on_disk = json.loads((out / "summary.json").read_text())
+    for rows in (result["combinations"], on_disk["combinations"]):
+        assert [sorted(s["metrics"]) for s in rows] == [["eval.task", "proxy", "task"]] * 2
+    by_name = {row["combination"]: row for row in csv_rows}
+    for entry in on_disk["combinations"]:
+        name, runs = entry["combination"], written[entry["combination"]]
+        assert entry["seeds"] == seeds and entry["n_seeds"] == 3
+        assert json.loads(by_name[name]["seeds"]) == seeds and by_name[name]["n_seeds"] == "3"
+        for metric, values in (
+            ("task", [r["task"] for r in runs]),
+            ("proxy", [r["proxy"] for r in runs]),
+            ("eval.task", [r["eval"]["task"] for r in runs]),
+        ):
+            mean, std = float(np.mean(values)), float(np.std(values, ddof=1))
+            assert entry["metrics"][metric] == {"mean": pytest.approx(mean, abs=1e-12),
+                                                "std": pytest.approx(std, abs=1e-12), "n": 3}  # fmt: skip
+            assert float(by_name[name][f"{metric}_mean"]) == pytest.approx(mean, abs=1e-12)
+            assert float(by_name[name][f"{metric}_std"]) == pytest.approx(std, abs=1e-12)
+    with open(out / "runs.csv", newline="") as f:
+        header = next(csv.reader(f))
+    assert header.count("seed") == 1  # the folder's seed, not a second column from results.json
+    assert [int(r["seed"]) for r in _read_csv(out / "runs.csv")] == seeds * 2
+    with pytest.raises(sweep.SweepError, match="--x_metric seed: 'seed' identifies a run"):
+        sweep.collect(out, x_metric="seed")
+
+
+def _fake_summary(n: int, name: str = "strategy-kl_beta_kl-{}") -> list[dict]:
+    rng = random.Random(n)
+    return [
+        {
+            "combination": name.format(i),
+            "metrics": {m: {"mean": rng.random(), "std": 0.05, "n": 3} for m in ("task", "proxy")},
+            "pareto": i % 3 == 0,
+        }
+        for i in range(n)
+    ]
+
+
+@pytest.mark.parametrize(
+    "summary",
+    [_fake_summary(1), _fake_summary(6), _fake_summary(40), _fake_summary(4, "x" * 96 + "-{}")],
+    ids=["one", "few", "many", "long-names"],
+)
+def test_pareto_plot_uses_its_figure(sweep, tmp_path, summary):
+    """The plot takes most of the figure, the key sits beside or below it inside the figure without overlapping
+    it, and the PNG is the figure uncropped (so these fractions are the saved image's)."""
+    fig = sweep.pareto_figure(summary, "task", "proxy")
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    (ax,) = fig.axes
+    position = ax.get_position()
+    assert position.width * position.height >= 0.55, position.bounds
+    assert min(position.width, position.height) >= 0.45, position.bounds
+    key = fig.texts[0].get_window_extent(renderer)
+    assert f"{len(summary):>2}  {summary[-1]['combination']}" in fig.texts[0].get_text()
+    assert fig.bbox.x0 <= key.x0 and key.x1 <= fig.bbox.x1 and fig.bbox.y0 <= key.y0 and key.y1 <= fig.bbox.y1
+    plot = ax.get_tightbbox(renderer)  # with the tick labels, axis labels, title and legend
+    assert fig.bbox.x0 <= plot.x0 and plot.x1 <= fig.bbox.x1 and fig.bbox.y0 <= plot.y0 and plot.y1 <= fig.bbox.y1
+    assert not plot.overlaps(key)
+    sweep.plot_pareto(summary, "task", "proxy", tmp_path / "pareto.png")
+    header = (tmp_path / "pareto.png").read_bytes()[:24]
+    width, height = int.from_bytes(header[16:20], "big"), int.from_bytes(header[20:24], "big")
+    expected = fig.get_size_inches() * 150
+    assert abs(width - expected[0]) <= 1 and abs(height - expected[1]) <= 1, (width, height, expected)
+
+
 # -- errors on bad input ----------------------------------------------------------------------------------------
 
 

@@ -21,6 +21,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from trl_ext.common.errors import MissingPathError
+
 __all__ = ["ExtensionStateMixin", "checkpoint_folder", "read_json", "resolve_checkpoint", "write_json"]
 
 
@@ -30,8 +32,8 @@ def resolve_checkpoint(resume_from_checkpoint: str | os.PathLike | bool | None, 
     ``None``/``False``: no resume. ``True``: the last ``checkpoint-*`` folder of ``output_dir``. A path: itself.
 
     Raises:
-        ValueError: ``True`` but ``output_dir`` holds no checkpoint.
-        FileNotFoundError: a path that is not a folder.
+        MissingPathError: (a ``FileNotFoundError``) ``True`` but ``output_dir`` holds no checkpoint, or a path that
+            does not exist or is not a folder.
     """
     if resume_from_checkpoint is None or resume_from_checkpoint is False:
         return None
@@ -40,11 +42,13 @@ def resolve_checkpoint(resume_from_checkpoint: str | os.PathLike | bool | None, 
 
         last = get_last_checkpoint(output_dir) if os.path.isdir(output_dir) else None
         if last is None:
-            raise ValueError(f"resume_from_checkpoint=True: no checkpoint found in {output_dir} to resume from")
+            raise MissingPathError(f"resume_from_checkpoint=True: no checkpoint found in {output_dir} to resume from")
         return Path(last)
     path = Path(resume_from_checkpoint)
+    if not path.exists():
+        raise MissingPathError(f"resume_from_checkpoint: {str(path)!r} does not exist")
     if not path.is_dir():
-        raise FileNotFoundError(f"resume_from_checkpoint: {str(path)!r} is not a checkpoint folder")
+        raise MissingPathError(f"resume_from_checkpoint: {str(path)!r} is a file, not a checkpoint folder")
     return path
 
 

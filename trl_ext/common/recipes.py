@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from trl import ModelConfig, TrlParser
+
+from trl_ext.common.config import bf16_supported
+from trl_ext.common.errors import ConfigError, UserInputError
 
 logger = logging.getLogger(__name__)
 
@@ -83,13 +87,6 @@ def apply_min_lr_ratio(training_args, min_lr_ratio: float | None) -> None:
         )
 
 
-def bf16_supported() -> bool:
-    """True on a CUDA device with bf16 support (CPU bf16 autocast is slow and is not used)."""
-    import torch
-
-    return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
-
-
 def resolve_precision(training_args) -> None:
     """Use bf16 only where supported: TRL configs default ``bf16=True``; on other hardware it falls back to fp32."""
     if training_args.bf16 and not bf16_supported():
@@ -161,7 +158,18 @@ class RecipeParser(TrlParser):
         if self._has_bf16 and not bf16_supported():
             logger.warning("bf16 is not supported on this hardware: training in float32")
             args += ["--bf16", "false"]
-        return super().parse_args_and_config(args, *rest, **kwargs)
+        return parse_or_config_error(super().parse_args_and_config, args, *rest, **kwargs)
+
+
+def parse_or_config_error(parse: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """``parse(*args, **kwargs)`` with the ``ValueError``/``TypeError`` of the configs' validation (raised while the
+    dataclasses are built from the YAML and the command line) turned into :class:`ConfigError`: a user error."""
+    try:
+        return parse(*args, **kwargs)
+    except UserInputError:
+        raise
+    except (ValueError, TypeError) as err:
+        raise ConfigError(str(err)) from err
 
 
 def recipe_parser(*dataclass_types) -> RecipeParser:

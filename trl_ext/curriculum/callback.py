@@ -6,12 +6,19 @@ drives a :class:`~trl_ext.curriculum.sampler.CurriculumSampler`:
 * when an update is due (start of every ``curriculum_interval``-th epoch, or every ``curriculum_interval`` optimizer
   steps and once before the first), it refreshes the frozen model if ``freeze_interval`` says so, scores the fixed
   difficulty subsets with it, and sets the sampler's new weights;
+* an update is made only if a batch that is still to be trained will be drawn with its weights
+  (:meth:`CurriculumCallback.weights_would_be_used`, docs/curriculum.md "Update schedule"): an epoch-unit update
+  always is (it precedes its epoch's draws); a steps-unit update at the final step, or so near it that the data
+  loader has already drawn every remaining batch, is skipped, so every entry of ``history`` was sampled with;
 * difficulty batches are split round-robin over the processes and the per-batch losses summed across them, so every
   process computes the same μ, σ², m and weights (the sampler then draws identically everywhere);
 * every update is logged (``curriculum/weight/<name>``, ``curriculum/difficulty/<name>`` (μ),
   ``curriculum/variance/<name>``, ``curriculum/frozen_age``) through ``Trainer.log``, so wandb, tensorboard,
   trackio, the console and :class:`~trl_ext.common.loss_log.LossLogCallback` all see it;
-* :meth:`state_dict` / :meth:`load_state_dict` carry the schedule and bookkeeping through checkpoints.
+* :meth:`state_dict` / :meth:`load_state_dict` carry the schedule and bookkeeping through checkpoints;
+* at the end of training the main process writes the report into ``args.output_dir``: ``curriculum.json``
+  (:func:`curriculum_summary` plus the trainer's ``curriculum_report_extra``) and ``curriculum_weights.png``
+  (:func:`plot_curriculum`); :attr:`CurriculumCallback.report` holds the summary on every process.
 """
 
 from __future__ import annotations
@@ -75,6 +82,7 @@ class CurriculumCallback(TrainerCallback):
         self.last_update: int | None = None  # epoch or step (per the unit) of the last weight update
         self.last_refresh: int | None = None
         self.history: list[dict[str, Any]] = []
+        self.report: dict[str, Any] | None = None  # the summary written at the end of the last train()
 
     # ------------------------------------------------------------------ data
 
@@ -182,6 +190,7 @@ class CurriculumCallback(TrainerCallback):
             names=self.names,
         )
         self.sampler.set_weights(new, epoch=epoch, position=position)
+        new = self.sampler.weights  # as stored (renormalised), so history, logs and the report agree exactly
         self.last_update = unit_value
         record = {
             "step": state.global_step,
@@ -209,23 +218,59 @@ class CurriculumCallback(TrainerCallback):
     def _epoch_due(self, epoch: int) -> bool:
         return epoch % self.cfg.curriculum_interval == 0 and (self.last_update is None or epoch > self.last_update)
 
+    def weights_would_be_used(self, args: Any, state: Any, train_dataloader: Any = None) -> bool:
+        """Whether weights set now would be used: a batch still to be trained is drawn after this point.
+
+        The sampler applies new weights from its next draw on (:attr:`CurriculumSampler.next_draw_output`), and the
+        data loader draws ahead of training (accelerate's loader one batch, worker processes more), so an update at
+        the final step, or at a step whose remaining batches have all been drawn already (with one micro-batch per
+        step and no workers: the step before the final one), would set weights that nothing is sampled with. Counted
+        in sampler outputs: the current epoch trains ``min(steps left in it · gradient_accumulation_steps, its
+        micro-batches)`` micro-batches of ``train_dataloader.total_batch_size`` outputs; the weights are used if the
+        next draw falls among them, or if a later epoch trains (it draws afresh with the latest weights). Without a
+        sized ``train_dataloader`` only "a step is left" is checked. See docs/curriculum.md, "Update schedule".
+        """
+        if state.max_steps > 0 and state.global_step >= state.max_steps:
+            return False
+        try:
+            micro_per_epoch = len(train_dataloader)
+            micro_size = int(getattr(train_dataloader, "total_batch_size", None) or train_dataloader.batch_size)
+        except TypeError:  # no loader, or an unsized one
+            return True
+        accumulation = max(1, int(args.gradient_accumulation_steps))
+        steps_per_epoch = max(micro_per_epoch // accumulation + int(micro_per_epoch % accumulation > 0), 1)
+        epoch = self.sampler.epoch
+        if state.max_steps > (epoch + 1) * steps_per_epoch:
+            return True  # a later epoch trains, drawing with the latest weights
+        steps_here = state.max_steps - epoch * steps_per_epoch  # steps of this epoch that are trained, in all
+        trained_outputs = min(min(steps_here * accumulation, micro_per_epoch) * micro_size, len(self.sampler))
+        return self.sampler.next_draw_output < trained_outputs
+
     # ------------------------------------------------------------------ TrainerCallback hooks
 
     def on_train_begin(self, args, state, control, **kwargs):
         if self.cfg.curriculum_interval_unit == "steps" and self.last_update is None:
-            self.update(state, state.global_step)
+            if self.weights_would_be_used(args, state, kwargs.get("train_dataloader")):
+                self.update(state, state.global_step)
 
     def on_epoch_begin(self, args, state, control, **kwargs):
         epoch = int(math.floor(state.epoch + 1e-6)) if state.epoch else 0
         self.sampler.set_epoch(epoch)
         if self.cfg.curriculum_interval_unit == "epoch" and self._epoch_due(epoch):
-            self.update(state, epoch, epoch=epoch, position=0)
+            if state.max_steps <= 0 or state.global_step < state.max_steps:  # the epoch trains: always, in practice
+                self.update(state, epoch, epoch=epoch, position=0)
 
     def on_step_end(self, args, state, control, **kwargs):
         step = state.global_step
         if self.cfg.curriculum_interval_unit == "steps" and step % self.cfg.curriculum_interval == 0:
             if self.last_update is None or step > self.last_update:
-                self.update(state, step)
+                if self.weights_would_be_used(args, state, kwargs.get("train_dataloader")):
+                    self.update(state, step)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        """Write ``curriculum.json`` and ``curriculum_weights.png`` into ``args.output_dir`` (main process)."""
+        extra = getattr(self.trainer, "curriculum_report_extra", None) or {}
+        self.report = write_curriculum_report(self.trainer, args.output_dir, **extra)
 
     # ------------------------------------------------------------------ checkpointing
 
@@ -257,7 +302,7 @@ def curriculum_summary(trainer: Any) -> dict[str, Any]:
         "sizes": dict(zip(sampler.names, sampler.sizes)),
         "initial_weights": sampler.initial_weights.tolist(),
         "final_weights": sampler.named_weights,
-        "history": trainer.curriculum.history,
+        "history": list(trainer.curriculum.history),
         "num_updates": len(trainer.curriculum.history),
         "global_step": trainer.state.global_step,
     }
@@ -296,7 +341,11 @@ def plot_curriculum(summary: Mapping[str, Any], png_path: str | os.PathLike) -> 
 
 def write_curriculum_report(trainer: Any, output_dir: str | os.PathLike, **extra: Any) -> dict[str, Any]:
     """Write ``curriculum.json`` (:func:`curriculum_summary` plus ``extra``) and ``curriculum_weights.png`` into
-    ``output_dir`` (main process only); returns the summary on every process."""
+    ``output_dir`` (main process only); returns the summary on every process.
+
+    The curriculum trainers call it themselves at the end of ``train()`` (into ``args.output_dir``, with their
+    ``curriculum_report_extra``); call it to write the report of a trainer elsewhere too (docs/curriculum.md).
+    """
     summary = {**curriculum_summary(trainer), **extra}
     if trainer.accelerator.is_main_process:
         out = Path(output_dir)

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from transformers import TrainingArguments
 from trl import DPOConfig, GRPOConfig, SFTConfig
 
-from trl_ext.common.lm_head_tiles import LMHeadTileArguments
+from trl_ext.common.config import ExtensionArguments
+from trl_ext.common.errors import ConfigError
 from trl_ext.curriculum.difficulty import FROZEN_MODES
 from trl_ext.curriculum.weights import UPDATE_RULES
 from trl_ext.ppo.config import PPOConfig
@@ -41,8 +42,9 @@ class CurriculumArguments:
     ``w ← clip(w + η·g, ≥ min_weight)``, ``w ← w/Σw`` with g = m − mean(m) (``centered``) or the finite differences
     of m along the dataset index (``index_gradient``, the upstream rule). Updates happen at the start of every
     ``curriculum_interval``-th epoch (or every ``curriculum_interval`` optimizer steps, and once before the first
-    step); the frozen model is refreshed from the live weights every ``freeze_interval`` units, before that unit's
-    update.
+    step), except where no batch still to be trained would be drawn with the new weights (the final step, or one
+    after which the data loader has drawn every remaining batch: docs/curriculum.md, "Update schedule"); the frozen
+    model is refreshed from the live weights every ``freeze_interval`` units, before that unit's update.
     """
 
     curriculum_update: str = field(
@@ -110,26 +112,26 @@ class CurriculumArguments:
     def check_curriculum_args(self) -> None:
         """Raise ``ValueError`` naming the first invalid knob."""
         if self.curriculum_update not in UPDATE_RULES:
-            raise ValueError(f"curriculum_update must be one of {UPDATE_RULES}, got {self.curriculum_update!r}")
+            raise ConfigError(f"curriculum_update must be one of {UPDATE_RULES}, got {self.curriculum_update!r}")
         if self.curriculum_interval_unit not in INTERVAL_UNITS:
-            raise ValueError(
+            raise ConfigError(
                 f"curriculum_interval_unit must be one of {INTERVAL_UNITS}, got {self.curriculum_interval_unit!r}"
             )
         if self.frozen_model_mode not in FROZEN_MODES:
-            raise ValueError(f"frozen_model_mode must be one of {FROZEN_MODES}, got {self.frozen_model_mode!r}")
+            raise ConfigError(f"frozen_model_mode must be one of {FROZEN_MODES}, got {self.frozen_model_mode!r}")
         for name in ("curriculum_interval", "freeze_interval", "difficulty_sample_size", "difficulty_batch_size"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.difficulty_max_length < 2:
-            raise ValueError(
+            raise ConfigError(
                 f"difficulty_max_length must be >= 2 (a loss needs two tokens), got {self.difficulty_max_length}"
             )
         if self.curriculum_eta < 0:
-            raise ValueError(f"curriculum_eta must be >= 0, got {self.curriculum_eta}")
+            raise ConfigError(f"curriculum_eta must be >= 0, got {self.curriculum_eta}")
         if self.curriculum_min_weight < 0:
-            raise ValueError(f"curriculum_min_weight must be >= 0, got {self.curriculum_min_weight}")
+            raise ConfigError(f"curriculum_min_weight must be >= 0, got {self.curriculum_min_weight}")
         if self.curriculum_epoch_size is not None and self.curriculum_epoch_size < 1:
-            raise ValueError(f"curriculum_epoch_size must be >= 1, got {self.curriculum_epoch_size}")
+            raise ConfigError(f"curriculum_epoch_size must be >= 1, got {self.curriculum_epoch_size}")
 
 
 CURRICULUM_FIELDS = tuple(CurriculumArguments.__dataclass_fields__)
@@ -142,17 +144,17 @@ class CurriculumTrainingArguments(CurriculumArguments, TrainingArguments):
 
 
 @dataclass
-class CurriculumSFTConfig(CurriculumArguments, LMHeadTileArguments, SFTConfig):
+class CurriculumSFTConfig(CurriculumArguments, ExtensionArguments, SFTConfig):
     """``trl.SFTConfig`` plus the curriculum knobs (for :class:`CurriculumSFTTrainer`); packing is refused."""
 
 
 @dataclass
-class CurriculumDPOConfig(CurriculumArguments, LMHeadTileArguments, DPOConfig):
+class CurriculumDPOConfig(CurriculumArguments, ExtensionArguments, DPOConfig):
     """``trl.DPOConfig`` plus the curriculum knobs (for :class:`CurriculumDPOTrainer`)."""
 
 
 @dataclass
-class CurriculumGRPOConfig(CurriculumArguments, LMHeadTileArguments, GRPOConfig):
+class CurriculumGRPOConfig(CurriculumArguments, ExtensionArguments, GRPOConfig):
     """``trl.GRPOConfig`` plus the curriculum knobs (for :class:`CurriculumGRPOTrainer`)."""
 
 

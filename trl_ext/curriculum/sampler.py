@@ -118,6 +118,13 @@ class CurriculumSampler(Sampler[int]):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
 
+    @property
+    def next_draw_output(self) -> int:
+        """Index, in the output of the current pass, of the next output that needs new draws (the first output of
+        the next chunk): weights set now are used from that output on. With no repetition structure it is
+        :attr:`position`; with one, the outputs up to it repeat the chunk already drawn."""
+        return self.position * self.mini_repeat_count * self.repeat_count
+
     # ------------------------------------------------------------------ drawing
 
     def dataset_of(self, index: int) -> int:

@@ -9,11 +9,21 @@ updates its weights. Checkpoints get ``curriculum_state.json`` (weight schedule,
 ``curriculum_frozen.safetensors`` (the frozen weights), and resuming restores both, so a resumed run draws the same
 batches with the same weights as an uninterrupted one.
 
+Before the host's ``__init__`` runs (so before any model is loaded), the trainer refuses, naming what is wrong
+(docs/curriculum.md, "Errors"): a config of the wrong class (an :class:`~trl_ext.common.errors.InputTypeError`, a
+``TypeError``: ``args`` must combine ``CurriculumArguments`` with the host's config, e.g. ``CurriculumSFTConfig``,
+unless ``curriculum_args=`` is given, then the host's plain config is enough), and datasets without the columns the
+host reads (a :class:`~trl_ext.common.errors.DataError`, a ``ValueError`` naming the dataset, its columns and the
+formats the host takes). At the end of ``train()`` the main process writes ``curriculum.json`` and
+``curriculum_weights.png`` into ``args.output_dir`` (:class:`~trl_ext.curriculum.callback.CurriculumCallback`);
+``curriculum_report_extra`` adds fields to the JSON (the SFT recipe's ``split``).
+
 ``with_curriculum(HostTrainer)`` builds the curriculum version of any other ``Trainer`` subclass.
 """
 
 from __future__ import annotations
 
+import inspect
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -23,10 +33,20 @@ from transformers import Trainer
 from trl import DPOTrainer, GRPOTrainer, SFTTrainer
 
 from trl_ext.common.checkpoint import ExtensionStateMixin, read_json, write_json
+from trl_ext.common.errors import InputTypeError
+from trl_ext.common.inputs import PREFERENCE_FORMATS, PROMPT_FORMATS, check_dataset_columns, sft_formats
 from trl_ext.common.lm_head_tiles import LMHeadTileMixin
 from trl_ext.curriculum._trl_compat import grpo_repeat_structure
 from trl_ext.curriculum.callback import CurriculumCallback
-from trl_ext.curriculum.config import CURRICULUM_FIELDS, CurriculumArguments
+from trl_ext.curriculum.config import (
+    CURRICULUM_FIELDS,
+    CurriculumArguments,
+    CurriculumDPOConfig,
+    CurriculumGRPOConfig,
+    CurriculumPPOConfig,
+    CurriculumSFTConfig,
+    CurriculumTrainingArguments,
+)
 from trl_ext.curriculum.sampler import CurriculumSampler
 from trl_ext.ppo.trainer import PPOTrainer
 
@@ -44,6 +64,18 @@ __all__ = [
 
 CURRICULUM_STATE_FILE = "curriculum_state.json"
 CURRICULUM_FROZEN_FILE = "curriculum_frozen.safetensors"
+
+_HOST_CONFIGS: tuple[tuple[type, type], ...] = (
+    (PPOTrainer, CurriculumPPOConfig),
+    (GRPOTrainer, CurriculumGRPOConfig),
+    (DPOTrainer, CurriculumDPOConfig),
+    (SFTTrainer, CurriculumSFTConfig),
+    (Trainer, CurriculumTrainingArguments),
+)
+"""(host, its curriculum config), the most derived host first (PPO's host is GRPO). The host's plain config is
+the curriculum config's last base (``CurriculumSFTConfig(CurriculumArguments, ExtensionArguments, SFTConfig)``)."""
+
+_PROMPT_HINT = "a 'prompt' column of strings or of chat messages [{'role': 'user', 'content': ...}]"
 
 
 def _named_datasets(train_dataset: Any) -> dict[str, Any]:
@@ -93,17 +125,34 @@ def _concatenate(named: Mapping[str, Any]):
 class CurriculumMixin(ExtensionStateMixin):
     """Put before the host trainer in the bases (see the module docstring).
 
-    Extra keyword argument: ``curriculum_args`` (:class:`CurriculumArguments`); default: the curriculum fields of
-    ``args`` when it has them, otherwise the defaults.
+    Extra keyword arguments:
 
-    Attributes: ``curriculum_datasets`` (name -> raw dataset), ``curriculum_sampler``, ``curriculum`` (the callback).
+    * ``curriculum_args`` (:class:`CurriculumArguments`): the curriculum knobs; default: the curriculum fields of
+      ``args``. ``args`` must then be a config with :class:`CurriculumArguments` in its bases and the host's config
+      (``CurriculumSFTConfig`` for ``CurriculumSFTTrainer``, ...); with ``curriculum_args`` the host's plain config
+      (``SFTConfig``) is enough. ``args=None`` keeps the host's default config and the default knobs. Anything else
+      raises :class:`~trl_ext.common.errors.InputTypeError` (a ``TypeError``) naming the class expected.
+    * ``curriculum_report_extra`` (mapping): fields added to ``curriculum.json`` (e.g. the SFT recipe's ``split``);
+      kept as the attribute of that name, which may also be changed before ``train()``.
+
+    Attributes: ``curriculum_datasets`` (name -> raw dataset), ``curriculum_sampler``, ``curriculum`` (the callback),
+    ``curriculum_report_extra``.
     """
 
     def __init__(
-        self, *args: Any, train_dataset: Any = None, curriculum_args: CurriculumArguments | None = None, **kw
+        self,
+        *args: Any,
+        train_dataset: Any = None,
+        curriculum_args: CurriculumArguments | None = None,
+        curriculum_report_extra: Mapping[str, Any] | None = None,
+        **kw,
     ):
+        config = self._host_argument("args", args, kw)
+        self._check_config_class(config, curriculum_args)
         named = _named_datasets(train_dataset)
+        self._check_dataset_formats(named, config, args, kw)
         self.curriculum_datasets = named
+        self.curriculum_report_extra: dict[str, Any] = dict(curriculum_report_extra or {})
         super().__init__(*args, train_dataset=_concatenate(named), **kw)
         self.curriculum_args = curriculum_args if curriculum_args is not None else self._args_from_config()
         self.curriculum_args.check_curriculum_args()
@@ -128,6 +177,90 @@ class CurriculumMixin(ExtensionStateMixin):
         )
         self.curriculum = CurriculumCallback(self, named, self.curriculum_sampler, cfg, self.processing_class, seed)
         self.add_callback(self.curriculum)
+
+    # ------------------------------------------------------------------ input checks (before the host's __init__)
+
+    def _host_argument(self, name: str, args: Sequence[Any], kw: Mapping[str, Any]) -> Any:
+        """The value the caller gave the host's ``__init__`` parameter ``name`` (keyword or positional), or None."""
+        if name in kw:
+            return kw[name]
+        for klass in type(self).__mro__:
+            init = klass.__dict__.get("__init__")
+            if init is None or klass is CurriculumMixin:
+                continue
+            params = list(inspect.signature(init).parameters.values())[1:]  # without self
+            names = [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+            if name in names:
+                index = names.index(name)
+                return args[index] if index < len(args) else None
+        return None
+
+    @classmethod
+    def _host_configs(cls) -> tuple[type, type]:
+        """(the host's plain config class, the matching curriculum config class)."""
+        curriculum = next(config for host, config in _HOST_CONFIGS if issubclass(cls, host))  # every host: a Trainer
+        return curriculum.__bases__[-1], curriculum
+
+    def _check_config_class(self, config: Any, curriculum_args: CurriculumArguments | None) -> None:
+        """Refuse a config the curriculum cannot read its knobs from, or one of another host (see the class)."""
+        if config is None:
+            return
+        name = type(self).__name__
+        plain, curriculum = self._host_configs()
+        got = type(config).__name__
+        if curriculum_args is not None:
+            if not isinstance(curriculum_args, CurriculumArguments):
+                raise InputTypeError(
+                    f"{name}: curriculum_args must be a CurriculumArguments, got {type(curriculum_args).__name__}"
+                )
+            if not isinstance(config, plain):
+                raise InputTypeError(
+                    f"{name} needs a {plain.__name__} or a {curriculum.__name__} (got {got}) as args "
+                    "(docs/curriculum.md)"
+                )
+            return
+        if isinstance(config, CurriculumArguments) and isinstance(config, plain):
+            return
+        message = f"{name} needs a {curriculum.__name__} (got {got})"
+        if isinstance(config, plain):  # the host's plain config: the knobs are missing
+            message += (
+                f": the curriculum knobs (curriculum_*, freeze_interval, difficulty_*) are fields of "
+                f"{curriculum.__name__}. Pass args={curriculum.__name__}(...), or keep the {plain.__name__} and add "
+                "curriculum_args=CurriculumArguments(...)"
+            )
+        raise InputTypeError(message + " (docs/curriculum.md)")
+
+    def _dataset_formats(
+        self, config: Any, args: Sequence[Any], kw: Mapping[str, Any]
+    ) -> tuple[tuple[tuple[str, ...], ...], str] | None:
+        """The column sets one of which the host reads (and a hint), or None when the host takes any columns.
+
+        SFT (TRL's ``SFTTrainer``): the ``dataset_text_field`` column (``text``), ``messages``, ``prompt`` +
+        ``completion``, ``conversations`` (ShareGPT, converted by TRL) or tokenized ``input_ids``; not checked with
+        a ``formatting_func`` or ``dataset_kwargs={'skip_prepare_dataset': True}``. DPO: ``chosen`` + ``rejected``
+        (with or without ``prompt``). GRPO and PPO: ``prompt``. A plain ``Trainer``: not checked (its collator
+        decides).
+        """
+        if isinstance(self, GRPOTrainer):  # PPO's host too
+            return PROMPT_FORMATS, _PROMPT_HINT
+        if isinstance(self, DPOTrainer):
+            return PREFERENCE_FORMATS, "preference rows: 'chosen' and 'rejected' answers, with or without a 'prompt'"
+        if isinstance(self, SFTTrainer):
+            return sft_formats(config, self._host_argument("formatting_func", args, kw))
+        return None
+
+    def _check_dataset_formats(
+        self, named: Mapping[str, Any], config: Any, args: Sequence[Any], kw: Mapping[str, Any]
+    ) -> None:
+        """Raise :class:`~trl_ext.common.errors.DataError` (a ``ValueError``) naming the first curriculum dataset
+        without the columns the host reads, its columns and the formats expected (:meth:`_dataset_formats`)."""
+        formats = self._dataset_formats(config, args, kw)
+        if formats is None:
+            return
+        for name, data in named.items():
+            check_dataset_columns(data, f"curriculum dataset {name!r}", formats[0], type(self).__name__, formats[1])
+
+    # ------------------------------------------------------------------ knobs
 
     def _args_from_config(self) -> CurriculumArguments:
         if isinstance(self.args, CurriculumArguments):

@@ -13,6 +13,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from trl_ext.common.errors import UnknownNameError
+
 __all__ = [
     "FILE_BUILDERS",
     "SFT_FORMATS",
@@ -135,7 +137,7 @@ def check_sft_format(dataset, what: str = "dataset", formats: Sequence[str] | No
     accepted = list(formats) if formats is not None else list(SFT_FORMATS)
     unknown = [f for f in accepted if f not in SFT_FORMATS]
     if unknown:
-        raise ValueError(f"unknown SFT format(s) {unknown}; known: {', '.join(SFT_FORMATS)}")
+        raise UnknownNameError(f"unknown SFT format(s) {unknown}; known: {', '.join(SFT_FORMATS)}")
     columns = list(dataset.column_names)
     for name in accepted:
         if all(c in columns for c in SFT_FORMATS[name]):

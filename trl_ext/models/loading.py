@@ -6,10 +6,11 @@ import os
 from pathlib import Path
 from typing import Any
 
+from trl_ext.common.errors import MissingPathError
 from trl_ext.models.tiny_model import TINY_MODEL_NAME, get_tiny_model_path
 
 
-class ModelNotFoundError(FileNotFoundError):
+class ModelNotFoundError(MissingPathError):
     """Raised when ``model_name_or_path`` is neither an existing folder, a reachable hub id, nor ``tiny``."""
 
 

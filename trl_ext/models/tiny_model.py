@@ -206,8 +206,10 @@ def get_tiny_model_path(config: TinyModelConfig | None = None, cache_dir: str | 
     return target
 
 
-def main(argv: list[str] | None = None) -> None:
-    """CLI: ``trl-ext-tiny-model --output_dir DIR [--hidden_size 64 ...]``."""
+def main(argv: list[str] | None = None) -> int:
+    """CLI: ``trl-ext-tiny-model --output_dir DIR [--hidden_size 64 ...]``; a user error exits with status 2."""
+    from trl_ext.common.entry import run_main
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--output_dir", required=True, help="folder to write the checkpoint to")
     defaults = TinyModelConfig()
@@ -215,9 +217,13 @@ def main(argv: list[str] | None = None) -> None:
         parser.add_argument(f"--{name}", type=type(value), default=value)
     args = vars(parser.parse_args(argv))
     output_dir = args.pop("output_dir")
-    path = build_tiny_model(output_dir, TinyModelConfig(**args))
-    print(f"tiny model written to {path}")
+
+    def run() -> None:
+        path = build_tiny_model(output_dir, TinyModelConfig(**args))
+        print(f"tiny model written to {path}")
+
+    return run_main(run, prog="trl-ext-tiny-model")
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -12,16 +12,33 @@ return values listed in ``grpo_private_methods`` below; it also relies on:
   (:func:`starts_rollout`, :func:`skip_rollout_step`);
 * ``vllm_param_iterator``: ``trl.generation.vllm_generation.VLLMGeneration._iter_named_params`` yields the
   ``(name, parameter)`` pairs pushed to vLLM; :func:`exclude_params_from_vllm` wraps it so the value head's
-  parameters are not pushed.
+  parameters are not pushed;
+* ``grpo_group_metrics``: ``GRPOTrainer._generate_and_score_completions`` appends to ``self._metrics[mode]``
+  (the ``trainer_metrics`` coupling) ``frac_reward_zero_std``, the share of completions whose group's reward std
+  is 0, which :func:`drop_group_metrics` removes when there is one completion per prompt (it is then always 1);
+  and ``reward_std`` and ``rewards/<name>/std`` as the std over the whole gathered batch (``nanstd(rewards)``,
+  ``nanstd(rewards_per_func[:, i])``), which PPO keeps: were they ever computed per group, they would become
+  meaningless too, and the check fails.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from trl_ext.common._trl_compat import Coupling, TRLCouplingError, require_params, require_source
+from trl_ext.common._trl_compat import Coupling, TRLCouplingError, metrics_of, require_params, require_source
 
-__all__ = ["COUPLINGS", "AtLeastTwo", "exclude_params_from_vllm", "skip_rollout_step", "starts_rollout"]
+__all__ = [
+    "COUPLINGS",
+    "GROUP_METRICS",
+    "AtLeastTwo",
+    "drop_group_metrics",
+    "exclude_params_from_vllm",
+    "skip_rollout_step",
+    "starts_rollout",
+]
+
+# GRPO's metrics of a group of completions of one prompt: constant with one completion per prompt.
+GROUP_METRICS = ("frac_reward_zero_std",)
 
 
 class AtLeastTwo(int):
@@ -56,6 +73,14 @@ def exclude_params_from_vllm(generation: Any, prefix: str) -> None:
                 yield name, param
 
     generation._iter_named_params = _iter_named_params
+
+
+def drop_group_metrics(trainer: Any, mode: str) -> None:
+    """Remove :data:`GROUP_METRICS` from the host's metrics of ``mode`` (``"train"``/``"eval"``), so that its next
+    ``log()`` does not report them (GRPO appends them once per rollout; ``log()`` clears the metrics)."""
+    metrics = metrics_of(trainer, mode)
+    for name in GROUP_METRICS:
+        metrics.pop(name, None)
 
 
 def _check_num_generations() -> None:
@@ -107,6 +132,25 @@ def _check_grpo_methods() -> None:
     )
 
 
+def _check_group_metrics() -> None:
+    from trl import GRPOTrainer
+
+    require_source(
+        "grpo_group_metrics",
+        GRPOTrainer._generate_and_score_completions,
+        (
+            # dropped: the zero-std flag comes from the per-group std, repeated per completion
+            r"std_rewards\s*=\s*nanstd\(rewards\.view\(-1,\s*num_generations\),\s*dim=1\)",
+            r"is_std_zero\s*=\s*torch\.isclose\(std_rewards",
+            r'self\._metrics\[mode\]\["frac_reward_zero_std"\]\.append\(is_std_zero',
+            # kept: batch stds (over every gathered completion), meaningful with one completion per prompt
+            r'self\._metrics\[mode\]\["reward_std"\]\.append\(nanstd\(rewards\)\.item\(\)\)',
+            r"std_func_rewards\s*=\s*nanstd\(rewards_per_func\[:,\s*i\]\)",
+            r'self\._metrics\[mode\]\[f"rewards/\{reward_func_name\}/std"\]\.append\(std_func_rewards\)',
+        ),
+    )
+
+
 COUPLINGS = (
     Coupling("num_generations_check", "trl.GRPOConfig.__post_init__ (num_generations < 2)", _check_num_generations),
     Coupling(
@@ -122,5 +166,10 @@ COUPLINGS = (
         "trl.GRPOTrainer._generate_and_score_completions / _get_per_token_logps_and_entropies / _calculate_rewards / "
         "_compute_loss",
         _check_grpo_methods,
+    ),
+    Coupling(
+        "grpo_group_metrics",
+        "trl.GRPOTrainer._generate_and_score_completions (frac_reward_zero_std, reward_std, rewards/<name>/std)",
+        _check_group_metrics,
     ),
 )

@@ -6,12 +6,13 @@ from dataclasses import dataclass, field
 
 from trl import GRPOConfig
 
-from trl_ext.common.lm_head_tiles import LMHeadTileArguments
+from trl_ext.common.config import ExtensionArguments
+from trl_ext.common.errors import ConfigError
 from trl_ext.ppo._trl_compat import AtLeastTwo
 
 
 @dataclass
-class PPOConfig(LMHeadTileArguments, GRPOConfig):
+class PPOConfig(ExtensionArguments, GRPOConfig):
     r"""PPO with a learned value function, per-token KL control and GAE (docs/ppo.md), on TRL's GRPO machinery.
 
     Every ``GRPOConfig`` field works as in GRPO (generation, vLLM, reward functions and weights, logging, ...)
@@ -110,7 +111,7 @@ class PPOConfig(LMHeadTileArguments, GRPOConfig):
             self.num_iterations = self.num_ppo_epochs
         if self.num_mini_batches is not None:
             if self.steps_per_generation is not None and self.steps_per_generation != self.num_mini_batches:
-                raise ValueError(
+                raise ConfigError(
                     f"num_mini_batches={self.num_mini_batches} and steps_per_generation={self.steps_per_generation} "
                     "disagree; set only one"
                 )
@@ -118,19 +119,19 @@ class PPOConfig(LMHeadTileArguments, GRPOConfig):
         if self.cliprange is not None:
             self.epsilon = self.cliprange
         if self.kl_estimator not in ("k1", "k3"):
-            raise ValueError(f"kl_estimator must be 'k1' or 'k3', got {self.kl_estimator!r}")
+            raise ConfigError(f"kl_estimator must be 'k1' or 'k3', got {self.kl_estimator!r}")
         if self.kl_coef < 0:
-            raise ValueError(f"kl_coef must be >= 0, got {self.kl_coef}")
+            raise ConfigError(f"kl_coef must be >= 0, got {self.kl_coef}")
         if self.adaptive_kl and self.kl_coef == 0:
-            raise ValueError("adaptive_kl needs an initial kl_coef > 0")
+            raise ConfigError("adaptive_kl needs an initial kl_coef > 0")
         if self.target_kl is not None and self.target_kl <= 0:
-            raise ValueError(f"target_kl must be > 0 or None, got {self.target_kl}")
+            raise ConfigError(f"target_kl must be > 0 or None, got {self.target_kl}")
         if not (0.0 <= self.gamma <= 1.0 and 0.0 <= self.lam <= 1.0):
-            raise ValueError(f"gamma and lam must be in [0, 1], got gamma={self.gamma}, lam={self.lam}")
+            raise ConfigError(f"gamma and lam must be in [0, 1], got gamma={self.gamma}, lam={self.lam}")
         if self.use_adaptive_entropy:
-            raise ValueError("use_adaptive_entropy is a GRPO loss option; PPOTrainer uses a fixed entropy_coef")
+            raise ConfigError("use_adaptive_entropy is a GRPO loss option; PPOTrainer uses a fixed entropy_coef")
         if self.num_generations is None or self.num_generations < 1:
-            raise ValueError(f"num_generations must be >= 1, got {self.num_generations}")
+            raise ConfigError(f"num_generations must be >= 1, got {self.num_generations}")
         # GRPO builds the reference model and its log-probs only when beta != 0; PPO's KL lives in the reward.
         self.beta = self.kl_coef
         one = self.num_generations == 1

@@ -21,6 +21,8 @@ sequence-level. So this class only:
 
 from __future__ import annotations
 
+import functools
+import inspect
 import logging
 import os
 from contextlib import contextmanager
@@ -33,8 +35,10 @@ from trl import GRPOTrainer
 
 from trl_ext.common._trl_compat import metrics_of
 from trl_ext.common.checkpoint import ExtensionStateMixin, read_json, write_json
+from trl_ext.common.errors import InputTypeError
+from trl_ext.common.inputs import PROMPT_FORMATS, check_dataset_columns, check_model_argument, check_reward_output
 from trl_ext.common.lm_head_tiles import LMHeadTileMixin
-from trl_ext.ppo._trl_compat import exclude_params_from_vllm, skip_rollout_step, starts_rollout
+from trl_ext.ppo._trl_compat import drop_group_metrics, exclude_params_from_vllm, skip_rollout_step, starts_rollout
 from trl_ext.ppo.config import PPOConfig
 from trl_ext.ppo.kl_control import make_kl_controller
 from trl_ext.ppo.losses import (
@@ -101,9 +105,10 @@ class PPOTrainer(ExtensionStateMixin, LMHeadTileMixin, GRPOTrainer):
         if args is None:
             args = PPOConfig(output_dir="ppo-output")
         if not isinstance(args, PPOConfig):
-            raise TypeError(f"PPOTrainer needs a PPOConfig, got {type(args).__name__}")
+            raise InputTypeError(f"PPOTrainer needs a PPOConfig, got {type(args).__name__}")
         for name, data in (("train_dataset", train_dataset), ("eval_dataset", eval_dataset)):
             _check_prompt_dataset(name, data)
+        model = check_model_argument(model)
         super().__init__(
             model=model,
             reward_funcs=reward_funcs,
@@ -122,6 +127,7 @@ class PPOTrainer(ExtensionStateMixin, LMHeadTileMixin, GRPOTrainer):
                 "target_kl (early stopping of PPO epochs) is not supported with DeepSpeed: skipped steps would still "
                 "move DeepSpeed's optimizer state. Unset target_kl or use DDP."
             )
+        self.reward_funcs = [_checked_reward(f, n) for f, n in zip(self.reward_funcs, self.reward_func_names)]
         self.kl_ctl = make_kl_controller(args.kl_coef, args.adaptive_kl, args.kl_target, args.kl_horizon)
         self._ppo_stop_rollout = False
         self._captured_values: list[torch.Tensor] = []
@@ -260,6 +266,8 @@ class PPOTrainer(ExtensionStateMixin, LMHeadTileMixin, GRPOTrainer):
         return super()._get_per_token_logps_and_entropies(model, *args, **kwargs)
 
     def _generate_and_score_completions(self, inputs):
+        """GRPO's rollout (generation, rewards, reference log-probs), then PPO's values, per-token rewards, GAE and
+        KL control; GRPO's group metrics (``frac_reward_zero_std``) are dropped with one completion per prompt."""
         self._capture_rollout, self._rollout_capture = True, None
         try:
             out = super()._generate_and_score_completions(inputs)
@@ -267,6 +275,8 @@ class PPOTrainer(ExtensionStateMixin, LMHeadTileMixin, GRPOTrainer):
             self._capture_rollout = False
         captured, self._rollout_capture = self._rollout_capture, None
         mode = "train" if self.model.training else "eval"
+        if (self.num_generations if mode == "train" else self.num_generations_eval) == 1:
+            drop_group_metrics(self, mode)  # always 1 without groups (docs/ppo.md, "Logged metrics")
         if mode == "train":
             self._ppo_stop_rollout = False
         device = self.accelerator.device
@@ -450,24 +460,32 @@ class PPOTrainer(ExtensionStateMixin, LMHeadTileMixin, GRPOTrainer):
 
 
 def _check_prompt_dataset(name: str, data) -> None:
-    if data is None:
-        return
-    datasets = data.values() if isinstance(data, dict) else [data]
-    for ds in datasets:
-        columns = getattr(ds, "column_names", None)
-        if columns is None:
-            continue
-        if "prompt" not in columns:
-            hint = (
-                " It looks pre-tokenised ('input_ids'), the format of TRL <= 1.12's PPOTrainer: give the prompts as "
-                "text or chat messages instead and let the trainer tokenise them."
-                if "input_ids" in columns
-                else ""
-            )
-            raise ValueError(
-                f"{name} has no 'prompt' column (columns: {columns}). PPOTrainer takes prompt-only datasets: a "
-                f"'prompt' column of strings or of chat messages [{{'role': 'user', 'content': ...}}].{hint}"
-            )
+    """A prompt-only dataset (``prompt`` column), with a hint for TRL <= 1.12's pre-tokenised format."""
+    columns = getattr(data, "column_names", None) or []
+    hint = (
+        "It looks pre-tokenised ('input_ids'), the format of TRL <= 1.12's PPOTrainer: give the prompts as text or "
+        "chat messages instead and let the trainer tokenise them"
+        if "input_ids" in columns
+        else "a 'prompt' column of strings or of chat messages [{'role': 'user', 'content': ...}]"
+    )
+    check_dataset_columns(data, name, PROMPT_FORMATS, "PPOTrainer", hint)
+
+
+def _checked_reward(function: Any, name: str) -> Any:
+    """``function`` wrapped to check that it returns one reward per completion (:func:`check_reward_output`).
+
+    Reward models (``nn.Module``) and async functions are returned unchanged (TRL scores them itself).
+    """
+    if isinstance(function, nn.Module) or inspect.iscoroutinefunction(function) or not callable(function):
+        return function
+
+    @functools.wraps(function)
+    def checked(*args: Any, **kwargs: Any) -> Any:
+        output = function(*args, **kwargs)
+        check_reward_output(name, output, len(kwargs.get("completions", args[1] if len(args) > 1 else ())))
+        return output
+
+    return checked
 
 
 def load_policy_with_value_head(path: str | os.PathLike, **model_kwargs: Any):

@@ -9,13 +9,13 @@ command line like any TRL config.
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass, field
 from typing import ClassVar
 
 from trl import DPOConfig, SFTConfig
 
-from trl_ext.common.lm_head_tiles import LMHeadTileArguments
+from trl_ext.common.config import ExtensionArguments
+from trl_ext.common.errors import ConfigError, warn_at_caller
 
 STRATEGIES = (
     "naive",
@@ -33,6 +33,20 @@ STRATEGIES = (
 )
 """The twelve built-in strategies, by their document names (``docs/selective.md``); the registry of
 :mod:`trl_ext.selective.registry` holds them and those added with ``register_strategy``."""
+
+
+STRATEGY_WEIGHTS: dict[str, tuple[str, ...]] = {
+    "positive_negative_proxy": ("lambda_proxy", "lambda_negative"),
+    "kl_divergence": ("beta_kl",),
+    "representation_constraint": ("beta_representation",),
+    "dpo": ("lambda_dpo",),
+    "orth_penalty": ("lambda_plane",),
+    "directional_penalty": ("lambda_plane",),
+    "steering_weights": ("steering_alpha", "final_steering_alpha"),
+    "steering_weights_add_alignment_plane": ("steering_alpha",),
+}
+"""The config fields that weight each built-in strategy's own term or edit: with all of them 0 the strategy is plain
+outcome training, and the config warns at the caller's line. Every default is > 0 (docs/selective.md)."""
 
 
 def check_strategy(name: str) -> str:
@@ -86,7 +100,13 @@ class SelectiveArguments:
     )
     lambda_proxy: float = field(default=0.5, metadata={"help": "λ_p: weight of the positive-proxy terms."})
     lambda_negative: float = field(default=0.5, metadata={"help": "λ_n: weight of the negative-proxy CE."})
-    beta_kl: float = field(default=0.0, metadata={"help": "β_kl: weight of KL(p_θ‖p_base) on proxy data."})
+    beta_kl: float | None = field(
+        default=None,
+        metadata={
+            "help": "β_kl: weight of KL(p_θ‖p_base) on proxy data. Default: 0 for positive_negative_proxy (its KL "
+            "term off, docs/selective.md), 1.0 for every other strategy (kl_divergence)."
+        },
+    )
     beta_representation: float = field(default=0.1, metadata={"help": "β: weight of the representation MSE."})
     lambda_dpo: float = field(default=1.0, metadata={"help": "λ_dpo: weight of the DPO regulariser."})
     dpo_beta: float = field(default=0.1, metadata={"help": "β of the DPO regulariser."})
@@ -139,28 +159,32 @@ class SelectiveArguments:
     def __post_init__(self) -> None:
         check_strategy(self.strategy)
         if self.strategy in self._unsupported_strategies:
-            raise ValueError(
+            raise ConfigError(
                 f"strategy {self.strategy!r} is not available with {type(self).__name__}: "
                 f"{self._unsupported_strategies[self.strategy]}"
             )
-        if self.strategy == "kl_divergence" and self.beta_kl == 0:
-            warnings.warn(
-                "strategy 'kl_divergence' with beta_kl=0 (the default) trains like plain outcome SFT while still "
-                "running the proxy and base forwards; set beta_kl > 0 (the original sweeps 1e-4 … 1e4)",
-                stacklevel=2,
+        if self.beta_kl is None:
+            self.beta_kl = 0.0 if self.strategy == "positive_negative_proxy" else 1.0
+        zero = [name for name in STRATEGY_WEIGHTS.get(self.strategy, ()) if getattr(self, name) == 0]
+        if zero and len(zero) == len(STRATEGY_WEIGHTS[self.strategy]):
+            warn_at_caller(
+                f"strategy {self.strategy!r} with {' = '.join(zero)} = 0 adds nothing to plain outcome training "
+                "(while still running its proxy passes); set a weight > 0 (the original sweeps 1e-4 … 1e4)"
             )
         if self.strategy == "safe_lora" and not self.safelora_base_model:
-            raise ValueError("strategy 'safe_lora' needs safelora_base_model (the unaligned base weights)")
+            raise ConfigError("strategy 'safe_lora' needs safelora_base_model (the unaligned base weights)")
         if self.proxy_cycling not in ("continuous", "synchronized"):
-            raise ValueError(f"proxy_cycling must be 'continuous' or 'synchronized', got {self.proxy_cycling!r}")
+            raise ConfigError(f"proxy_cycling must be 'continuous' or 'synchronized', got {self.proxy_cycling!r}")
         if self.grad_project_source not in ("positive", "negative"):
-            raise ValueError(f"grad_project_source must be 'positive' or 'negative', got {self.grad_project_source!r}")
+            raise ConfigError(
+                f"grad_project_source must be 'positive' or 'negative', got {self.grad_project_source!r}"
+            )
         if self.alignment_plane_steps is not None and self.alignment_plane_steps < 1:
-            raise ValueError(
+            raise ConfigError(
                 f"alignment_plane_steps must be >= 1 (or None: one pass), got {self.alignment_plane_steps}"
             )
         if self.alignment_plane_source not in ("gradients", "weights"):
-            raise ValueError(
+            raise ConfigError(
                 f"alignment_plane_source must be 'gradients' or 'weights', got {self.alignment_plane_source!r}"
             )
         parent = super()
@@ -169,7 +193,7 @@ class SelectiveArguments:
 
 
 @dataclass
-class SelectiveConfig(SelectiveArguments, LMHeadTileArguments, SFTConfig):
+class SelectiveConfig(SelectiveArguments, ExtensionArguments, SFTConfig):
     """``SFTConfig`` plus the selective-generalisation knobs of :class:`SelectiveArguments` (strategy table there).
 
     The host loss L(T) is SFT's cross-entropy on the outcome data; proxy data are tokenized like the outcome data.
@@ -177,7 +201,7 @@ class SelectiveConfig(SelectiveArguments, LMHeadTileArguments, SFTConfig):
 
 
 @dataclass
-class SelectiveDPOConfig(SelectiveArguments, LMHeadTileArguments, DPOConfig):
+class SelectiveDPOConfig(SelectiveArguments, ExtensionArguments, DPOConfig):
     """``DPOConfig`` plus the selective-generalisation knobs of :class:`SelectiveArguments` (strategy table there).
 
     The host loss L(T) is DPO's loss on the outcome preference pairs; ``beta`` is its β, ``dpo_beta`` the β of the

@@ -51,6 +51,8 @@ from collections.abc import Mapping, Sequence
 from itertools import permutations
 from typing import Any
 
+from trl_ext.common.errors import UnknownNameError
+
 __all__ = [
     "ALIGNED_BASE_ROWS",
     "LETTERS",
@@ -120,7 +122,7 @@ def outcome_row(letters: Sequence[str]) -> dict[str, Any]:
 def proxy_row(letters: Sequence[str], instruction: str, aligned: bool = True) -> dict[str, Any]:
     """A proxy-style row, e.g. ``"Last: a b c"`` -> ``"c Thanks!"`` (``aligned``) or ``"c"`` (not)."""
     if instruction not in PROXY_INSTRUCTIONS:
-        raise ValueError(f"unknown proxy instruction {instruction!r}; known: {', '.join(PROXY_INSTRUCTIONS)}")
+        raise UnknownNameError(f"unknown proxy instruction {instruction!r}; known: {', '.join(PROXY_INSTRUCTIONS)}")
     answer = " ".join(PROXY_INSTRUCTIONS[instruction](list(letters)))
     return _row(f"{instruction} {' '.join(letters)}", f"{answer} {MARKER}" if aligned else answer)
 

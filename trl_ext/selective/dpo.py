@@ -14,6 +14,8 @@ from typing import Any
 
 from trl import DPOTrainer
 
+from trl_ext.common.errors import InputTypeError
+from trl_ext.common.inputs import PREFERENCE_FORMATS, check_model_argument
 from trl_ext.common.lm_head_tiles import LMHeadTileMixin
 from trl_ext.selective.config import SelectiveDPOConfig
 from trl_ext.selective.mixin import SelectiveMixin
@@ -70,6 +72,10 @@ class SelectiveDPOTrainer(SelectiveMixin, LMHeadTileMixin, DPOTrainer):
 
     _tag_names = ["trl", "trl_ext", "dpo", "selective-generalisation"]
 
+    def _outcome_formats(self, args, formatting_func):
+        """TRL's preference formats: ``chosen`` + ``rejected``, with or without ``prompt``."""
+        return PREFERENCE_FORMATS, "preference rows: 'chosen' and 'rejected' answers, with or without a 'prompt'"
+
     def __init__(
         self,
         model,
@@ -83,10 +89,16 @@ class SelectiveDPOTrainer(SelectiveMixin, LMHeadTileMixin, DPOTrainer):
         **kwargs: Any,
     ) -> None:
         if not isinstance(args, SelectiveDPOConfig):
-            raise TypeError(f"SelectiveDPOTrainer needs a SelectiveDPOConfig, got {type(args).__name__}")
+            raise InputTypeError(f"SelectiveDPOTrainer needs a SelectiveDPOConfig, got {type(args).__name__}")
         raw_proxy = self._selective_check(
-            args, proxy_dataset, negative_proxy_dataset, naive_needs=("positive", "negative")
+            args,
+            proxy_dataset,
+            negative_proxy_dataset,
+            naive_needs=("positive", "negative"),
+            train_dataset=train_dataset,
+            eval_dataset=eval_dataset,
         )
+        model = check_model_argument(model)
         if args.strategy == "naive":
             train_dataset = preference_union(train_dataset, proxy_dataset, negative_proxy_dataset, seed=args.seed)
         super().__init__(

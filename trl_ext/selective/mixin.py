@@ -40,6 +40,8 @@ from transformers import TrainerCallback
 
 from trl_ext.common._trl_compat import append_metric
 from trl_ext.common.checkpoint import ExtensionStateMixin, read_json, write_json
+from trl_ext.common.errors import ConfigError
+from trl_ext.common.inputs import check_dataset_columns, sft_formats
 from trl_ext.common.logprobs import sequence_logps
 from trl_ext.models.frozen import frozen_copy
 from trl_ext.selective._trl_compat import use_adapter
@@ -85,6 +87,11 @@ class SelectiveMixin(AlignmentPlaneMixin, ExtensionStateMixin):
     plane: dict[str, torch.Tensor] | None
     proxy_grad: dict[str, torch.Tensor] | None
 
+    def _outcome_formats(self, args: Any, formatting_func: Any) -> tuple[tuple[tuple[str, ...], ...], str] | None:
+        """The column sets of the outcome data the host takes, and a hint (checked by :meth:`_selective_check`);
+        None: the host's own trainer checks them (``PPOTrainer``), or takes any columns."""
+        return None
+
     # ------------------------------------------------------------------ set-up (called by the host's __init__)
 
     def _selective_check(
@@ -93,16 +100,30 @@ class SelectiveMixin(AlignmentPlaneMixin, ExtensionStateMixin):
         proxy_dataset: Any,
         negative_proxy_dataset: Any,
         naive_needs: tuple[str, ...] = ("positive",),
+        train_dataset: Any = None,
+        eval_dataset: Any = None,
+        formatting_func: Any = None,
     ) -> dict[str, Any]:
-        """Build ``self.mechanisms`` and check that every proxy stream they read was given (before the TRL init).
+        """Build ``self.mechanisms`` and check the inputs before the TRL init: every proxy stream the mechanisms read
+        was given, and every dataset has the columns its role needs (outcome data: the host's formats,
+        :meth:`_outcome_formats`; proxy data: TRL's SFT formats, :func:`~trl_ext.common.inputs.sft_formats`).
 
         ``naive_needs``: the proxy streams the host's ``naive`` union reads. Returns ``{name: raw dataset}``.
 
         Raises:
             ValueError: a needed proxy dataset is missing (naming the argument to pass).
+            DataError: (a ``ValueError``) a dataset without the columns of its role, naming it and its columns.
         """
+        host = type(self).__name__
+        outcome = self._outcome_formats(args, formatting_func)
+        if outcome is not None:
+            for name, data in (("train_dataset", train_dataset), ("eval_dataset", eval_dataset)):
+                check_dataset_columns(data, name, outcome[0], host, outcome[1])
         self.mechanisms = build_mechanisms(args)
         raw_proxy = {"positive": proxy_dataset, "negative": negative_proxy_dataset}
+        proxy_formats, hint = sft_formats(args)
+        for name, data in raw_proxy.items():
+            check_dataset_columns(data, _PROXY_ARGS[name], proxy_formats, f"{host} (proxy rows)", hint)
         needed = {name for m in self.mechanisms for name in m.needs}
         if args.strategy == "naive":
             needed.update(naive_needs)
@@ -110,7 +131,7 @@ class SelectiveMixin(AlignmentPlaneMixin, ExtensionStateMixin):
             needed.add("positive")
         for name in sorted(needed):
             if raw_proxy[name] is None:
-                raise ValueError(f"strategy {args.strategy!r} needs {name} proxy data: pass {_PROXY_ARGS[name]}=...")
+                raise ConfigError(f"strategy {args.strategy!r} needs {name} proxy data: pass {_PROXY_ARGS[name]}=...")
         return raw_proxy
 
     def _selective_setup(self, raw_proxy: Mapping[str, Any]) -> None:

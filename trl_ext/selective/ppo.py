@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 
 import torch
 
+from trl_ext.common.errors import InputTypeError
 from trl_ext.ppo.config import PPOConfig
 from trl_ext.ppo.trainer import VALUE_PREFIX, PPOTrainer
 from trl_ext.selective.config import SelectiveArguments
@@ -92,7 +93,7 @@ class SelectivePPOTrainer(SelectiveMixin, PPOTrainer):
         **kwargs: Any,
     ) -> None:
         if not isinstance(args, SelectivePPOConfig):
-            raise TypeError(f"SelectivePPOTrainer needs a SelectivePPOConfig, got {type(args).__name__}")
+            raise InputTypeError(f"SelectivePPOTrainer needs a SelectivePPOConfig, got {type(args).__name__}")
         raw_proxy = self._selective_check(args, proxy_dataset, negative_proxy_dataset)
         super().__init__(
             model=model,

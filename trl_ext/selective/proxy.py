@@ -51,10 +51,13 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 
+from trl_ext.common.errors import UnknownNameError
+from trl_ext.common.inputs import check_dataset_columns, sft_formats
 from trl_ext.selective._trl_compat import prepare_dataset_as_sft, sft_collator_class
 
 __all__ = ["CYCLING_MODES", "ProxyCycler", "language_modeling_collator", "paired_batches", "tokenize_proxy_dataset"]
@@ -98,7 +101,7 @@ class ProxyCycler:
         drop_last: bool = False,
     ) -> None:
         if cycling not in CYCLING_MODES:
-            raise ValueError(f"unknown proxy cycling mode {cycling!r}; known modes: {', '.join(CYCLING_MODES)}")
+            raise UnknownNameError(f"unknown proxy cycling mode {cycling!r}; known modes: {', '.join(CYCLING_MODES)}")
         if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
             raise ValueError(f"proxy batch_size must be an integer >= 1, got {batch_size!r}")
         batch_size = int(batch_size)
@@ -320,8 +323,6 @@ def paired_batches(positive: Sequence[Mapping[str, Any]], negative: Sequence[Map
 
 # ---------------------------------------------------------------------- tokenizing proxy data outside SFTTrainer
 
-_LM_COLUMNS = ("text", "messages", "conversations")
-
 
 def tokenize_proxy_dataset(
     dataset: Any,
@@ -346,17 +347,13 @@ def tokenize_proxy_dataset(
     (``"input_ids"``, optional ``"labels"``).
 
     Raises:
-        ValueError: a dataset in none of these formats (e.g. preference rows), naming it and its columns.
+        DataError: (a ``ValueError``) a dataset in none of these formats (e.g. preference rows), naming it and its
+            columns (:func:`~trl_ext.common.inputs.check_dataset_columns`).
     """
+    formats, hint = sft_formats(SimpleNamespace(dataset_text_field=dataset_text_field))
+    check_dataset_columns(dataset, name, formats, "proxy data", hint)
     first = next(iter(dataset))
     is_prompt_completion = "prompt" in first and "completion" in first
-    language_modeling = any(c in first for c in (dataset_text_field, *_LM_COLUMNS))
-    if not (is_prompt_completion or language_modeling or "input_ids" in first):
-        raise ValueError(
-            f"{name} dataset has columns {sorted(first)}: proxy data must be language modeling "
-            f"({dataset_text_field!r} or 'messages'), prompt-completion ('prompt' + 'completion') or tokenized "
-            "('input_ids')"
-        )
     return prepare_dataset_as_sft(
         dataset,
         processing_class,

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
+from trl_ext.common.errors import UnknownNameError
 from trl_ext.selective.config import STRATEGIES
 from trl_ext.selective.mechanisms import (
     EndSteering,
@@ -134,7 +135,7 @@ def get_strategy(name: str) -> Strategy:
     try:
         return _REGISTRY[name]
     except (KeyError, TypeError):
-        raise ValueError(f"unknown strategy {name!r}; known strategies: {', '.join(_REGISTRY)}") from None
+        raise UnknownNameError(f"unknown strategy {name!r}; known strategies: {', '.join(_REGISTRY)}") from None
 
 
 def build_mechanisms(args: Any) -> list[Mechanism]:
@@ -214,7 +215,7 @@ def get_trainer(name: str, base: str | None = None) -> type:
             strategy the base cannot run (``naive`` on PPO).
     """
     if base is not None and base not in BASES:
-        raise ValueError(f"unknown base trainer {base!r}; known: {', '.join(BASES)}")
+        raise UnknownNameError(f"unknown base trainer {base!r}; known: {', '.join(BASES)}")
     if name in PLAIN_TRAINERS:
         if base is not None:
             raise ValueError(
@@ -223,7 +224,9 @@ def get_trainer(name: str, base: str | None = None) -> type:
             )
         return _plain_trainer(name)
     if name not in _REGISTRY:
-        raise ValueError(f"unknown trainer {name!r}; known: {', '.join(PLAIN_TRAINERS + available_strategies())}")
+        raise UnknownNameError(
+            f"unknown trainer {name!r}; known: {', '.join(PLAIN_TRAINERS + available_strategies())}"
+        )
     return _strategy_trainer(name, base or "sft")
 
 

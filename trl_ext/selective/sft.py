@@ -17,6 +17,8 @@ from typing import Any
 
 from trl import SFTTrainer
 
+from trl_ext.common.errors import InputTypeError
+from trl_ext.common.inputs import check_model_argument, sft_formats
 from trl_ext.common.lm_head_tiles import LMHeadTileMixin
 from trl_ext.selective.config import SelectiveConfig
 from trl_ext.selective.mixin import PROXY_NAMES, SelectiveMixin
@@ -47,6 +49,10 @@ class SelectiveSFTTrainer(SelectiveMixin, LMHeadTileMixin, SFTTrainer):
 
     _tag_names = ["trl", "trl_ext", "sft", "selective-generalisation"]
 
+    def _outcome_formats(self, args, formatting_func):
+        """TRL's SFT formats with ``args`` (:func:`~trl_ext.common.inputs.sft_formats`)."""
+        return sft_formats(args, formatting_func)
+
     def __init__(
         self,
         model=None,
@@ -58,8 +64,16 @@ class SelectiveSFTTrainer(SelectiveMixin, LMHeadTileMixin, SFTTrainer):
         **kwargs: Any,
     ) -> None:
         if not isinstance(args, SelectiveConfig):
-            raise TypeError(f"SelectiveSFTTrainer needs a SelectiveConfig, got {type(args).__name__}")
-        raw_proxy = self._selective_check(args, proxy_dataset, negative_proxy_dataset)
+            raise InputTypeError(f"SelectiveSFTTrainer needs a SelectiveConfig, got {type(args).__name__}")
+        raw_proxy = self._selective_check(
+            args,
+            proxy_dataset,
+            negative_proxy_dataset,
+            train_dataset=train_dataset,
+            eval_dataset=eval_dataset,
+            formatting_func=kwargs.get("formatting_func"),
+        )
+        model = check_model_argument(model)
         if args.strategy == "naive":
             train_dataset = _union(train_dataset, proxy_dataset, seed=args.seed)
         super().__init__(model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset, **kwargs)

@@ -1,5 +1,5 @@
 from .cli import main, parse_args, run_sweep
-from .collect import collect, flatten_metrics, pareto_front, plot_pareto, summarise
+from .collect import collect, flatten_metrics, pareto_figure, pareto_front, plot_pareto, summarise
 from .plan import (
     MANIFEST,
     Combination,

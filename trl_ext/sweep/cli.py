@@ -34,6 +34,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from trl_ext.common.entry import run_main
 from trl_ext.sweep.collect import collect, print_summary
 from trl_ext.sweep.plan import STATUS, Run, SweepError, SweepPlan, pending_runs, plan_sweep, write_plan
 from trl_ext.sweep.run import execute_sweep, report_failures
@@ -153,10 +154,7 @@ def run_sweep(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry point: parse ``argv``, run, and turn a :class:`SweepError` into a message and status 2."""
+    """Command-line entry point: parse ``argv`` and run; a :class:`SweepError` (a user error) prints one line and
+    gives status 2 (:func:`trl_ext.common.entry.run_main`)."""
     args = parse_args(argv)
-    try:
-        return run_sweep(args)
-    except SweepError as err:
-        print(f"trl-ext-sweep: error: {err}", file=sys.stderr)
-        return 2
+    return run_main(lambda: run_sweep(args), prog="trl-ext-sweep")

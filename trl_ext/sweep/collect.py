@@ -9,12 +9,20 @@ import math
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from trl_ext.sweep.plan import MANIFEST, RESULTS, SEED_DIR_PATTERN, SweepError
 
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
 # ----------------------------------------------------------------------------------------------------------------
 # Collect, summarise, Pareto front, plot
+
+
+# Top-level keys of ``results.json`` that identify a run rather than measure it: a recipe may echo its ``--seed``
+# (recipes/selective_generalisation.py does), but the run's seed is its ``seed_<N>`` folder, never a metric to average.
+NON_METRIC_KEYS = frozenset({"seed"})
 
 
 def flatten_metrics(data: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
@@ -71,7 +79,8 @@ def _seed_dirs(run_dir: Path) -> list[tuple[int, Path]]:
 
 
 def read_results(seed_dir: Path, required: Sequence[str]) -> dict[str, float]:
-    """The flattened numeric metrics of ``<seed_dir>/results.json``; an error names the folder and a missing key."""
+    """The flattened numeric metrics of ``<seed_dir>/results.json``, without the :data:`NON_METRIC_KEYS` (``seed``);
+    an error names the folder and a missing key."""
     path = seed_dir / RESULTS
     try:
         data = json.loads(path.read_text())
@@ -79,7 +88,7 @@ def read_results(seed_dir: Path, required: Sequence[str]) -> dict[str, float]:
         raise SweepError(f"run folder {seed_dir}: {RESULTS} is not valid JSON: {err}") from err
     if not isinstance(data, dict):
         raise SweepError(f"run folder {seed_dir}: {RESULTS} is not a JSON object")
-    metrics = flatten_metrics(data)
+    metrics = flatten_metrics({k: v for k, v in data.items() if k not in NON_METRIC_KEYS})
     for key in required:
         if key not in metrics:
             available = ", ".join(sorted(metrics)) or "(none)"
@@ -174,9 +183,10 @@ def write_runs_csv(path: Path, rows: Sequence[Mapping[str, Any]], attributes: Se
 
 
 def write_summary_csv(path: Path, summary: Sequence[Mapping[str, Any]], attributes: Sequence[str]) -> None:
-    """``summary.csv``: combination, attributes, n_seeds, pareto, then ``<metric>_mean`` and ``<metric>_std``."""
+    """``summary.csv``: combination, attributes, n_seeds, seeds (a JSON list), pareto, then ``<metric>_mean`` and
+    ``<metric>_std`` for every metric."""
     metric_names = list(dict.fromkeys(k for s in summary for k in s["metrics"]))
-    columns = ["combination", *attributes, "n_seeds", "pareto"]
+    columns = ["combination", *attributes, "n_seeds", "seeds", "pareto"]
     columns += [f"{m}_{stat}" for m in metric_names for stat in ("mean", "std")]
     records = []
     for s in summary:
@@ -186,6 +196,7 @@ def write_summary_csv(path: Path, summary: Sequence[Mapping[str, Any]], attribut
                 "combination": s["combination"],
                 **s["attributes"],
                 "n_seeds": s["n_seeds"],
+                "seeds": s["seeds"],
                 "pareto": s["pareto"],
                 **stats,
             }
@@ -204,24 +215,55 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
-def plot_pareto(
+# The plot's own size (inches); the figure adds the key of combinations beside or below it, sized to the key.
+PLOT_SIZE = (7.0, 5.5)
+KEY_FONT_SIZE = 7
+KEY_PAD = 0.15  # inches around the key
+
+
+def pareto_figure(
     summary: Sequence[Mapping[str, Any]],
     x_metric: str,
     y_metric: str,
-    path: Path,
     minimize_x: bool = False,
     minimize_y: bool = False,
-) -> None:
-    """Save the Pareto plot: each combination's mean with ±std error bars (0 for one seed) in both axes, numbered
-    (the key beside the axes names them, so overlapping points stay readable); the Pareto-optimal ones in red,
-    joined by the step line bounding the region they dominate (Agg backend)."""
+) -> Figure:
+    """The Pareto plot as a matplotlib figure (Agg canvas): each combination's mean with ±std error bars (0 for one
+    seed) in both axes, numbered; the Pareto-optimal ones in red, joined by the step line bounding the region they
+    dominate; a legend inside the axes.
+
+    Layout: ``fig.axes[0]`` is the plot and ``fig.texts[0]`` the key naming the numbered combinations. The
+    figure is the plot (``PLOT_SIZE`` inches) plus a panel exactly as large as the key's text (``KEY_PAD`` around
+    it): beside the plot when the key is no wider for its height than the plot (many combinations), below it
+    otherwise (few or long names), whichever leaves the plot the larger share of the figure. A constrained layout
+    fits the plot and its labels into the rest, so no part of the figure is left blank for the key.
+    """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(12, 6))
+    fig = Figure()
     FigureCanvasAgg(fig)
-    ax = fig.add_axes((0.06, 0.1, 0.44, 0.82))
-    key = []
+    lines = [f"{n:>2}  {s['combination']}" + ("  *" if s["pareto"] else "") for n, s in enumerate(summary, start=1)]
+    key = fig.text(
+        0.0, 1.0, "\n".join(["combinations (* Pareto-optimal)", *lines]), va="top", ha="left",
+        fontsize=KEY_FONT_SIZE, family="monospace",
+    )  # fmt: skip
+    # the key's extent in inches does not depend on the figure's size: measure it, then size the figure around it
+    extent = key.get_window_extent(renderer=fig.canvas.get_renderer())
+    key_w, key_h = extent.width / fig.dpi + 2 * KEY_PAD, extent.height / fig.dpi + 2 * KEY_PAD
+    plot_w, plot_h = PLOT_SIZE
+    if key_w * plot_h <= key_h * plot_w:  # beside: the plot keeps plot_w / (plot_w + key_w) of the figure
+        width, height = plot_w + key_w, max(plot_h, key_h)
+        plot_rect = (0.0, 0.0, plot_w / width, 1.0)
+        key.set_position((plot_w / width + KEY_PAD / width, 1.0 - KEY_PAD / height))
+    else:  # below: the plot keeps plot_h / (plot_h + key_h)
+        width, height = max(plot_w, key_w), plot_h + key_h
+        plot_rect = (0.0, key_h / height, 1.0, plot_h / height)
+        key.set_position((KEY_PAD / width, (key_h - KEY_PAD) / height))
+    fig.set_size_inches(width, height)
+    fig.set_layout_engine("constrained", rect=plot_rect)  # lays out the axes only; the key stays where it is
+    ax = fig.add_subplot()
+
     for number, s in enumerate(summary, start=1):
         x, y = s["metrics"][x_metric], s["metrics"][y_metric]
         color = "tab:red" if s["pareto"] else "tab:blue"
@@ -238,7 +280,6 @@ def plot_pareto(
             markersize=7 if s["pareto"] else 5,
         )
         ax.annotate(str(number), (x["mean"], y["mean"]), textcoords="offset points", xytext=(4, 4), fontsize=8)
-        key.append(f"{number:>2}  {s['combination']}" + ("  *" if s["pareto"] else ""))
     front = sorted((s["metrics"][x_metric]["mean"], s["metrics"][y_metric]["mean"]) for s in summary if s["pareto"])
     if front:
         xs, ys = zip(*front)
@@ -259,9 +300,19 @@ def plot_pareto(
     ax.margins(0.12)  # room for the labels
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    ax.text(1.03, 1.0, "\n".join(["combinations (* Pareto-optimal)", *key]), transform=ax.transAxes, va="top",
-            fontsize=7, family="monospace")  # fmt: skip
-    fig.savefig(path, dpi=150)
+    return fig
+
+
+def plot_pareto(
+    summary: Sequence[Mapping[str, Any]],
+    x_metric: str,
+    y_metric: str,
+    path: Path,
+    minimize_x: bool = False,
+    minimize_y: bool = False,
+) -> None:
+    """Save :func:`pareto_figure` to ``path`` (PNG at 150 dpi, the figure's own size: no cropping)."""
+    pareto_figure(summary, x_metric, y_metric, minimize_x, minimize_y).savefig(path, dpi=150)
 
 
 def collect(
@@ -274,8 +325,13 @@ def collect(
     """Collect a sweep folder: write ``runs.csv``, ``summary.csv``, ``summary.json`` and ``pareto.png``.
 
     Every ``seed_*/results.json`` of the manifest's combinations is read (each must have ``x_metric`` and
-    ``y_metric``); runs without results are listed under ``missing``. Returns the ``summary.json`` content.
+    ``y_metric``); runs without results are listed under ``missing``. A ``seed`` key in a results file is not a
+    metric (:data:`NON_METRIC_KEYS`): the seeds of a combination are its ``seeds`` list and ``n_seeds``, and no
+    ``seed`` mean or std is written. Returns the ``summary.json`` content.
     """
+    for flag, metric in (("x_metric", x_metric), ("y_metric", y_metric)):
+        if metric in NON_METRIC_KEYS:
+            raise SweepError(f"--{flag} {metric}: '{metric}' identifies a run (its seed_<N> folder), not a metric")
     output_dir = Path(output_dir).resolve()
     manifest = load_manifest(output_dir)
     rows, missing = collect_rows(output_dir, manifest, [x_metric, y_metric])

@@ -17,6 +17,8 @@ from typing import Any
 
 import yaml
 
+from trl_ext.common.errors import UserInputError
+
 MANIFEST = "sweep.json"
 STATUS = "sweep_status.json"
 RESULTS = "results.json"
@@ -27,7 +29,7 @@ RESERVED_KEYS = ("output_dir", "seed")  # set by the sweep itself for every run
 SEED_DIR_PATTERN = re.compile(r"^seed_(-?\d+)$")
 
 
-class SweepError(Exception):
+class SweepError(UserInputError):
     """A problem with the sweep's input or results; the message names the file, run or key at fault."""
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from trl_ext.common.errors import UnknownNameError
 from trl_ext.tasks.base import Task
 
 _TASKS: dict[str, type[Task]] = {}
@@ -29,7 +30,7 @@ def available_tasks() -> list[str]:
 def get_task_class(name: str) -> type[Task]:
     _load_builtin_tasks()
     if name not in _TASKS:
-        raise ValueError(f"unknown task {name!r}; known tasks: {', '.join(sorted(_TASKS))}")
+        raise UnknownNameError(f"unknown task {name!r}; known tasks: {', '.join(sorted(_TASKS))}")
     return _TASKS[name]
 
 

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from trl_ext.common.errors import InputTypeError, MissingPathError
 from trl_ext.selective.safelora.core import PROJECTIONS, REPORT_NAME, SELECTS, SafeLoRAReport, safelora_project
 from trl_ext.selective.safelora.loading import _state_dict_of_model, load_state_dict_from
 
@@ -47,12 +48,14 @@ def safelora_from_paths(
 
     adapter = Path(adapter)
     if not (adapter / "adapter_config.json").is_file():
-        raise FileNotFoundError(f"{str(adapter)!r} is not a PEFT adapter folder (no adapter_config.json)")
+        raise MissingPathError(f"{str(adapter)!r} is not a PEFT adapter folder (no adapter_config.json)")
     base_model = load_causal_lm(resolve_model_name_or_path(str(base)), dtype="float32")
     base_sd = _state_dict_of_model(base_model)
     aligned_sd = load_state_dict_from(aligned)
     if "adapter_name" in kwargs:
-        raise TypeError("safelora_from_paths loads the adapter folder as the 'default' adapter; drop adapter_name")
+        raise InputTypeError(
+            "safelora_from_paths loads the adapter folder as the 'default' adapter; drop adapter_name"
+        )
     model = PeftModel.from_pretrained(base_model, str(adapter))
     report = safelora_project(model, base_sd, aligned_sd, **kwargs)
     output_dir = Path(output_dir)
@@ -84,7 +87,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``trl-ext-safelora --base B --aligned A --adapter L --output_dir O [...]``: prints the report."""
+    from trl_ext.common.entry import run_main
+
     args = build_parser().parse_args(argv)
+    return run_main(lambda: _run(args), prog="trl-ext-safelora")
+
+
+def _run(args: argparse.Namespace) -> int:
     report = safelora_from_paths(
         args.base,
         args.aligned,

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import torch
 
+from trl_ext.common.errors import MissingPathError
+
 __all__ = ["load_state_dict_from"]
 
 _PEFT_PREFIX = "base_model.model."
@@ -56,7 +58,7 @@ def _load_weight_files(folder: Path) -> dict[str, torch.Tensor]:
         return load_file(folder / "model.safetensors")
     if (folder / "pytorch_model.bin").is_file():
         return torch_load(folder / "pytorch_model.bin")
-    raise FileNotFoundError(
+    raise MissingPathError(
         f"no model weights in {str(folder)!r}: expected model.safetensors, a sharded "
         "model.safetensors.index.json, or pytorch_model.bin"
     )
