@@ -108,8 +108,14 @@ def test_the_library_itself_hides_no_warning():
             ],
             "selective_generalisation.py: error: model path './no/such/model' does not exist",
         ),
+        ("ppo_affine.py", ["--config", "no/such/config.yaml"], None),
+        (
+            "selective_generalisation.py",
+            ["--config", "recipes/configs/selective/kl_divergence_tiny.yaml", "--strategy", "grad_projekt"],
+            "selective_generalisation.py: error: unknown strategy 'grad_projekt'; known strategies: naive, ",
+        ),
     ],
-    ids=["bad-config-value", "unknown-flag", "missing-model"],
+    ids=["bad-config-value", "unknown-flag", "missing-model", "missing-config", "unknown-strategy"],
 )
 def test_a_recipe_ends_a_user_error_with_one_line_and_status_2(recipe, args, message, tmp_path):
     proc = run_script(
@@ -119,5 +125,9 @@ def test_a_recipe_ends_a_user_error_with_one_line_and_status_2(recipe, args, mes
         timeout=300,
     )
     assert proc.returncode == 2, proc.stderr[-3000:]
-    assert proc.stderr.strip().splitlines()[-1] == message
+    last = proc.stderr.strip().splitlines()[-1]
+    if message is None:  # the missing config file: the message is the OS's, naming the path
+        assert last.startswith("ppo_affine.py: error: ") and "no/such/config.yaml" in last, last
+    else:
+        assert last.startswith(message), last
     assert "Traceback" not in proc.stderr

@@ -522,6 +522,20 @@ def test_wrong_config_class_is_refused(tmp_path, tiny_model_path):
     assert trainer.curriculum_args.curriculum_eta == 0.5 and sum(map(len, trainer.curriculum.batches[0])) == 2
 
 
+def test_missing_model_and_resume_folder_are_named(tmp_path, tiny_model_path):
+    """A model path that does not exist (Python API, as in the recipes) and a resume folder that does not exist are
+    named as missing, before anything is trained."""
+    with pytest.raises(FileNotFoundError, match="model path './no/such/model' does not exist"):
+        CurriculumSFTTrainer(model="./no/such/model", args=_sft_args(tmp_path), train_dataset=_texts(4))
+    trainer = CurriculumSFTTrainer(
+        model=str(tiny_model_path), args=_sft_args(tmp_path), train_dataset=_texts(4),
+        processing_class=AutoTokenizer.from_pretrained(tiny_model_path),
+    )  # fmt: skip
+    with pytest.raises(FileNotFoundError, match=r"resume_from_checkpoint: '.*missing' does not exist"):
+        trainer.train(resume_from_checkpoint=str(tmp_path / "missing"))
+    assert trainer.state.global_step == 0
+
+
 def test_dataset_without_host_columns_is_named(tmp_path, tiny_model_path):
     """Datasets without a column the host reads fail before the host's __init__ (the model path does not exist)
     with a ValueError naming the dataset, its columns and the formats the host takes, not TRL's KeyError."""

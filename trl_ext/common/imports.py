@@ -14,6 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from trl_ext.common.errors import MissingPathError
+
 __all__ = ["import_function"]
 
 
@@ -30,7 +32,7 @@ def import_function(spec: str, what: str = "function", error: type[Exception] = 
     if module_name.endswith(".py"):
         path = Path(module_name).expanduser()
         if not path.is_file():
-            raise FileNotFoundError(f"{what}: file {module_name!r} does not exist")
+            raise MissingPathError(f"{what}: file {module_name!r} does not exist")
         module_spec = importlib.util.spec_from_file_location(path.stem, path)
         module = importlib.util.module_from_spec(module_spec)
         module_spec.loader.exec_module(module)

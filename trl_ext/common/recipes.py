@@ -11,7 +11,7 @@ from typing import Any
 from trl import ModelConfig, TrlParser
 
 from trl_ext.common.config import bf16_supported
-from trl_ext.common.errors import ConfigError, UserInputError
+from trl_ext.common.errors import ConfigError, MissingPathError, UserInputError
 
 logger = logging.getLogger(__name__)
 
@@ -162,12 +162,15 @@ class RecipeParser(TrlParser):
 
 
 def parse_or_config_error(parse: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """``parse(*args, **kwargs)`` with the ``ValueError``/``TypeError`` of the configs' validation (raised while the
-    dataclasses are built from the YAML and the command line) turned into :class:`ConfigError`: a user error."""
+    """``parse(*args, **kwargs)`` with the errors of parsing turned into user errors: the ``ValueError``/``TypeError``
+    of the configs' validation (raised while the dataclasses are built from the YAML and the command line) into
+    :class:`ConfigError`, a config file that does not exist into :class:`MissingPathError`."""
     try:
         return parse(*args, **kwargs)
     except UserInputError:
         raise
+    except FileNotFoundError as err:  # e.g. --config that does not exist
+        raise MissingPathError(str(err)) from err
     except (ValueError, TypeError) as err:
         raise ConfigError(str(err)) from err
 

@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from trl_ext.common.errors import MissingPathError
 from trl_ext.models.frozen import frozen_copy
 
 __all__ = ["FROZEN_MODES", "RollingFrozenModel", "difficulty_segments"]
@@ -180,7 +181,7 @@ class RollingFrozenModel:
 
         path = Path(path)
         if not path.is_file():
-            raise FileNotFoundError(f"frozen-model weights {path} not found")
+            raise MissingPathError(f"frozen-model weights {path} not found")
         with safe_open(str(path), framework="pt") as f:
             saved_mode = (f.metadata() or {}).get("mode")
         mode = self.resolved_mode(model)

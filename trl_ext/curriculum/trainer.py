@@ -33,8 +33,14 @@ from transformers import Trainer
 from trl import DPOTrainer, GRPOTrainer, SFTTrainer
 
 from trl_ext.common.checkpoint import ExtensionStateMixin, read_json, write_json
-from trl_ext.common.errors import InputTypeError
-from trl_ext.common.inputs import PREFERENCE_FORMATS, PROMPT_FORMATS, check_dataset_columns, sft_formats
+from trl_ext.common.errors import InputTypeError, MissingPathError
+from trl_ext.common.inputs import (
+    PREFERENCE_FORMATS,
+    PROMPT_FORMATS,
+    check_dataset_columns,
+    check_model_argument,
+    sft_formats,
+)
 from trl_ext.common.lm_head_tiles import LMHeadTileMixin
 from trl_ext.curriculum._trl_compat import grpo_repeat_structure
 from trl_ext.curriculum.callback import CurriculumCallback
@@ -151,6 +157,11 @@ class CurriculumMixin(ExtensionStateMixin):
         self._check_config_class(config, curriculum_args)
         named = _named_datasets(train_dataset)
         self._check_dataset_formats(named, config, args, kw)
+        # a model given as a path: resolved like the recipes' model_name_or_path ("tiny", a folder, or a clear error)
+        if "model" in kw:
+            kw["model"] = check_model_argument(kw["model"])
+        elif args:
+            args = (check_model_argument(args[0]), *args[1:])  # every host takes the model first
         self.curriculum_datasets = named
         self.curriculum_report_extra: dict[str, Any] = dict(curriculum_report_extra or {})
         super().__init__(*args, train_dataset=_concatenate(named), **kw)
@@ -298,7 +309,7 @@ class CurriculumMixin(ExtensionStateMixin):
         super()._load_extension_state(folder)
         state = read_json(folder, CURRICULUM_STATE_FILE)
         if state is None:
-            raise FileNotFoundError(
+            raise MissingPathError(
                 f"{folder} has no {CURRICULUM_STATE_FILE}: it was not written by a curriculum trainer, so the "
                 "curriculum weights cannot be restored"
             )

@@ -22,6 +22,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from trl_ext.common.errors import MissingPathError
 from trl_ext.tasks import TaskInstance, get_task
 
 __all__ = [
@@ -149,7 +150,7 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"JSONL file not found: {path}")
+        raise MissingPathError(f"JSONL file not found: {path}")
     rows: list[dict[str, Any]] = []
     seen: dict[str, int] = {}
     with path.open(encoding="utf-8") as fh:
@@ -270,7 +271,7 @@ def load_affine_dataset(data_dir: str | Path):
 
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
-        raise FileNotFoundError(f"affine dataset directory not found: {data_dir}")
+        raise MissingPathError(f"affine dataset directory not found: {data_dir}")
     features = _features()
     splits = {}
     for split, filename in (("train", TRAIN_FILE), ("validation", VALIDATION_FILE)):

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from trl_ext.common.errors import UnknownNameError
+from trl_ext.common.errors import MissingPathError, UnknownNameError
 
 __all__ = [
     "FILE_BUILDERS",
@@ -101,7 +101,7 @@ def load_dataset_from(
         args, kwargs = (str(path), name), {"split": split}
     elif _looks_like_path(source):
         where = "" if path.is_absolute() else f" (resolved to {path.absolute()})"
-        raise FileNotFoundError(f"{what}: {source!r} does not exist{where}")
+        raise MissingPathError(f"{what}: {source!r} does not exist{where}")
     else:
         args, kwargs = (source, name), {"split": split}
     try:

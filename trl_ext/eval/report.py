@@ -32,6 +32,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from trl_ext.common.errors import MissingPathError
 from trl_ext.eval.comparison import dominance_matrix, dominates, env_winner, pareto_frontier
 from trl_ext.eval.metrics import DEFAULT_LEVEL, EnvStats, aggregate, env_stats
 
@@ -164,7 +165,7 @@ def load_report(path: str | os.PathLike[str]) -> dict[str, Any]:
     """
     p = Path(path)
     if not p.is_file():
-        raise FileNotFoundError(f"report file not found: {str(p)!r}")
+        raise MissingPathError(f"report file not found: {str(p)!r}")
     text = p.read_text(encoding="utf-8")
     try:
         report = json.loads(text)

@@ -16,6 +16,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from trl_ext.common.errors import MissingPathError
+
 VALUE_HEAD_WEIGHTS = "value_head.safetensors"
 VALUE_HEAD_CONFIG = "value_head_config.json"
 VALUE_MODEL_DIR = "value_model"
@@ -100,7 +102,7 @@ class ValueHead(nn.Module):
 
         path = Path(directory) / VALUE_HEAD_WEIGHTS
         if not path.is_file():
-            raise FileNotFoundError(f"no value head weights at {path}")
+            raise MissingPathError(f"no value head weights at {path}")
         state = load_file(str(path))
         own = self.state_dict()
         if set(state) != set(own):
@@ -117,7 +119,7 @@ class ValueHead(nn.Module):
 def _read_config(directory: str | os.PathLike, expected_input_size: int | None) -> dict[str, Any]:
     path = Path(directory) / VALUE_HEAD_CONFIG
     if not path.is_file():
-        raise FileNotFoundError(f"no value head config at {path}")
+        raise MissingPathError(f"no value head config at {path}")
     cfg = json.loads(path.read_text())
     cfg.pop("type", None)
     if expected_input_size is not None and cfg.get("input_size") != expected_input_size:
@@ -163,7 +165,7 @@ class SeparateValueModel(nn.Module):
 
         src = Path(directory) / VALUE_MODEL_DIR
         if not src.is_dir():
-            raise FileNotFoundError(f"no value model folder at {src}")
+            raise MissingPathError(f"no value model folder at {src}")
         backbone = AutoModel.from_pretrained(src, **kwargs)
         model = cls(backbone, _read_config(src, backbone.config.hidden_size).get("hidden_size"))
         model.head.load_weights(src)
@@ -209,7 +211,7 @@ def load_value_function(value_fn: nn.Module, directory: str | os.PathLike, hidde
         return
     size = _read_head_size(directory)
     if size is None:
-        raise FileNotFoundError(f"no value head in {directory} (value_head_config.json missing)")
+        raise MissingPathError(f"no value head in {directory} (value_head_config.json missing)")
     if size != hidden_size:
         _size_error(directory, hidden_size)
     value_fn.load_weights(directory)
