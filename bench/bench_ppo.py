@@ -1154,6 +1154,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     if opts.worker is not None:
         worker_main(opts.worker, opts.spec)
         return None
+    from trl_ext.common.noise import quiet_dependency_noise
+
+    quiet_dependency_noise()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     session = BenchSession(opts, code_files=CODE_FILES)

@@ -389,7 +389,11 @@ def run_worker_process(
 
 
 def quiet_offline_torch(threads: int) -> None:
-    """Offline hub defaults, transformers/datasets logging and progress bars off, ``threads`` torch threads."""
+    """Offline hub defaults, the dependency-noise filters of the entry points (``trl_ext.common.noise``),
+    transformers/datasets logging and progress bars off, ``threads`` torch threads."""
+    from trl_ext.common.noise import quiet_dependency_noise
+
+    quiet_dependency_noise()  # before torch, transformers and datasets are imported
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     import datasets
