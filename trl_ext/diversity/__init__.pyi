@@ -1,0 +1,15 @@
+from .buffer import N_INIT, ReplayBuffer
+from .concepts import CASE_VARIANTS, Block, Concept, plural, segment
+from .losses import (
+    OPEN_BLOCK_REDUCTIONS,
+    UNIFORM_OVER,
+    block_logps,
+    cluster_rarity_log_reward,
+    cluster_rarity_reward,
+    concept_distribution,
+    concept_loss,
+    kl_to_uniform,
+    open_block_loss,
+    reduce_open_block_losses,
+    trajectory_balance_loss,
+)
