@@ -1,5 +1,6 @@
 from .buffer import N_INIT, ReplayBuffer
 from .concepts import CASE_VARIANTS, Block, Concept, plural, segment
+from .embedding import DEFAULT_EMBEDDER, SentenceEmbedder, resolve_embedder_path
 from .losses import (
     OPEN_BLOCK_REDUCTIONS,
     UNIFORM_OVER,
