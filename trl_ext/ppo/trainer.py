@@ -21,8 +21,6 @@ sequence-level. So this class only:
 
 from __future__ import annotations
 
-import functools
-import inspect
 import logging
 import os
 from contextlib import contextmanager
@@ -36,7 +34,13 @@ from trl import GRPOTrainer
 from trl_ext.common._trl_compat import metrics_of
 from trl_ext.common.checkpoint import ExtensionStateMixin, read_json, write_json
 from trl_ext.common.errors import InputTypeError
-from trl_ext.common.inputs import PROMPT_FORMATS, check_dataset_columns, check_model_argument, check_reward_output
+from trl_ext.common.inputs import (
+    PROMPT_FORMATS,
+    PROMPT_HINT,
+    check_dataset_columns,
+    check_model_argument,
+    checked_reward_function,
+)
 from trl_ext.common.lm_head_tiles import LMHeadTileMixin
 from trl_ext.ppo._trl_compat import drop_group_metrics, exclude_params_from_vllm, skip_rollout_step, starts_rollout
 from trl_ext.ppo.config import PPOConfig
@@ -127,7 +131,7 @@ class PPOTrainer(ExtensionStateMixin, LMHeadTileMixin, GRPOTrainer):
                 "target_kl (early stopping of PPO epochs) is not supported with DeepSpeed: skipped steps would still "
                 "move DeepSpeed's optimizer state. Unset target_kl or use DDP."
             )
-        self.reward_funcs = [_checked_reward(f, n) for f, n in zip(self.reward_funcs, self.reward_func_names)]
+        self.reward_funcs = [checked_reward_function(f, n) for f, n in zip(self.reward_funcs, self.reward_func_names)]
         self.kl_ctl = make_kl_controller(args.kl_coef, args.adaptive_kl, args.kl_target, args.kl_horizon)
         self._ppo_stop_rollout = False
         self._captured_values: list[torch.Tensor] = []
@@ -466,26 +470,9 @@ def _check_prompt_dataset(name: str, data) -> None:
         "It looks pre-tokenised ('input_ids'), the format of TRL <= 1.12's PPOTrainer: give the prompts as text or "
         "chat messages instead and let the trainer tokenise them"
         if "input_ids" in columns
-        else "a 'prompt' column of strings or of chat messages [{'role': 'user', 'content': ...}]"
+        else PROMPT_HINT
     )
     check_dataset_columns(data, name, PROMPT_FORMATS, "PPOTrainer", hint)
-
-
-def _checked_reward(function: Any, name: str) -> Any:
-    """``function`` wrapped to check that it returns one reward per completion (:func:`check_reward_output`).
-
-    Reward models (``nn.Module``) and async functions are returned unchanged (TRL scores them itself).
-    """
-    if isinstance(function, nn.Module) or inspect.iscoroutinefunction(function) or not callable(function):
-        return function
-
-    @functools.wraps(function)
-    def checked(*args: Any, **kwargs: Any) -> Any:
-        output = function(*args, **kwargs)
-        check_reward_output(name, output, len(kwargs.get("completions", args[1] if len(args) > 1 else ())))
-        return output
-
-    return checked
 
 
 def load_policy_with_value_head(path: str | os.PathLike, **model_kwargs: Any):

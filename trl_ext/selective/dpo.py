@@ -15,7 +15,7 @@ from typing import Any
 from trl import DPOTrainer
 
 from trl_ext.common.errors import InputTypeError
-from trl_ext.common.inputs import PREFERENCE_FORMATS, check_model_argument
+from trl_ext.common.inputs import PREFERENCE_FORMATS, PREFERENCE_HINT, check_model_argument
 from trl_ext.common.lm_head_tiles import LMHeadTileMixin
 from trl_ext.selective.config import SelectiveDPOConfig
 from trl_ext.selective.mixin import SelectiveMixin
@@ -74,7 +74,7 @@ class SelectiveDPOTrainer(SelectiveMixin, LMHeadTileMixin, DPOTrainer):
 
     def _outcome_formats(self, args, formatting_func):
         """TRL's preference formats: ``chosen`` + ``rejected``, with or without ``prompt``."""
-        return PREFERENCE_FORMATS, "preference rows: 'chosen' and 'rejected' answers, with or without a 'prompt'"
+        return PREFERENCE_FORMATS, PREFERENCE_HINT
 
     def __init__(
         self,
