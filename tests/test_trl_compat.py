@@ -8,6 +8,7 @@ import pytest
 from trl_ext.common import _trl_compat as common_compat
 from trl_ext.common._trl_compat import TRLCouplingError
 from trl_ext.curriculum import _trl_compat as curriculum_compat
+from trl_ext.diversity import _trl_compat as diversity_compat
 from trl_ext.ppo import _trl_compat as ppo_compat
 from trl_ext.selective import _trl_compat as selective_compat
 
@@ -16,12 +17,13 @@ COUPLINGS = [
     *ppo_compat.COUPLINGS,
     *selective_compat.COUPLINGS,
     *curriculum_compat.COUPLINGS,
+    *diversity_compat.COUPLINGS,
 ]
 
 
 def test_coupling_names_are_unique():
     names = [c.name for c in COUPLINGS]
-    assert len(names) == len(set(names)) == 15, names
+    assert len(names) == len(set(names)) == 16, names
 
 
 @pytest.mark.parametrize("coupling", COUPLINGS, ids=lambda c: c.name)

@@ -1,6 +1,8 @@
 from .buffer import N_INIT, ReplayBuffer
 from .concepts import CASE_VARIANTS, Block, Concept, plural, segment
+from .config import DEFAULT_STOP_STRINGS, LOSS_TYPES, DiversityConfig
 from .embedding import DEFAULT_EMBEDDER, SentenceEmbedder, resolve_embedder_path
+from .log_z import LogPartition
 from .losses import (
     OPEN_BLOCK_REDUCTIONS,
     UNIFORM_OVER,
@@ -14,3 +16,13 @@ from .losses import (
     reduce_open_block_losses,
     trajectory_balance_loss,
 )
+from .objective import (
+    BLOCK_COLUMNS,
+    DiversityLoss,
+    block_table,
+    cell_log_rewards,
+    diversity_objective,
+    objective_weights,
+    top_p_renormalized_logps,
+)
+from .trainer import DiversityTrainer, prompt_key

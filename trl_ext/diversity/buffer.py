@@ -112,7 +112,10 @@ class ReplayBuffer:
         return self.cluster_centers is not None
 
     def _embed(self, texts: list[str]) -> np.ndarray:
-        emb = np.asarray(self.embed(texts), dtype=np.float32)
+        return self._check_embeddings(texts, self.embed(texts))
+
+    def _check_embeddings(self, texts: list[str], embeddings: Any) -> np.ndarray:
+        emb = np.asarray(embeddings, dtype=np.float32)
         if emb.ndim != 2 or emb.shape[0] != len(texts):
             raise DataError(
                 f"replay buffer {self.name!r}: embed returned shape {emb.shape} for {len(texts)} texts; "
@@ -127,11 +130,11 @@ class ReplayBuffer:
             raise DataError(f"replay buffer {self.name!r}: embed returned non-finite values")
         return emb
 
-    def _append(self, texts: Sequence[str]) -> np.ndarray:
+    def _append(self, texts: Sequence[str], embeddings: np.ndarray | None = None) -> np.ndarray:
         texts = [str(t) for t in texts]
         if not texts:
             return np.zeros((0, self.embeddings.shape[1]), dtype=np.float32)
-        emb = self._embed(texts)
+        emb = self._embed(texts) if embeddings is None else self._check_embeddings(texts, embeddings)
         self.embeddings = emb.copy() if not self.texts else np.concatenate([self.embeddings, emb], axis=0)
         self.texts.extend(texts)
         return emb
@@ -152,18 +155,20 @@ class ReplayBuffer:
         return self.assign(self.embeddings)
 
     # ----------------------------------------------------------------------------------------------- update
-    def prefill(self, texts: Sequence[str]) -> None:
-        """Append texts (embedded once) without clustering and without counting them as updates."""
-        self._append(texts)
+    def prefill(self, texts: Sequence[str], embeddings: np.ndarray | None = None) -> None:
+        """Append texts (embedded once, or with their given ``embeddings``) without clustering and without counting
+        them as updates."""
+        self._append(texts, embeddings)
 
-    def add(self, texts: Sequence[str]) -> np.ndarray | None:
-        """Embed ``texts`` once, append them, refit when due (see the module docstring); their labels or None.
+    def add(self, texts: Sequence[str], embeddings: np.ndarray | None = None) -> np.ndarray | None:
+        """Embed ``texts`` once (or take their ``embeddings``, e.g. gathered from every process), append them, refit
+        when due (see the module docstring); their labels or None.
 
         Returns:
             ``(len(texts),)`` int64 labels in ``[0, n_clusters)``, or None while the buffer has fewer than
             ``min_samples_for_clustering`` texts (no clusters yet).
         """
-        emb = self._append(texts)
+        emb = self._append(texts, embeddings)
         self.counter += len(texts)
         due = self.cluster_centers is None or self.counter >= self.update_clusters_every
         if due and len(self.texts) >= self.min_samples_for_clustering:

@@ -1,0 +1,564 @@
+"""Diversity training over concept clusters as a thin subclass of TRL's ``GRPOTrainer`` (docs/diversity.md).
+
+GRPO is TRL's online trainer: its generation (transformers or vLLM), prompt handling, PEFT, reference model (for
+``w_kl``), logging and checkpoints are used as they are. This class
+
+* cuts each completion at the stop strings (``_generate_single_turn``), so lengths, texts and masks agree;
+* post-processes each rollout (``_generate_and_score_completions``): segments the completions into blocks
+  (:func:`~trl_ext.diversity.concepts.segment`), embeds the open block after each concept block, adds it to the
+  option's replay buffer (refits when due) and labels it, all on the *gathered* batch, so every process holds the
+  same buffers and labels; scores the completions with one teacher-forced no-grad forward; computes the loss of the
+  whole generation batch and its gradient ``W = ∂L/∂ log p`` with respect to the per-token log-probs
+  (:func:`~trl_ext.diversity.objective.objective_weights`); steps ``log Z`` (``loss_type="tb"``); logs metrics and
+  the samples table;
+* replaces the loss (``_compute_loss``): one teacher-forced forward with gradient, then
+  ``P · Σ_t W_t log p_θ(y_t)`` (P processes; DDP averages) plus ``w_kl`` times the token-level KL. Its gradient,
+  summed over the accumulation steps and averaged over processes, is exactly ``∇_θ L`` of the whole batch (the
+  returned value is ``L`` split evenly over the micro-batches, so the logged ``loss`` is ``L`` too);
+* prefills the buffers with ``num_samples`` completions per prompt before the first step and keeps buffers,
+  ``log Z`` and the samples table across checkpoints (:class:`~trl_ext.common.checkpoint.ExtensionStateMixin`);
+* builds the learning-rate schedule that decays to ``final_learning_rate``
+  (:func:`~trl_ext.common.schedules.floor_schedule`).
+
+**Decision** (scoring forward): generation runs without gradient and the per-token log-probs come from a
+teacher-forced forward (SPEC §1 step 3). Because the loss couples all completions of a batch, the trainer runs that
+forward once without gradient on the whole batch (for ``W``) and once with gradient per micro-batch; the no-grad
+one is the price of exact gradient accumulation and DDP.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from trl import GRPOTrainer
+
+from trl_ext.common._trl_compat import metrics_of
+from trl_ext.common.checkpoint import ExtensionStateMixin, read_json, write_json
+from trl_ext.common.errors import ConfigError, DataError, InputTypeError
+from trl_ext.common.inputs import PROMPT_FORMATS, PROMPT_HINT, check_dataset_columns, check_model_argument
+from trl_ext.common.lm_head_tiles import LMHeadTileMixin
+from trl_ext.common.schedules import floor_schedule
+from trl_ext.diversity.buffer import ReplayBuffer
+from trl_ext.diversity.concepts import segment
+from trl_ext.diversity.config import DiversityConfig
+from trl_ext.diversity.log_z import LogPartition
+from trl_ext.diversity.objective import (
+    ROLE_CONCEPT,
+    ROLE_FOLLOWING,
+    block_table,
+    cell_log_rewards,
+    diversity_objective,
+    k2_k3,
+    objective_weights,
+    stop_string_cut,
+    top_p_renormalized_logps,
+)
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["DiversityTrainer", "prompt_key"]
+
+STATE_FILE = "diversity_state.json"
+BUFFER_FOLDER = "diversity_buffers"
+WEIGHTS_KEY = "diversity_weights"
+
+
+def prompt_key(prompt: Any) -> str:
+    """A stable key of a dataset prompt (a string, or chat messages as JSON)."""
+    return prompt if isinstance(prompt, str) else json.dumps(prompt, sort_keys=True)
+
+
+class DiversityTrainer(ExtensionStateMixin, LMHeadTileMixin, GRPOTrainer):
+    """Diversity training (docs/diversity.md). See :class:`~trl_ext.diversity.config.DiversityConfig`.
+
+    Args:
+        model: the policy, as for ``GRPOTrainer`` (hub id, folder or ``PreTrainedModel``; with ``peft_config`` a LoRA
+            is trained and the reference for ``w_kl`` is the model with the adapter disabled).
+        args: a :class:`DiversityConfig` with at least one concept.
+        train_dataset: prompts (a ``prompt`` column of strings or chat messages); default: ``args.prompts``.
+        reward_funcs: optional reward functions, scored and logged (``rewards/<name>/mean``) but not trained on.
+        embedder: ``embed(texts) -> (n, d)`` for the replay buffers; default: a
+            :class:`~trl_ext.diversity.embedding.SentenceEmbedder` of ``args.sentence_transformer`` on the
+            trainer's device.
+        Every other argument is ``GRPOTrainer``'s.
+
+    Raises:
+        InputTypeError: ``args`` is not a :class:`DiversityConfig`.
+        ConfigError: no concept, or neither a dataset nor ``args.prompts``.
+        DataError: a dataset without a ``prompt`` column, or a prompt that leaves no room for
+            ``max_completion_length`` tokens in the model's context.
+    """
+
+    _tag_names = ["trl", "trl_ext", "diversity"]
+
+    def __init__(
+        self,
+        model,
+        args: DiversityConfig | None = None,
+        train_dataset=None,
+        eval_dataset=None,
+        processing_class=None,
+        reward_funcs=None,
+        callbacks=None,
+        optimizers=(None, None),
+        peft_config=None,
+        embedder=None,
+        **kwargs: Any,
+    ) -> None:
+        if args is None:
+            raise ConfigError("DiversityTrainer needs a DiversityConfig with at least one concept (args=None given)")
+        if not isinstance(args, DiversityConfig):
+            raise InputTypeError(f"DiversityTrainer needs a DiversityConfig, got {type(args).__name__}")
+        if not args.concept_list:
+            raise ConfigError(
+                "DiversityConfig has no concept: set concept_name and concept_options (e.g. 'animal', ['cat', 'dog']) "
+                "or concepts=[{'name': ..., 'options': [...]}]"
+            )
+        if train_dataset is None:
+            if not args.prompts:
+                raise ConfigError("DiversityTrainer needs a train_dataset with a 'prompt' column or args.prompts")
+            train_dataset = _prompt_dataset(args)
+        for name, data in (("train_dataset", train_dataset), ("eval_dataset", eval_dataset)):
+            check_dataset_columns(data, name, PROMPT_FORMATS, "DiversityTrainer", PROMPT_HINT)
+        model = check_model_argument(model)
+        self._segments: dict[tuple[int, ...], list] = {}
+        if not reward_funcs:
+            reward_funcs = [NamedOption(self)]
+        super().__init__(
+            model=model,
+            reward_funcs=reward_funcs,
+            args=args,
+            train_dataset=train_dataset,
+            eval_dataset=eval_dataset,
+            processing_class=processing_class,
+            callbacks=callbacks,
+            optimizers=optimizers,
+            peft_config=peft_config,
+            **kwargs,
+        )
+        self.concepts = list(args.concept_list)
+        self._check_prompt_lengths(train_dataset, eval_dataset)
+        if embedder is None:
+            from trl_ext.diversity.embedding import SentenceEmbedder
+
+            embedder = SentenceEmbedder(
+                args.sentence_transformer, device=self.accelerator.device, batch_size=args.embedding_batch_size
+            )
+        self.embedder = embedder
+        self.buffers: dict[tuple[int, int], ReplayBuffer] = {
+            (c, o): ReplayBuffer(
+                embedder,
+                n_clusters=args.n_clusters,
+                buffer_size=args.buffer_size,
+                update_clusters_every=args.update_clusters_every,
+                min_samples_for_clustering=args.min_samples_for_clustering,
+                seed=args.seed,
+                name=f"{concept.name}/{option}",
+            )
+            for c, concept in enumerate(self.concepts)
+            for o, option in enumerate(concept.options)
+        }
+        self.log_z = LogPartition(args.log_z_learning_rate, args.log_z_init)
+        for data in (train_dataset, eval_dataset):
+            for key in _prompt_keys(data):
+                self.log_z.index(key)
+        self._prefilled = args.num_samples == 0
+        self._value_share = 0.0
+        self._train_prompts = sorted(set(_prompt_keys(train_dataset)))
+        self._prompt_by_key = {prompt_key(p): p for p in _prompts_of(train_dataset)}
+
+    # ------------------------------------------------------------------ checks
+
+    def _check_prompt_lengths(self, *datasets) -> None:
+        """Every prompt must leave room for ``max_completion_length`` tokens in the model's context."""
+        config = self.accelerator.unwrap_model(self.model).config
+        config = config.get_text_config() if hasattr(config, "get_text_config") else config
+        context = getattr(config, "max_position_embeddings", None)
+        if context is None:
+            return
+        budget = context - self.max_completion_length
+        for data in datasets:
+            prompts = _prompts_of(data)
+            if not prompts:
+                continue
+            ids, _, _ = self._tokenize_prompts(list({prompt_key(p): p for p in prompts}.values()))
+            for prompt, row in zip(list({prompt_key(p): p for p in prompts}.values()), ids):
+                if len(row) > budget:
+                    raise DataError(
+                        f"prompt {prompt_key(prompt)[:80]!r} has {len(row)} tokens: with max_completion_length="
+                        f"{self.max_completion_length} it does not fit the model's context of {context} tokens"
+                    )
+
+    # ------------------------------------------------------------------ schedule
+
+    def create_scheduler(self, num_training_steps: int, optimizer=None):
+        """Warm-up, then cosine/linear decay to ``final_learning_rate`` (or constant)."""
+        if self.lr_scheduler is None:
+            base = self.args.learning_rate
+            final = self.args.final_learning_rate or 0.0
+            self.lr_scheduler = floor_schedule(
+                optimizer if optimizer is not None else self.optimizer,
+                str(getattr(self.args.lr_scheduler_type, "value", self.args.lr_scheduler_type)),
+                self.args.get_warmup_steps(num_training_steps),
+                num_training_steps,
+                final / base if base > 0 else 0.0,
+            )
+            self._created_lr_scheduler = True
+        return self.lr_scheduler
+
+    # ------------------------------------------------------------------ generation
+
+    def _generate_single_turn(self, prompt_ids, *args, **kwargs):
+        """GRPO's generation, each completion cut after the token that completes a stop string."""
+        completion_ids, logprobs = super()._generate_single_turn(prompt_ids, *args, **kwargs)
+        stops = self.args.stop_strings
+        if not stops:
+            return completion_ids, logprobs
+        decode = self._decode
+        cut = [stop_string_cut(ids, decode, stops) for ids in completion_ids]
+        completion_ids = [ids[:k] for ids, k in zip(completion_ids, cut)]
+        if logprobs is not None:
+            logprobs = [lp[:k] for lp, k in zip(logprobs, cut)]
+        return completion_ids, logprobs
+
+    def _segment(self, ids: list[int]) -> list:
+        """:func:`~trl_ext.diversity.concepts.segment` of a completion (cached for the current rollout)."""
+        key = tuple(ids)
+        if key not in self._segments:
+            self._segments[key] = segment(key, self._tokenizer, self.concepts, self.args.max_window_size)
+        return self._segments[key]
+
+    def _decode(self, ids) -> str:
+        return self._tokenizer.decode(list(ids), skip_special_tokens=True, clean_up_tokenization_spaces=False)
+
+    def _prefill(self) -> None:
+        """Fill the replay buffers with ``num_samples`` completions per training prompt (no clustering)."""
+        from tqdm.auto import tqdm
+
+        acc = self.accelerator
+        per_call = self.args.per_device_train_batch_size * self.args.steps_per_generation
+        share = math.ceil(self.args.num_samples / acc.num_processes)
+        calls = [(key, n) for key in self._train_prompts for n in _chunks(share, per_call)]
+        was_training = self.model.training
+        collected: list[tuple[str, list[int]]] = []
+        for key, n in tqdm(calls, desc="prefilling replay buffers", disable=not acc.is_main_process):
+            prompt = self._prompt_by_key[key]
+            _, completion_ids, *_ = self._generate([prompt] * n)
+            collected.extend((key, ids) for ids in completion_ids)
+        self.model.train(was_training)
+        _, items = self._following_items([ids for _, ids in collected])
+        gathered = _gather_objects(acc, [(collected[i][0], c, o, t, e) for i, c, o, t, e in items])
+        per_prompt: Counter = Counter()
+        by_buffer: dict[tuple[int, int], list[tuple[str, np.ndarray]]] = {}
+        for key, c, o, text, emb in gathered:
+            per_prompt[key] += 1
+            by_buffer.setdefault((c, o), []).append((text, emb))
+        for (c, o), pairs in by_buffer.items():
+            self.buffers[(c, o)].prefill([t for t, _ in pairs], np.stack([e for _, e in pairs]))
+        self._prefilled = True
+        sizes = ", ".join(f"{b.name}: {len(b)}" for b in self.buffers.values())
+        logger.info("prefilled the replay buffers from %d completions per prompt (%s)", self.args.num_samples, sizes)
+
+    def _following_items(self, completion_ids: list[list[int]]):
+        """``(blocks per row, items)``: the segmentation of each completion and ``(row, concept, option, text,
+        embedding)`` of each open block that follows a concept block (texts embedded in one batched call)."""
+        items = []
+        blocks_per_row = [self._segment(ids) for ids in completion_ids]
+        for i, blocks in enumerate(blocks_per_row):
+            for prev, block in zip(blocks, blocks[1:]):
+                if prev.kind == "concept" and block.kind == "open":
+                    c = [x.name for x in self.concepts].index(prev.concept)
+                    o = self.concepts[c].option_index(prev.option)
+                    items.append((i, c, o, self._decode(completion_ids[i][block.start : block.end]).strip()))
+        embeddings = np.asarray(self.embedder([t for *_, t in items]), dtype=np.float32) if items else []
+        return blocks_per_row, [(i, c, o, t, embeddings[j]) for j, (i, c, o, t) in enumerate(items)]
+
+    # ------------------------------------------------------------------ rollout
+
+    def _generate_and_score_completions(self, inputs):
+        mode = "train" if self.model.training else "eval"
+        if mode == "train" and not self._prefilled:
+            self._prefill()
+        self._segments = {}
+        out = super()._generate_and_score_completions(inputs)
+        acc = self.accelerator
+        completion_ids, completion_mask = out["completion_ids"], out["completion_mask"]
+        local_ids = [row[m.bool()].tolist() for row, m in zip(completion_ids.cpu(), completion_mask.cpu())]
+        keys = [prompt_key(x["prompt"]) for x in inputs]
+
+        # blocks and buffers, on the gathered batch (the same on every process)
+        local_blocks, items = self._following_items(local_ids)
+        width = max(1, 2 * len(self.concepts) + 1)
+        table = block_table(local_blocks, self.concepts, width)
+        gathered_items = _gather_objects(acc, [(acc.process_index, i, c, o, t, e) for i, c, o, t, e in items])
+        sizes = _gather_objects(acc, [len(local_ids)])
+        offsets = np.concatenate([[0], np.cumsum(sizes)])
+        global_table = acc.gather(table.to(acc.device)).cpu()
+        global_keys = _gather_objects(acc, keys)
+        labels: dict[tuple[int, int], list[int]] = {}
+        for c_o in sorted({(c, o) for _, _, c, o, _, _ in gathered_items}):
+            members = [x for x in gathered_items if (x[2], x[3]) == c_o]
+            texts, emb = [x[4] for x in members], np.stack([x[5] for x in members])
+            buffer = self.buffers[c_o]
+            found = buffer.add(texts, emb) if mode == "train" else buffer.assign(emb)
+            labels[c_o] = [-1] * len(members) if found is None else [int(v) for v in found]
+            for (p, i, *_), label in zip(members, labels[c_o]):
+                row = int(offsets[p]) + i
+                following = (global_table[row, :, 4] == ROLE_FOLLOWING) & (global_table[row, :, 2] == c_o[0])
+                global_table[row, following.nonzero()[0, 0], 5] = label
+        start = int(offsets[acc.process_index])
+
+        # the loss of the whole batch and its gradient with respect to the per-token log-probs
+        with torch.no_grad():
+            logps, _ = self._token_logps(self.model, out, grad=False)
+        t_local = logps.shape[1]
+        global_logps = acc.gather(acc.pad_across_processes(logps, dim=1)).float().cpu()
+        global_mask = acc.gather(acc.pad_across_processes(completion_mask, dim=1)).float().cpu()
+        groups_index = [self.log_z.index(k) for k in global_keys]
+        uniq = sorted(set(groups_index))
+        groups = torch.tensor([uniq.index(g) for g in groups_index], dtype=torch.long)
+        tb = self.args.loss_type == "tb"
+        log_rewards = cell_log_rewards(global_table, groups, len(self.concepts)) if tb else None
+
+        def build(leaf, z_leaf):
+            return diversity_objective(
+                leaf,
+                global_mask,
+                global_table,
+                groups,
+                [len(c.options) for c in self.concepts],
+                n_clusters=self.args.n_clusters,
+                loss_type=self.args.loss_type,
+                w_c=self.args.w_c,
+                w_o=self.args.w_o,
+                uniform_over=self.args.uniform_over,
+                open_block_reduction=self.args.open_block_reduction,
+                log_z=z_leaf,
+                log_rewards=log_rewards,
+            )
+
+        result, weights, grad_z = objective_weights(global_logps, self.log_z.tensor(uniq) if tb else None, build)
+        out[WEIGHTS_KEY] = weights[start : start + len(local_ids), :t_local].to(logps.device)
+        self._value_share = float(result.loss.detach()) / (self.args.steps_per_generation if mode == "train" else 1)
+        if tb and mode == "train":
+            self.log_z.step(uniq, grad_z)
+        self._log_rollout(mode, result, global_table, groups, log_rewards, uniq)
+        if mode == "train":
+            self._record_samples(global_keys, global_table, acc, local_ids)
+        return out
+
+    def _token_logps(self, model, inputs, grad: bool):
+        """``(logps, plain)``: the per-token log-probs the losses use and the temperature-scaled ones (for the KL);
+        the same tensor unless ``renormalize_top_p``."""
+        prompt_ids, completion_ids = inputs["prompt_ids"], inputs["completion_ids"]
+        input_ids = torch.cat([prompt_ids, completion_ids], dim=1)
+        attention_mask = torch.cat([inputs["prompt_mask"], inputs["completion_mask"]], dim=1)
+        t = completion_ids.size(1)
+        if not self.args.renormalize_top_p:
+            logps, _, _ = self._get_per_token_logps_and_entropies(
+                model, input_ids, attention_mask, t, batch_size=None if grad else self.args.per_device_train_batch_size
+            )
+            return logps, logps
+        outputs = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+        logits = outputs.logits[:, -t - 1 : -1]
+        return top_p_renormalized_logps(logits, completion_ids, self.args.top_p, self.temperature)
+
+    # ------------------------------------------------------------------ loss
+
+    def _compute_loss(self, model, inputs):
+        mode = "train" if self.model.training else "eval"
+        mask = inputs["completion_mask"].float()
+        logps, plain = self._token_logps(model, inputs, grad=True)
+        world = self.accelerator.num_processes
+        surrogate = (inputs[WEIGHTS_KEY] * logps * mask).sum()
+        loss = world * (surrogate - surrogate.detach()) + self._value_share
+        if self.args.w_kl > 0:
+            k2, k3 = k2_k3(plain, inputs["ref_per_token_logps"])
+            tokens = inputs["num_items_in_batch"].clamp(min=1)
+            loss = loss + self.args.w_kl * world * (k2 * mask).sum() / tokens
+            stats = torch.stack([(k3 * mask).sum(), mask.sum()]).to(self.accelerator.device)
+            total, count = self.accelerator.gather(stats.unsqueeze(0)).sum(0).tolist()
+            metrics_of(self, mode)["diversity/kl"].append(total / max(count, 1.0))
+        return loss
+
+    # ------------------------------------------------------------------ metrics and samples
+
+    def _log_rollout(self, mode, result, table, groups, log_rewards, uniq) -> None:
+        metrics = metrics_of(self, mode)
+        metrics["diversity/loss/total"].append(float(result.loss))
+        metrics["diversity/loss/concept"].append(float(result.concept))
+        metrics["diversity/loss/open_block"].append(float(result.open_block))
+        if result.tb is not None:
+            metrics["diversity/loss/tb"].append(float(result.tb))
+            metrics["diversity/log_z"].append(float(np.mean([self.log_z.values[g] for g in uniq])))
+            metrics["diversity/log_reward"].append(float(log_rewards.mean()))
+        n = table.shape[0]
+        cells = set()
+        for c, concept in enumerate(self.concepts):
+            concept_rows = (table[:, :, 2] == c) & (table[:, :, 4] == ROLE_CONCEPT)
+            options = table[:, :, 3][concept_rows]
+            counts = torch.bincount(options, minlength=len(concept.options)).tolist() if options.numel() else []
+            for o, option in enumerate(concept.options):
+                share = counts[o] / n if counts else 0.0
+                metrics[f"diversity/option_share/{concept.name}/{option}"].append(share)
+                buffer = self.buffers[(c, o)]
+                metrics[f"diversity/buffer_size/{concept.name}/{option}"].append(float(len(buffer)))
+                metrics[f"diversity/unclustered/{concept.name}/{option}"].append(float((c, o) in result.unclustered))
+            metrics[f"diversity/no_match/{concept.name}"].append(1.0 - int(concept_rows.any(dim=1).sum()) / n)
+            metrics[f"diversity/distinct_options/{concept.name}"].append(float(sum(1 for k in counts if k)))
+            following = (table[:, :, 2] == c) & (table[:, :, 4] == ROLE_FOLLOWING) & (table[:, :, 5] >= 0)
+            cells |= {(c, int(o), int(k)) for o, k in zip(table[:, :, 3][following], table[:, :, 5][following])}
+        metrics["diversity/clusters_seen"].append(float(len(cells)))
+        if result.cluster_entropy is not None:
+            metrics["diversity/cluster_mass_entropy"].append(result.cluster_entropy)
+
+    def _epoch_length(self) -> int:
+        return self.args.num_steps_per_epoch or max(1, int(self.state.max_steps or 1))
+
+    def _record_samples(self, keys, table, acc, local_ids) -> None:
+        """At the last step of each epoch: this rollout's completions as rows of ``samples.csv`` (and a wandb
+        table with ``report_to=wandb``)."""
+        step = self.state.global_step + 1  # the optimizer step this rollout trains
+        if step % self._epoch_length() != 0:
+            return
+        texts = _gather_objects(acc, [self._decode(ids) for ids in local_ids])
+        if not acc.is_main_process:
+            return
+        rows = []
+        for i, (key, text) in enumerate(zip(keys, texts)):
+            row = {"epoch": step // self._epoch_length(), "step": step, "prompt": key, "completion": text}
+            for c, concept in enumerate(self.concepts):
+                picked = table[i][(table[i, :, 2] == c) & (table[i, :, 4] == ROLE_CONCEPT)]
+                follow = table[i][(table[i, :, 2] == c) & (table[i, :, 4] == ROLE_FOLLOWING)]
+                row[f"{concept.name}"] = concept.options[int(picked[0, 3])] if picked.shape[0] else ""
+                row[f"{concept.name}_cluster"] = int(follow[0, 5]) if follow.shape[0] else ""
+            rows.append(row)
+        path = Path(self.args.output_dir) / self.args.samples_file
+        path.parent.mkdir(parents=True, exist_ok=True)
+        new = not path.exists()
+        with path.open("a", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            if new:
+                writer.writeheader()
+            writer.writerows(rows)
+        if "wandb" in (self.args.report_to or []):
+            import wandb
+
+            if wandb.run is not None:
+                wandb.log({"samples": wandb.Table(columns=list(rows[0]), data=[list(r.values()) for r in rows])})
+
+    def train(self, resume_from_checkpoint=None, *args: Any, **kwargs: Any):
+        if resume_from_checkpoint in (None, False):
+            path = Path(self.args.output_dir) / self.args.samples_file
+            if self.args.should_save and path.exists():
+                path.unlink()  # a fresh run starts a new samples table
+        return super().train(resume_from_checkpoint, *args, **kwargs)
+
+    # ------------------------------------------------------------------ state
+
+    def diversity_state(self) -> dict[str, Any]:
+        """The JSON part of the training state: ``log Z`` (with its Adam state) and whether the buffers are
+        prefilled."""
+        return {"log_z": self.log_z.state_dict(), "prefilled": self._prefilled}
+
+    def save_diversity_state(self, folder: str | Path) -> None:
+        """Write the replay buffers and ``log Z`` into ``folder`` (checkpoints do it by themselves)."""
+        folder = Path(folder)
+        (folder / BUFFER_FOLDER).mkdir(parents=True, exist_ok=True)
+        for (c, o), buffer in self.buffers.items():
+            buffer.save(folder / BUFFER_FOLDER, _buffer_prefix(self.concepts, c, o))
+        write_json(folder, STATE_FILE, self.diversity_state())
+
+    def _save_extension_state(self, folder: Path) -> None:
+        super()._save_extension_state(folder)
+        self.save_diversity_state(folder)
+
+    def _load_extension_state(self, folder: Path) -> None:
+        super()._load_extension_state(folder)
+        state = read_json(folder, STATE_FILE)
+        if state is None:
+            return
+        self.log_z.load_state_dict(state["log_z"])
+        self._prefilled = bool(state["prefilled"])
+        for (c, o), buffer in self.buffers.items():
+            buffer.load(Path(folder) / BUFFER_FOLDER, _buffer_prefix(self.concepts, c, o))
+        path = Path(self.args.output_dir) / self.args.samples_file
+        step = int(folder.name.rsplit("-", 1)[-1]) if folder.name.rsplit("-", 1)[-1].isdigit() else None
+        if step is not None and self.args.should_save and path.exists():
+            with path.open(newline="") as f:
+                rows = list(csv.DictReader(f))
+            kept = [r for r in rows if int(r["step"]) <= step]
+            with path.open("w", newline="") as f:
+                if kept:
+                    writer = csv.DictWriter(f, fieldnames=list(kept[0]))
+                    writer.writeheader()
+                    writer.writerows(kept)
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+class NamedOption:
+    """The reward function GRPO logs when the user gives none: 1.0 for a completion that names an option of
+    every concept (has a concept block for each), else 0.0 — so ``reward`` is the share of such completions. It is
+    logged, not trained on (the diversity losses replace GRPO's policy gradient)."""
+
+    __name__ = "named_option"
+
+    def __init__(self, trainer: DiversityTrainer) -> None:
+        self.trainer = trainer
+
+    def __call__(self, prompts, completions, completion_ids, **kwargs) -> list[float]:
+        n = len(self.trainer.concepts)
+        return [
+            float(sum(b.kind == "concept" for b in self.trainer._segment(list(ids))) == n) for ids in completion_ids
+        ]
+
+
+def _buffer_prefix(concepts, c: int, o: int) -> str:
+    return f"buffer_{c}_{o}"
+
+
+def _chunks(total: int, size: int) -> list[int]:
+    return [min(size, total - start) for start in range(0, total, size)]
+
+
+def _gather_objects(accelerator, objects: list) -> list:
+    """Concatenate every process's list, in process order (the same list on every process)."""
+    if accelerator.num_processes == 1:
+        return list(objects)
+    from accelerate.utils import gather_object
+
+    return gather_object(objects)
+
+
+def _prompts_of(dataset) -> list:
+    if dataset is None:
+        return []
+    if isinstance(dataset, dict) and not hasattr(dataset, "column_names"):
+        return [p for part in dataset.values() for p in _prompts_of(part)]
+    if getattr(dataset, "column_names", None) is None:
+        return []  # streaming: prompts are seen as they come
+    return list(dataset["prompt"])
+
+
+def _prompt_keys(dataset) -> list[str]:
+    return [prompt_key(p) for p in _prompts_of(dataset)]
+
+
+def _prompt_dataset(args: DiversityConfig):
+    """``args.prompts`` as a dataset, each prompt repeated so that a generation batch can draw its distinct
+    prompts (``generation_batch_size / num_generations``) from it."""
+    from datasets import Dataset
+
+    distinct = max(1, args.generation_batch_size // args.num_generations)
+    repeats = math.ceil(distinct / len(args.prompts))
+    return Dataset.from_dict({"prompt": [p for p in args.prompts for _ in range(repeats)]})
