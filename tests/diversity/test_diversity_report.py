@@ -50,7 +50,9 @@ def tokenizer(tiny_model_path):
 
 
 def test_cut_at_the_earliest_stop_string_which_is_dropped():
-    assert DEFAULT_STOP_STRINGS == ("\n", ".\n\n", ".\n")
+    from trl_ext.diversity.config import DEFAULT_STOP_STRINGS as TRAINER_STOP_STRINGS
+
+    assert DEFAULT_STOP_STRINGS == TRAINER_STOP_STRINGS == ("\n", ".\n\n", ".\n")  # the trainer's defaults
     assert cut_at_stop_strings(" Dogs are loyal.\nCats too") == " Dogs are loyal"  # ".\n" starts first
     assert cut_at_stop_strings(" Dogs, because\n\nthey") == " Dogs, because"
     assert cut_at_stop_strings(" no stop here.") == " no stop here."

@@ -40,7 +40,9 @@ def embed(texts):
 class FixedDiversityTrainer(DiversityTrainer):
     def _generate_single_turn(self, prompt_ids, *args, **kwargs):
         n, p = len(prompt_ids), self.accelerator.process_index
-        ids = [self._tokenizer(TEXTS[(p * n + i) % len(TEXTS)], add_special_tokens=False)["input_ids"] for i in range(n)]
+        ids = [
+            self._tokenizer(TEXTS[(p * n + i) % len(TEXTS)], add_special_tokens=False)["input_ids"] for i in range(n)
+        ]
         return ids, None
 
 

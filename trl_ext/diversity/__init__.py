@@ -7,8 +7,10 @@ option's replay-buffer k-means, give m_k = Σ_{i∈k} exp(mean_t log p_t) and L_
 L = w_c·L_c + w_o·Σ_o L_o(o). GFlowNet alternative: trajectory balance (log Z + Σ_t log p_θ − log R)² with the
 cluster-rarity reward R = 1/share.
 
-Public names (imported lazily, listed in ``__init__.pyi``): :class:`Concept`, :class:`Block`, :func:`segment`,
-:class:`ReplayBuffer`, and the pure losses of :mod:`trl_ext.diversity.losses`. The trainer comes next.
+Public names (imported lazily, listed in ``__init__.pyi``): :class:`DiversityConfig` and :class:`DiversityTrainer`
+(a ``GRPOTrainer`` subclass), :class:`Concept`, :class:`Block`, :func:`segment`, :class:`ReplayBuffer`, the pure
+losses of :mod:`trl_ext.diversity.losses` and the batch objective of :mod:`trl_ext.diversity.objective`, and the
+diversity report (:func:`diversity_report`, CLI ``trl-ext-diversity-report``).
 """
 
 import lazy_loader as _lazy

@@ -25,4 +25,14 @@ from .objective import (
     objective_weights,
     top_p_renormalized_logps,
 )
+from .report import (
+    cluster_entropy,
+    distinct_n,
+    diversity_report,
+    mean_pairwise_distance,
+    plot_report,
+    report_from_completions,
+    sample_completions,
+    write_report,
+)
 from .trainer import DiversityTrainer, prompt_key

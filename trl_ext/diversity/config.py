@@ -83,9 +83,12 @@ class DiversityConfig(ExtensionArguments, GRPOConfig):
         default=False, metadata={"help": "Divide p_t by the kept top-p mass (upstream's sampling distribution)."}
     )
     log_z_learning_rate: float = field(
-        default=1e-2, metadata={"help": "Adam learning rate of the learned log Z (loss_type='tb')."}
+        default=0.1, metadata={"help": "Adam learning rate of the learned log Z (loss_type='tb')."}
     )
-    log_z_init: float = field(default=0.0, metadata={"help": "Initial log Z of every prompt (loss_type='tb')."})
+    log_z_init: float | None = field(
+        default=None,
+        metadata={"help": "Initial log Z of every prompt (default: the TB minimiser on its first batch)."},
+    )
 
     # ---------------------------------------------------------------- replay buffer
     n_clusters: int = field(default=5, metadata={"help": "K, the k-means clusters per option."})

@@ -7,7 +7,11 @@
 
     m ← β₁ m + (1 − β₁) g,   v ← β₂ v + (1 − β₂) g²,   log Z ← log Z − lr · (m / (1 − β₁ᵗ)) / (√(v / (1 − β₂ᵗ)) + ε)
 
-with a step count ``t`` per prompt (a prompt seen for the first time starts at ``t = 0`` with ``log Z = init``).
+with a step count ``t`` per prompt. A prompt seen for the first time starts at ``t = 0`` with ``log Z = init``, or,
+with ``init=None`` (the default of :class:`~trl_ext.diversity.config.DiversityConfig`), with the value that minimises
+trajectory balance on its first batch, ``log Z = mean_i (log R_i − Σ_t log p_θ(y_{i,t}))`` (:meth:`initialize`):
+with 30-token completions ``Σ_t log p`` is around −100, and a start at 0 would spend the first hundreds of steps
+moving ``log Z`` while the policy receives the large, uninformative gradient of that offset.
 The state is plain numbers (JSON in checkpoints); no process communicates, and every process holds the same values.
 """
 
@@ -29,10 +33,13 @@ class LogPartition:
         init: ``log Z`` of a prompt seen for the first time.
     """
 
-    def __init__(self, lr: float = 1e-2, init: float = 0.0, betas: tuple[float, float] = (0.9, 0.999), eps=1e-8):
-        self.lr, self.init, self.betas, self.eps = float(lr), float(init), tuple(betas), float(eps)
+    def __init__(
+        self, lr: float = 1e-2, init: float | None = None, betas: tuple[float, float] = (0.9, 0.999), eps=1e-8
+    ):
+        self.lr, self.betas, self.eps = float(lr), tuple(betas), float(eps)
+        self.init = None if init is None else float(init)
         self.keys: list[str] = []
-        self.values: list[float] = []
+        self.values: list[float | None] = []
         self._m: list[float] = []
         self._v: list[float] = []
         self._t: list[int] = []
@@ -48,6 +55,16 @@ class LogPartition:
             self._v.append(0.0)
             self._t.append(0)
             return len(self.keys) - 1
+
+    def needs_init(self, i: int) -> bool:
+        """Whether prompt ``i`` still waits for its first-batch value (``init=None``)."""
+        return self.values[i] is None
+
+    def initialize(self, i: int, value: float) -> None:
+        """Set the starting ``log Z`` of prompt ``i`` (only before its first step)."""
+        if self._t[i] != 0:
+            raise ValueError(f"log Z of prompt {i} was already trained; it cannot be initialised again")
+        self.values[i] = float(value)
 
     def tensor(self, indices: list[int], device: Any = None) -> torch.Tensor:
         """``(len(indices),)`` float32 ``log Z`` of those prompts."""

@@ -38,7 +38,11 @@ injected ``embed(texts) -> (n, d)``; every distinct text is embedded once. The r
 settings, every metric and the cut completions; :func:`write_report` writes ``diversity_report.json`` and
 ``diversity_report.png`` (:func:`plot_report`: per prompt, the diversity metrics, the option shares and the cluster
 masses of every option as grouped bars, one colour per model). Console script ``trl-ext-diversity-report``
-(:func:`main`).
+(:func:`main`). Models given as folders are loaded one at a time (a PEFT adapter folder as base + adapter) and freed
+after sampling; every input is checked before anything is loaded or sampled.
+
+Layout: the metrics are in :mod:`trl_ext.diversity.report_metrics`, the files, figure and summary table in
+:mod:`trl_ext.diversity.report_output`; this module (sampling, models, command line) re-exports their public names.
 """
 
 from __future__ import annotations

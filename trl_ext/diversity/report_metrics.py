@@ -390,14 +390,14 @@ def report_from_completions(
         entries.append({"prompt": prompts[p], "models": models_entry, "concepts": concepts_entry})
 
     report_settings: dict[str, Any] = dict(settings or {})
+    report_settings.setdefault("seed", seed)
+    report_settings.setdefault("embedder", _embedder_name(embed))
     report_settings.update(
         n_clusters=n_clusters,
         log_n_clusters=math.log(n_clusters),
         kmeans_n_init=N_INIT,
-        seed=report_settings.get("seed", seed),
         kmeans_seed=seed,
         max_window_size=max_window_size,
-        embedder=report_settings.get("embedder", _embedder_name(embed)),
         concepts=[
             {"name": c.name, "options": list(c.options), "case_variants": list(c.case_variants)} for c in concepts
         ],

@@ -37,7 +37,7 @@ def format_summary(report: Mapping[str, Any]) -> str:
         lines.append(f"prompt {p}: {prompt!r}")
         header = [f"{'model':<{width}}", "   n", "dist-1", "dist-2", "pairwise"]
         for name, c in entry["concepts"].items():
-            header += [f"{name}:{o}" for o in c["options"]] + [f"{name}:none"]
+            header += [f"{name}:{o}" for o in c["options"]] + [f"{name}:no_match"]
             header += [f"H({o})" for o in c["options"]]
         lines.append("  ".join(header))
         for label in labels:
@@ -52,7 +52,7 @@ def format_summary(report: Mapping[str, Any]) -> str:
             for name, c in entry["concepts"].items():
                 s = c["models"][label]
                 row += [f"{_fmt(s['option_shares'][o]):>{len(name) + len(o) + 1}}" for o in c["options"]] + [
-                    f"{_fmt(s['no_match_share']):>{len(name) + 5}}"
+                    f"{_fmt(s['no_match_share']):>{len(name) + 9}}"
                 ]
                 row += [f"{_fmt(c['clusters'][o]['models'][label]['entropy']):>{len(o) + 3}}" for o in c["options"]]
             lines.append("  ".join(row))

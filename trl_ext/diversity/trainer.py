@@ -171,6 +171,7 @@ class DiversityTrainer(ExtensionStateMixin, LMHeadTileMixin, GRPOTrainer):
             for key in _prompt_keys(data):
                 self.log_z.index(key)
         self._prefilled = args.num_samples == 0
+        self.last_rollout: dict[str, Any] | None = None  # the gathered block table etc. of the last rollout
         self._value_share = 0.0
         self._train_prompts = sorted(set(_prompt_keys(train_dataset)))
         self._prompt_by_key = {prompt_key(p): p for p in _prompts_of(train_dataset)}
@@ -345,7 +346,21 @@ class DiversityTrainer(ExtensionStateMixin, LMHeadTileMixin, GRPOTrainer):
                 log_rewards=log_rewards,
             )
 
-        result, weights, grad_z = objective_weights(global_logps, self.log_z.tensor(uniq) if tb else None, build)
+        if tb:
+            seq = (global_logps * global_mask).sum(dim=1)
+            for j, g in enumerate(uniq):
+                if self.log_z.needs_init(g):  # the TB minimiser on this first batch of the prompt
+                    self.log_z.initialize(g, float((log_rewards - seq)[groups == j].mean()))
+        log_z = self.log_z.tensor(uniq) if tb else None
+        result, weights, grad_z = objective_weights(global_logps, log_z, build)
+        self.last_rollout = {
+            "table": global_table,
+            "groups": groups,
+            "mask": global_mask,
+            "log_rewards": log_rewards,
+            "log_z": log_z,
+            "result": result,
+        }
         out[WEIGHTS_KEY] = weights[start : start + len(local_ids), :t_local].to(logps.device)
         self._value_share = float(result.loss.detach()) / (self.args.steps_per_generation if mode == "train" else 1)
         if tb and mode == "train":
@@ -393,11 +408,11 @@ class DiversityTrainer(ExtensionStateMixin, LMHeadTileMixin, GRPOTrainer):
 
     def _log_rollout(self, mode, result, table, groups, log_rewards, uniq) -> None:
         metrics = metrics_of(self, mode)
-        metrics["diversity/loss/total"].append(float(result.loss))
-        metrics["diversity/loss/concept"].append(float(result.concept))
-        metrics["diversity/loss/open_block"].append(float(result.open_block))
+        metrics["diversity/loss/total"].append(float(result.loss.detach()))
+        metrics["diversity/loss/concept"].append(float(result.concept.detach()))
+        metrics["diversity/loss/open_block"].append(float(result.open_block.detach()))
         if result.tb is not None:
-            metrics["diversity/loss/tb"].append(float(result.tb))
+            metrics["diversity/loss/tb"].append(float(result.tb.detach()))
             metrics["diversity/log_z"].append(float(np.mean([self.log_z.values[g] for g in uniq])))
             metrics["diversity/log_reward"].append(float(log_rewards.mean()))
         n = table.shape[0]
