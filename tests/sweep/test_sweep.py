@@ -1,6 +1,7 @@
 """The sweep engine (trl_ext.sweep, recipes/sweep.py) with a fake recipe: folders and configs, grid and explicit
 runs, resume, statistics, the Pareto
-front, the plot, a Slurm array through submitit (its local executor), failures and the errors on bad input."""
+front, the plot, a Slurm array through submitit (its local executor, and a stand-in sbatch) with the vary file's
+sbatch defaults, failures and the errors on bad input."""
 
 from __future__ import annotations
 
@@ -261,17 +262,39 @@ def test_dry_run_prints_commands_and_writes_nothing(sweep, tmp_path, capsys):
 
 # -- Slurm ------------------------------------------------------------------------------------------------------
 
+# The resources of a shipped sweep (e.g. 32 CPUs per task, 64 GB, 1 GPU), stated once in its vary file
+SLURM_DEFAULTS = {"cpus_per_task": 32, "mem": "64G", "gpus": 1, "time": "02:00:00"}
+
+
+def _fake_sbatch(tmp_path: Path, monkeypatch) -> Path:
+    """A stand-in ``sbatch`` (and ``srun``, which submitit looks for) on ``PATH``: it copies the submitted script to
+    the returned path and answers job 4242. The only thing mocked is this boundary; submitit writes the script."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "sbatch").write_text(f'#!/bin/sh\ncp "$1" {tmp_path}/submitted.sh\necho "Submitted batch job 4242"\n')
+    (bin_dir / "srun").write_text("#!/bin/sh\nexit 0\n")  # submitit checks that it is on a cluster
+    for tool in ("sbatch", "srun"):
+        (bin_dir / tool).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    return tmp_path / "submitted.sh"
+
+
+def _sbatch_lines(script: str) -> list[str]:
+    return [line for line in script.splitlines() if line.startswith("#SBATCH ")]
+
 
 def test_slurm_array_through_submitit_local_executor(sweep, tmp_path, capsys):
-    """One array job for the sweep (submitit's local executor stands in for Slurm), then --collect_only."""
-    args = [*_setup(tmp_path, {"a": [1, 2, 3]}), "--seeds", "0", "1", "--launcher", f"{sys.executable} -u"]
+    """One array job for the sweep (submitit's local executor stands in for Slurm), then --collect_only. The vary
+    file's slurm defaults are checked but, as the --slurm_option ones, do not apply to the local executor."""
+    vary = {"grid": {"a": [1, 2, 3]}, "slurm": SLURM_DEFAULTS}
+    args = [*_setup(tmp_path, vary), "--seeds", "0", "1", "--launcher", f"{sys.executable} -u"]
     slurm = ["--slurm", "--slurm_cluster", "local", "--slurm_option", "partition=gpu", "--slurm_option", "exclusive"]
     assert sweep.main([*args, *slurm, "--slurm_max_parallel", "2"]) == 0
     out = tmp_path / "out"
     printed = capsys.readouterr().out
     assert "submitted 6 runs as one array job" in printed and "--collect_only" in printed
     jobs = json.loads((out / sweep.JOBS_FILE).read_text())
-    assert jobs["cluster"] == "local" and len(jobs["jobs"]) == 6
+    assert jobs["cluster"] == "local" and len(jobs["jobs"]) == 6 and jobs["slurm_options"] == {}
     assert sorted(_calls(tmp_path)) == sorted(str(out / f"a-{a}" / f"seed_{s}") for a in (1, 2, 3) for s in (0, 1))
     assert sweep.main(["--output_dir", str(out), "--collect_only"]) == 0
     result = json.loads((out / "summary.json").read_text())
@@ -282,24 +305,46 @@ def test_slurm_array_through_submitit_local_executor(sweep, tmp_path, capsys):
 
 
 def test_slurm_submits_one_array_job(sweep, tmp_path, monkeypatch):
-    """With cluster 'slurm', submitit writes one sbatch array script for the sweep; a stand-in sbatch records it."""
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "sbatch").write_text(f'#!/bin/sh\ncp "$1" {tmp_path}/submitted.sh\necho "Submitted batch job 4242"\n')
-    (bin_dir / "srun").write_text("#!/bin/sh\nexit 0\n")  # submitit checks that it is on a cluster
-    for tool in ("sbatch", "srun"):
-        (bin_dir / tool).chmod(0o755)
-    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
-    _setup(tmp_path, {"a": [1, 2, 3]})
+    """With cluster 'slurm', submitit writes one sbatch array script for the sweep; a stand-in sbatch records it.
+    The vary file's slurm defaults arrive in it, each overridden by an option of the same key."""
+    submitted = _fake_sbatch(tmp_path, monkeypatch)
+    _setup(tmp_path, {"grid": {"a": [1, 2, 3]}, "slurm": SLURM_DEFAULTS})
     out = tmp_path / "out"
     plan = sweep.plan_sweep(tmp_path / "fake.py", tmp_path / "base.yaml", tmp_path / "vary.yaml", out, [0, 1])
+    assert plan.slurm_defaults == {"cpus_per_task": "32", "mem": "64G", "gpus": "1", "time": "02:00:00"}
     sweep.write_plan(plan, plan.runs, "task", "proxy")
-    jobs = sweep.submit_slurm(plan, plan.runs, ["partition=gpu", "time=01:00:00", "exclusive"], max_parallel=2)
+    options = ["partition=gpu", "time=01:00:00", "exclusive", "--mem=128G"]
+    jobs = sweep.submit_slurm(plan, plan.runs, options, max_parallel=2)
     assert [job.job_id for job in jobs] == [f"4242_{i}" for i in range(6)]  # one array job, one task per run
-    script = (tmp_path / "submitted.sh").read_text()
-    for directive in ("--array=0-5%2", "--partition=gpu", "--time=01:00:00", "--exclusive", "--job-name=sweep-out"):
-        assert f"#SBATCH {directive}\n" in script, script
+    lines = _sbatch_lines(submitted.read_text())
+    for directive in (
+        "--array=0-5%2", "--partition=gpu", "--exclusive", "--job-name=sweep-out",
+        "--cpus-per-task=32", "--gpus=1",  # the defaults
+        "--time=01:00:00", "--mem=128G",  # the defaults overridden on the command line
+    ):  # fmt: skip
+        assert f"#SBATCH {directive}" in lines, lines
+    for option in ("time", "mem", "cpus-per-task", "gpus"):  # once each: no default left beside its override
+        assert len([line for line in lines if line.startswith(f"#SBATCH --{option}=")]) == 1, lines
+    recorded = json.loads((out / sweep.JOBS_FILE).read_text())
+    assert recorded["cluster"] == "slurm" and recorded["jobs"] == [f"4242_{i}" for i in range(6)]
+    assert recorded["slurm_options"] == {
+        "cpus_per_task": "32", "mem": "128G", "gpus": "1", "time": "01:00:00", "partition": "gpu", "exclusive": True,
+    }  # fmt: skip
     assert not _calls(tmp_path)  # nothing ran here
+
+
+def test_slurm_command_line_overrides_the_vary_defaults(sweep, tmp_path, monkeypatch, capsys):
+    """``trl-ext-sweep --slurm`` with the vary file's defaults and one --slurm_option overriding one of them."""
+    submitted = _fake_sbatch(tmp_path, monkeypatch)
+    args = [*_setup(tmp_path, {"runs": [{"a": 1}, {"a": 2}], "slurm": SLURM_DEFAULTS}), "--seeds", "0"]
+    assert sweep.main([*args, "--slurm", "--slurm_option", "cpus-per-task=8", "--slurm_option", "qos=high"]) == 0
+    assert "submitted 2 runs as one array job (4242)" in capsys.readouterr().out
+    lines = _sbatch_lines(submitted.read_text())
+    for directive in ("--cpus-per-task=8", "--mem=64G", "--gpus=1", "--time=02:00:00", "--qos=high", "--array=0-1%2"):
+        assert f"#SBATCH {directive}" in lines, lines
+    assert "#SBATCH --cpus-per-task=32" not in lines
+    options = json.loads((tmp_path / "out" / sweep.JOBS_FILE).read_text())["slurm_options"]
+    assert options == {"cpus_per_task": "8", "mem": "64G", "gpus": "1", "time": "02:00:00", "qos": "high"}
 
 
 def test_slurm_options_map_to_sbatch_parameters(sweep):
@@ -308,8 +353,95 @@ def test_slurm_options_map_to_sbatch_parameters(sweep):
     assert _slurm_directive("partition=gpu") == ("partition", "gpu")
     assert _slurm_directive("--cpus-per-task=4") == ("cpus_per_task", "4")
     assert _slurm_directive("exclusive") == ("exclusive", True)
-    with pytest.raises(sweep.SweepError, match="array=... is not allowed"):
+    with pytest.raises(sweep.SweepError, match="'array=0-3' is not allowed: the sweep submits one array job"):
         _slurm_directive("array=0-3")
+
+
+def test_vary_slurm_defaults_are_parsed_and_normalised(sweep, tmp_path):
+    """The mapping form's ``slurm:`` becomes sbatch options keyed as --slurm_option keys are (``-`` -> ``_``,
+    leading dashes dropped), with string values and ``True`` for a bare flag."""
+    path = _write(
+        tmp_path / "v.yaml",
+        "grid:\n  a: [1, 2]\nruns:\n  - {b: 0.1}\n  - {b: 0.5}\n"
+        "slurm:\n  cpus-per-task: 32\n  mem: 64G\n  gpus: 1\n  --mail-type: END\n  exclusive: true\n"
+        "  time: '04:00:00'\n",
+    )
+    vary = sweep.load_yaml(path, "vary")
+    assert sweep.slurm_defaults(vary) == {
+        "cpus_per_task": "32", "mem": "64G", "gpus": "1", "mail_type": "END", "exclusive": True, "time": "04:00:00",
+    }  # fmt: skip
+    from trl_ext.sweep.slurm import _slurm_directive
+
+    for key, value in sweep.slurm_defaults(vary).items():  # the same normalisation as the command line's
+        option = key.replace("_", "-") if value is True else f"--{key.replace('_', '-')}={value}"
+        assert _slurm_directive(option) == (key, value)
+    # the slurm key does not change the combinations
+    assert sweep.expand_vary(vary) == sweep.expand_vary({"grid": vary["grid"], "runs": vary["runs"]})
+    assert sweep.expand_vary({"runs": [{"a": 1}], "slurm": {"gpus": 1}}) == [{"a": 1}]
+    assert sweep.expand_vary({"grid": {"a": [1, 2]}, "slurm": {"gpus": 1}}) == [{"a": 1}, {"a": 2}]
+    # no defaults: none given, nothing under slurm:, or a form without the key
+    for no_defaults in ({"grid": {"a": [1]}}, {"grid": {"a": [1]}, "slurm": None}, {"a": [1]}, [{"a": 1}]):
+        assert sweep.slurm_defaults(no_defaults) == {}
+    assert sweep.slurm_defaults({"grid": {"a": [1]}, "slurm": {}}) == {}
+    # through plan_sweep: the same folders as without the key, the defaults kept in the plan
+    _write(tmp_path / "fake.py", FAKE_RECIPE)
+    _write(tmp_path / "base.yaml", BASE)
+    plain = _write(tmp_path / "plain.yaml", {"grid": vary["grid"], "runs": vary["runs"]})
+    plans = [
+        sweep.plan_sweep(tmp_path / "fake.py", tmp_path / "base.yaml", v, tmp_path / "o", [0]) for v in (path, plain)
+    ]
+    assert [c.name for c in plans[0].combinations] == [c.name for c in plans[1].combinations] == NAMES
+    assert [r.config for r in plans[0].runs] == [r.config for r in plans[1].runs]
+    assert plans[0].slurm_defaults == sweep.slurm_defaults(vary) and plans[1].slurm_defaults == {}
+
+
+def test_slurm_parameters_command_line_wins_per_key(sweep):
+    defaults = sweep.slurm_defaults({"grid": {"a": [1]}, "slurm": {"cpus_per_task": 32, "mem": "64G", "gpus": 1}})
+    before = dict(defaults)
+    merged = sweep.slurm_parameters(defaults, ["mem=128G", "--cpus-per-task=8", "partition=gpu", "exclusive"])
+    assert merged == {"cpus_per_task": "8", "mem": "128G", "gpus": "1", "partition": "gpu", "exclusive": True}
+    assert defaults == before  # the plan's defaults are not changed
+    assert sweep.slurm_parameters(defaults) == defaults and sweep.slurm_parameters({}, ["gpus=2"]) == {"gpus": "2"}
+    assert sweep.slurm_parameters(defaults, ["mem=1G", "mem=2G"])["mem"] == "2G"  # the last one given wins
+    with pytest.raises(sweep.SweepError, match="--slurm_option 'array=1' is not allowed"):
+        sweep.slurm_parameters(defaults, ["array=1"])
+
+
+@pytest.mark.parametrize(
+    ("vary", "expected"),
+    [
+        ({"grid": {"a": [1]}, "slurm": ["cpus_per_task=32"]}, "'slurm' must be a mapping of sbatch options"),
+        ({"grid": {"a": [1]}, "slurm": "gpus=1"}, "'slurm' must be a mapping of sbatch options"),
+        ({"grid": {"a": [1]}, "slurm": {"array": "0-3"}}, "slurm option 'array' is not allowed"),
+        ({"grid": {"a": [1]}, "slurm": {"": 1}}, "slurm option '' has no key"),
+        ({"grid": {"a": [1]}, "slurm": {"--": 1}}, "slurm option '--' has no key"),
+        ({"grid": {"a": [1]}, "slurm": {"mem": None}}, "slurm option 'mem': the value must be"),
+        ({"grid": {"a": [1]}, "slurm": {"exclusive": False}}, "slurm option 'exclusive': the value must be"),
+        ({"grid": {"a": [1]}, "slurm": {"gpus": [1]}}, "slurm option 'gpus': the value must be"),
+        ({"runs": [{"a": 1}], "slurm": {"cpus-per-task": 4, "cpus_per_task": 8}}, "'cpus_per_task' is set twice"),
+        ({"a": [1], "slurm": {"gpus": 1}}, "'slurm' (the sbatch defaults) goes beside 'grid' and 'runs'"),
+    ],
+    ids=["list", "string", "array", "empty-key", "dashes-only", "null", "false", "list-value", "twice", "plain-grid"],
+)
+@pytest.mark.parametrize(
+    "mode", [[], ["--dry_run"], ["--slurm", "--slurm_cluster", "local"]], ids=["local", "dry", "slurm"]
+)
+def test_bad_slurm_defaults_errors(sweep, tmp_path, capsys, vary, expected, mode):
+    """A bad ``slurm:`` entry is a user error naming the vary file and the key, raised before anything is written,
+    run or submitted, with or without --slurm."""
+    args = [*_setup(tmp_path, vary), "--seeds", "0"]
+    assert sweep.main([*args, *mode]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("trl-ext-sweep: error: ")
+    assert f"vary file {tmp_path / 'vary.yaml'}: " in err and expected in err, err
+    assert not (tmp_path / "out").exists() and not _calls(tmp_path)
+
+
+def test_bad_slurm_option_with_vary_defaults_writes_nothing(sweep, tmp_path, capsys):
+    args = [*_setup(tmp_path, {"grid": {"a": [1]}, "slurm": SLURM_DEFAULTS}), "--seeds", "0"]
+    assert sweep.main([*args, "--slurm", "--slurm_cluster", "local", "--slurm_option", "array=0-9"]) == 2
+    assert "--slurm_option 'array=0-9' is not allowed" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists() and not _calls(tmp_path)
 
 
 def test_slurm_without_a_cluster_says_so(sweep, tmp_path, monkeypatch):

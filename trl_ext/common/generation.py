@@ -39,6 +39,7 @@ def generate_completions(
     do_sample: bool = False,
     temperature: float = 1.0,
     top_p: float = 1.0,
+    top_k: int | None = None,
     chat_template: bool = True,
     seed: int | None = None,
     synced_gpus: bool = False,
@@ -50,7 +51,7 @@ def generate_completions(
     A prompt is a string (sent as one user message) or a list of chat messages, rendered with the tokenizer's chat
     template and a generation prompt; with ``chat_template=False`` text prompts are continued as they are (plain
     language modelling). Prompts are batched by length (longest first, so memory peaks early and padding is small)
-    with left padding, and the original order is restored. Greedy decoding unless ``do_sample``; with ``seed`` the
+    with left padding, and the original order is restored. Greedy decoding unless ``do_sample`` (then ``top_k``: None keeps the model's default, 0 turns top-k off); with ``seed`` the
     sampling runs in a forked RNG seeded by it, so the caller's random state is untouched. ``synced_gpus`` is for
     DeepSpeed ZeRO-3 (every process must generate). Special tokens are stripped from the output. The model runs in
     eval mode under ``inference_mode`` and gets its training mode back; ``tokenizer`` may be a processor.
@@ -79,6 +80,8 @@ def generate_completions(
     }
     if do_sample:
         gen_kwargs.update(temperature=temperature, top_p=top_p)
+        if top_k is not None:
+            gen_kwargs["top_k"] = top_k  # 0: no top-k filter (TRL's online trainers); None: the model's default
     else:
         gen_kwargs.update(temperature=None, top_p=None, top_k=None)
     if synced_gpus:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -110,6 +111,22 @@ class DiversityConfig(ExtensionArguments, GRPOConfig):
     )
     samples_file: str = field(default="samples.csv", metadata={"help": "Samples table (CSV), in output_dir."})
 
+    # ---------------------------------------------------------------- the document's flag names (aliases)
+    prompt: list[str] | None = field(
+        default=None, metadata={"help": "The document's --prompt: one or more prompts (sets `prompts`)."}
+    )
+    batch_size: int | None = field(
+        default=None,
+        metadata={"help": "The document's --batch_size: completions per step (sets generation_batch_size)."},
+    )
+    max_new_tokens: int | None = field(
+        default=None, metadata={"help": "The document's --max_new_tokens (sets max_completion_length)."}
+    )
+    num_epochs: float | None = field(default=None, metadata={"help": "The document's --num_epochs."})
+    use_wandb: bool = field(default=False, metadata={"help": "The document's --use_wandb: add 'wandb' to report_to."})
+    wandb_project: str | None = field(default=None, metadata={"help": "wandb project (WANDB_PROJECT)."})
+    wandb_name: str | None = field(default=None, metadata={"help": "wandb run name (sets run_name)."})
+
     # ---------------------------------------------------------------- GRPO defaults of the document
     learning_rate: float = field(default=5e-5, metadata={"help": "Initial learning rate (after warm-up)."})
     lr_scheduler_type: str = field(default="cosine", metadata={"help": f"One of {list(FLOOR_SCHEDULES)}."})
@@ -121,6 +138,7 @@ class DiversityConfig(ExtensionArguments, GRPOConfig):
     logging_steps: float = field(default=1, metadata={"help": "Log every this many steps."})
 
     def __post_init__(self) -> None:
+        self._apply_document_flags()
         self.concept_list = self._build_concepts()
         if self.loss_type not in LOSS_TYPES:
             raise UnknownNameError(f"loss_type must be one of {LOSS_TYPES}, got {self.loss_type!r}")
@@ -175,6 +193,37 @@ class DiversityConfig(ExtensionArguments, GRPOConfig):
                 "optimizer step, so the two must be equal (set generation_batch_size to per_device_train_batch_size "
                 "× processes × gradient_accumulation_steps, or leave it unset)"
             )
+
+    def _apply_document_flags(self) -> None:
+        """Map the document's flag names onto the TRL fields (docs/diversity.md, "Recipe")."""
+        if self.prompt is not None:
+            if self.prompts is not None and list(self.prompts) != list(self.prompt):
+                raise ConfigError("prompt and prompts disagree; set only one")
+            self.prompts = list(self.prompt)
+        if self.max_new_tokens is not None:
+            self.max_completion_length = self.max_new_tokens
+        if self.num_epochs is not None:
+            self.num_train_epochs = self.num_epochs
+        if self.batch_size is not None:
+            world = int(os.environ.get("WORLD_SIZE", "1"))
+            per_step = world * self.gradient_accumulation_steps
+            if self.batch_size < 1 or self.batch_size % per_step:
+                raise ConfigError(
+                    f"batch_size={self.batch_size} must be a positive multiple of processes × "
+                    f"gradient_accumulation_steps = {per_step}"
+                )
+            self.per_device_train_batch_size = self.batch_size // per_step
+            self.generation_batch_size, self.steps_per_generation = None, None
+            self.num_generations = self.batch_size // len(self.prompts or [None])
+        if self.use_wandb:
+            report = [self.report_to] if isinstance(self.report_to, str) else list(self.report_to or [])
+            report = [r for r in report if r != "none"]
+            self.report_to = report + ([] if "wandb" in report else ["wandb"])
+        if self.wandb_project is not None:
+            os.environ.setdefault("WANDB_PROJECT", self.wandb_project)
+            self.project = self.wandb_project
+        if self.wandb_name is not None:
+            self.run_name = self.wandb_name
 
     def _build_concepts(self) -> list[Concept]:
         concepts = self.concepts

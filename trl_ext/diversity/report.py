@@ -137,6 +137,7 @@ def sample_completions(
         do_sample=True,
         temperature=temperature,
         top_p=top_p,
+        top_k=0,  # no top-k filter, as the trainer samples (GRPO's top_k=0), not the model's default of 50
         chat_template=chat_template,
         seed=seed,
         show_progress=show_progress,

@@ -5,7 +5,8 @@
 Modules: :mod:`~trl_ext.sweep.plan` (YAML, combinations, folders, commands), :mod:`~trl_ext.sweep.run` (local
 execution and status), :mod:`~trl_ext.sweep.slurm` (submitit), :mod:`~trl_ext.sweep.collect` (results, summaries,
 ``pareto_front``: the non-dominated points of a two-metric scatter, unlike :func:`trl_ext.eval.pareto_frontier`,
-which compares models through credible intervals), :mod:`~trl_ext.sweep.cli`. Public names are in ``__init__.pyi``.
+which compares models through credible intervals), :mod:`~trl_ext.sweep.cli`. Public names are in ``__init__.pyi``;
+the vary file (with its ``slurm:`` sbatch defaults) is described in docs/sweep.md.
 """
 
 import lazy_loader as _lazy

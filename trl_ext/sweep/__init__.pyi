@@ -12,7 +12,8 @@ from .plan import (
     make_combinations,
     pending_runs,
     plan_sweep,
+    slurm_defaults,
     write_plan,
 )
 from .run import RunStatus, execute_run, execute_sweep
-from .slurm import JOBS_FILE, submit_slurm
+from .slurm import JOBS_FILE, slurm_parameters, submit_slurm

@@ -12,16 +12,17 @@ defaults to this Python interpreter) and must write ``<output_dir>/results.json`
 
 The vary file (YAML or JSON) maps attributes to lists of values (their grid product is swept), or is
 ``{grid: {...}, runs: [{...}, ...]}`` where every explicit run (one value per attribute) is combined with every
-grid point. Each combination gets a folder under ``--output_dir`` named from its attributes
-(``strategy-kl_divergence_beta_kl-100``) holding the merged ``config.yaml`` and one ``seed_<N>`` folder per seed
-(its ``config.yaml``, ``log.txt`` and the recipe's outputs). Runs go one after the other; a run whose
-``results.json`` exists is skipped (an interrupted sweep resumes) unless ``--rerun``. A failing run is recorded
-in ``sweep_status.json`` and the sweep goes on; the exit status is then 1 (2 for bad input). Finally the
-results are collected into ``runs.csv``, ``summary.csv``, ``summary.json`` and ``pareto.png`` (x metric vs
-y metric, mean ± std over seeds, the Pareto-optimal combinations highlighted; std is the sample std, ddof=1,
-left empty for a single seed). ``--slurm`` submits the runs as one Slurm array job through submitit instead of
-running them (``--slurm_cluster local``: the same array on this machine); ``--collect_only`` gathers the results
-once the array is done.
+grid point; this mapping form may also carry ``slurm: {cpus_per_task: 32, mem: 64G, gpus: 1}``, the sbatch defaults of
+``--slurm`` (a ``--slurm_option`` of the same key overrides one). Each combination gets a folder under
+``--output_dir`` named from its attributes (``strategy-kl_divergence_beta_kl-100``) holding the merged
+``config.yaml`` and one ``seed_<N>`` folder per seed (its ``config.yaml``, ``log.txt`` and the recipe's outputs).
+Runs go one after the other; a run whose ``results.json`` exists is skipped (an interrupted sweep resumes) unless
+``--rerun``. A failing run is recorded in ``sweep_status.json`` and the sweep goes on; the exit status is then 1
+(2 for bad input). Finally the results are collected into ``runs.csv``, ``summary.csv``, ``summary.json`` and
+``pareto.png`` (x metric vs y metric, mean ± std over seeds, the Pareto-optimal combinations highlighted; std is
+the sample std, ddof=1, left empty for a single seed). ``--slurm`` submits the runs as one Slurm array job through
+submitit instead of running them (``--slurm_cluster local``: the same array on this machine); ``--collect_only``
+gathers the results once the array is done.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from trl_ext.common.entry import run_main
 from trl_ext.sweep.collect import collect, print_summary
 from trl_ext.sweep.plan import STATUS, Run, SweepError, SweepPlan, pending_runs, plan_sweep, write_plan
 from trl_ext.sweep.run import execute_sweep, report_failures
-from trl_ext.sweep.slurm import _slurm_directive, submit_slurm
+from trl_ext.sweep.slurm import slurm_parameters, submit_slurm
 
 # ----------------------------------------------------------------------------------------------------------------
 # Command line
@@ -77,7 +78,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="sbatch option --KEY=VALUE (repeatable; a bare KEY is a flag), e.g. partition=gpu, time=04:00:00.",
+        help="sbatch option --KEY=VALUE (repeatable; a bare KEY is a flag), e.g. partition=gpu, time=04:00:00; "
+        "overrides the vary file's slurm: default of the same KEY.",
     )
     parser.add_argument(
         "--slurm_cluster",
@@ -126,8 +128,7 @@ def run_sweep(args: argparse.Namespace) -> int:
         _dry_run(plan, pending)
         return 0
     if args.slurm:
-        for option in args.slurm_option:  # validate before writing anything
-            _slurm_directive(option)
+        slurm_parameters(plan.slurm_defaults, args.slurm_option)  # validate before writing anything
         if not pending:
             print(f"all {len(plan.runs)} runs have results; nothing to submit (--rerun to redo, --collect_only)")
             return 0

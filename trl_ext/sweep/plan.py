@@ -26,6 +26,7 @@ CONFIG = "config.yaml"
 LOG = "log.txt"
 MAX_NAME_LENGTH = 100
 RESERVED_KEYS = ("output_dir", "seed")  # set by the sweep itself for every run
+VARY_FORM_KEYS = ("grid", "runs", "slurm")  # the keys of the mapping form of a vary file
 SEED_DIR_PATTERN = re.compile(r"^seed_(-?\d+)$")
 
 
@@ -171,23 +172,34 @@ def _explicit_runs(runs: Any, where: str) -> list[dict[str, Any]]:
     return [{str(k): v for k, v in run.items()} for run in runs]
 
 
+def _mapping_form(vary: Any) -> bool:
+    """Whether ``vary`` is the mapping form ``{grid: ..., runs: ..., slurm: ...}`` (rather than a plain grid)."""
+    return isinstance(vary, Mapping) and bool(vary) and set(vary) <= set(VARY_FORM_KEYS)
+
+
 def expand_vary(vary: Any, where: str = "vary file") -> list[dict[str, Any]]:
     """Expand a vary specification into the list of attribute overrides, one per combination, in a fixed order.
 
     Accepted forms: ``{attr: [values], ...}`` (grid product; a scalar is a single value), ``{grid: {...},
     runs: [{...}, ...]}`` (each explicit run combined with each grid point; run keys first in the result),
     or a bare list of runs. An attribute in both a run and the grid, an empty list and a repeated
-    combination are errors naming the item.
+    combination are errors naming the item. The mapping form's ``slurm`` key (sbatch defaults) does not change
+    the combinations; :func:`slurm_defaults` reads it.
     """
     if vary is None or (isinstance(vary, (Mapping, list)) and not vary):
         raise SweepError(f"{where} is empty: give attributes to vary")
     if isinstance(vary, list):
         grid, runs = None, vary
-    elif isinstance(vary, Mapping) and set(vary) <= {"grid", "runs"}:
+    elif _mapping_form(vary):
         grid, runs = vary.get("grid"), vary.get("runs")
         if not grid and runs is None:
             raise SweepError(f"{where} is empty: 'grid' has no attributes and there are no 'runs'")
     elif isinstance(vary, Mapping):
+        if isinstance(vary.get("slurm"), Mapping):
+            raise SweepError(
+                f"{where}: 'slurm' (the sbatch defaults) goes beside 'grid' and 'runs': put the attributes to "
+                "vary under 'grid:'"
+            )
         grid, runs = vary, None
     else:
         raise SweepError(f"{where} must be a mapping or a list, got {type(vary).__name__}")
@@ -200,6 +212,61 @@ def expand_vary(vary: Any, where: str = "vary file") -> list[dict[str, Any]]:
             combos.append({**run, **point})
     _check_unique(combos, where)
     return combos
+
+
+def slurm_option(key: Any, value: Any, where: str) -> tuple[str, str | bool]:
+    """One sbatch option as submitit's ``slurm_additional_parameters`` takes it: ``(key, value)``.
+
+    The key loses surrounding spaces and leading ``-`` and has ``-`` replaced by ``_`` (``--cpus-per-task`` ->
+    ``cpus_per_task``, so it meets submitit's own parameter of that name); the value is a string (a number is
+    written out, ``32`` -> ``"32"``) or ``True`` for a bare flag such as ``exclusive``. Both ``--slurm_option``
+    and a vary file's ``slurm:`` mapping go through here; ``where`` names the option in the errors.
+
+    Raises:
+        SweepError: an empty key, ``array`` (the sweep submits one array job itself) or a value that is not a
+            string, a number or ``true``.
+    """
+    name = str(key).strip().lstrip("-")
+    if not name:
+        raise SweepError(f"{where} has no key: give an sbatch option such as partition, time, gpus or cpus_per_task")
+    name = name.replace("-", "_")
+    if name == "array":
+        raise SweepError(f"{where} is not allowed: the sweep submits one array job itself (one task per run)")
+    if value is True or isinstance(value, str):
+        return name, value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return name, str(value)
+    raise SweepError(
+        f"{where}: the value must be a string, a number or true (a bare flag), got {value!r} ({type(value).__name__})"
+    )
+
+
+def slurm_defaults(vary: Any, where: str = "vary file") -> dict[str, str | bool]:
+    """The sbatch defaults of a vary file: its ``slurm:`` mapping (mapping form only), each entry normalised by
+    :func:`slurm_option`; ``{}`` without one (or for ``slurm:`` with nothing under it).
+
+    ``--slurm_option KEY=VALUE`` overrides the default of the same key (:func:`trl_ext.sweep.slurm.slurm_parameters`).
+
+    Raises:
+        SweepError: ``slurm`` is not a mapping, an entry is invalid (see :func:`slurm_option`), or two entries
+            are the same option once normalised (``cpus-per-task`` and ``cpus_per_task``); the message names
+            ``where`` and the key.
+    """
+    if not _mapping_form(vary) or vary.get("slurm") is None:
+        return {}
+    slurm = vary["slurm"]
+    if not isinstance(slurm, Mapping):
+        raise SweepError(
+            f"{where}: 'slurm' must be a mapping of sbatch options (e.g. {{cpus_per_task: 32, mem: 64G, gpus: 1}}), "
+            f"got {type(slurm).__name__}"
+        )
+    defaults: dict[str, str | bool] = {}
+    for key, value in slurm.items():
+        name, text = slurm_option(key, value, f"{where}: slurm option '{key}'")
+        if name in defaults:
+            raise SweepError(f"{where}: slurm option '{key}' is set twice (as '{name}')")
+        defaults[name] = text
+    return defaults
 
 
 def _canonical(overrides: Mapping[str, Any]) -> str:
@@ -305,6 +372,7 @@ class SweepPlan:
     base_config: dict[str, Any]
     combinations: list[Combination]
     runs: list[Run] = field(default_factory=list)
+    slurm_defaults: dict[str, str | bool] = field(default_factory=dict)  # the vary file's ``slurm:`` (normalised)
 
 
 def build_command(launcher: Sequence[str], script: Path, config: Path, output_dir: Path, seed: int) -> list[str]:
@@ -324,6 +392,8 @@ def plan_sweep(
     """Validate the inputs and compute every combination and run (absolute paths); writes nothing.
 
     ``launcher`` is a command line (string, split like a shell would) or a list; ``None`` means this interpreter.
+    The vary file's ``slurm:`` defaults are validated here too (:func:`slurm_defaults`), with or without
+    ``--slurm``, and kept in :attr:`SweepPlan.slurm_defaults`.
     """
     script = Path(script).resolve()
     if not script.is_file():
@@ -332,7 +402,9 @@ def plan_sweep(
     base = load_yaml(base_path, "--base_config") or {}
     if not isinstance(base, Mapping):
         raise SweepError(f"base config {base_path} must be a mapping of keys to values, got {type(base).__name__}")
-    overrides = expand_vary(load_yaml(vary_path, "--vary file"), where=f"vary file {vary_path}")
+    vary_spec = load_yaml(vary_path, "--vary file")
+    overrides = expand_vary(vary_spec, where=f"vary file {vary_path}")
+    defaults = slurm_defaults(vary_spec, where=f"vary file {vary_path}")  # checked even when not submitting
     check_attributes(dict.fromkeys(k for o in overrides for k in o), base, base_path, allow_new_keys)
     if not seeds:
         raise SweepError("--seeds is empty")
@@ -351,6 +423,7 @@ def plan_sweep(
         list(seeds),
         dict(base),
         make_combinations(overrides),
+        slurm_defaults=defaults,
     )
     plan.runs = [_make_run(plan, combo, seed) for combo in plan.combinations for seed in plan.seeds]
     return plan
