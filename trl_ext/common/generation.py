@@ -51,8 +51,9 @@ def generate_completions(
     A prompt is a string (sent as one user message) or a list of chat messages, rendered with the tokenizer's chat
     template and a generation prompt; with ``chat_template=False`` text prompts are continued as they are (plain
     language modelling). Prompts are batched by length (longest first, so memory peaks early and padding is small)
-    with left padding, and the original order is restored. Greedy decoding unless ``do_sample`` (then ``top_k``: None keeps the model's default, 0 turns top-k off); with ``seed`` the
-    sampling runs in a forked RNG seeded by it, so the caller's random state is untouched. ``synced_gpus`` is for
+    with left padding, and the original order is restored. Greedy decoding unless ``do_sample`` (then ``top_k``:
+    None keeps the model's default, 0 turns top-k off); with ``seed`` the sampling runs in a forked RNG seeded by
+    it, so the caller's random state is untouched. ``synced_gpus`` is for
     DeepSpeed ZeRO-3 (every process must generate). Special tokens are stripped from the output. The model runs in
     eval mode under ``inference_mode`` and gets its training mode back; ``tokenizer`` may be a processor.
 
