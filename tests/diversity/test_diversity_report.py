@@ -238,7 +238,7 @@ def test_sampling_repeats_each_prompt_cuts_and_is_seeded(tiny_model_path, tokeni
     assert [len(p) for p in out] == [3, 3]
     assert out == sample_completions(model, tokenizer, prompts, **kwargs)
     raw = generate_completions(model, tokenizer, [p for p in prompts for _ in range(3)], batch_size=4,
-                               max_new_tokens=12, do_sample=True, temperature=1.0, top_p=0.95,
+                               max_new_tokens=12, do_sample=True, temperature=1.0, top_p=0.95, top_k=0,
                                chat_template=False, seed=3, show_progress=False)  # fmt: skip
     assert [t for p in out for t in p] == [cut_at_stop_strings(t) for t in raw]
     assert not any("\n" in t for p in out for t in p)

@@ -29,9 +29,10 @@ def _trainer(tmp_path, model_path, **overrides):
 
 
 # ---------------------------------------------------------------------------------------- the update
-def test_surrogate_gradient_is_the_gradient_of_the_whole_batch_objective(tmp_path, tiny_model_path):
+@pytest.mark.parametrize("renormalize_top_p", [False, True])
+def test_surrogate_gradient_is_the_gradient_of_the_whole_batch_objective(tmp_path, tiny_model_path, renormalize_top_p):
     """The micro-batch loss ``P · Σ W log p`` has the gradient of ``L`` computed by autograd through the model."""
-    trainer = _trainer(tmp_path, tiny_model_path)
+    trainer = _trainer(tmp_path, tiny_model_path, renormalize_top_p=renormalize_top_p)
     trainer._prefill()
     trainer.model.train()
     out = trainer._generate_and_score_completions([{"prompt": fixed.PROMPT}] * 8)
@@ -45,14 +46,15 @@ def test_surrogate_gradient_is_the_gradient_of_the_whole_batch_objective(tmp_pat
         logps, rollout["mask"], rollout["table"], rollout["groups"], [2], n_clusters=2, w_c=0.5, w_o=0.5
     )
     want = torch.autograd.grad(direct.loss, params)
-    assert float(direct.loss) == pytest.approx(float(rollout["result"].loss), rel=1e-5)
-    assert float(rollout["result"].concept) > 0 and float(rollout["result"].open_block) > 0
+    result = rollout["result"]
+    assert float(direct.loss.detach()) == pytest.approx(float(result.loss.detach()), rel=1e-5)
+    assert float(result.concept.detach()) > 0 and float(result.open_block.detach()) > 0
     scale = max(float(w.abs().max()) for w in want)
     assert scale > 0
     for g, w in zip(got, want):
         torch.testing.assert_close(g, w, atol=1e-6 * scale, rtol=1e-4)
     # the returned value is the loss itself (split over the micro-batches: one here)
-    assert float(loss) == pytest.approx(float(direct.loss), rel=1e-5)
+    assert float(loss.detach()) == pytest.approx(float(direct.loss.detach()), rel=1e-5)
 
 
 def test_gradient_accumulation_gives_the_single_batch_update(tmp_path, tiny_model_path):
@@ -86,6 +88,42 @@ def test_two_process_ddp_gives_the_single_batch_update(tmp_path, tiny_model_path
     for delta in deltas:
         assert float((delta - one["delta"]).abs().max()) < 1e-5 * scale
     assert ranks[0]["losses"] == pytest.approx(one["losses"], rel=1e-6) == ranks[1]["losses"]
+
+
+def test_w_kl_adds_the_k2_gradient_against_the_adapter_disabled_reference(tmp_path, tiny_model_path):
+    """With PEFT the reference is the model without its adapter; ``w_kl`` adds ``w_kl · Σ_t k2_t / N`` whose
+    gradient is checked against a plain forward (full logits) of the policy."""
+    from tests.conftest import small_lora
+
+    trainer = fixed.FixedDiversityTrainer(
+        str(tiny_model_path), args=fixed.config(str(tmp_path / "out"), w_kl=0.5), embedder=fixed.embed,
+        peft_config=small_lora(),
+    )  # fmt: skip
+    torch.manual_seed(0)
+    for name, p in trainer.model.named_parameters():
+        if "lora_B" in name:
+            p.data.normal_(0, 0.2)  # the policy differs from the reference
+    trainer._prefill()
+    trainer.model.train()
+    out = trainer._generate_and_score_completions([{"prompt": fixed.PROMPT}] * 8)
+    params = [p for p in trainer.model.parameters() if p.requires_grad]
+    with_kl = torch.autograd.grad(trainer._compute_loss(trainer.model, out), params)
+    trainer.args.w_kl = 0.0
+    without = torch.autograd.grad(trainer._compute_loss(trainer.model, out), params)
+
+    ids = torch.cat([out["prompt_ids"], out["completion_ids"]], dim=1)
+    attention = torch.cat([out["prompt_mask"], out["completion_mask"]], dim=1)
+    t = out["completion_ids"].shape[1]
+    logits = trainer.model(input_ids=ids, attention_mask=attention).logits[:, -t - 1 : -1].float()
+    logps = torch.log_softmax(logits / trainer.temperature, -1).gather(-1, out["completion_ids"][..., None])[..., 0]
+    mask = out["completion_mask"].float()
+    d = logps - out["ref_per_token_logps"]
+    assert float((d.abs() * mask).max()) > 1e-3
+    k2 = 0.5 * (0.5 * d.pow(2) * mask).sum() / mask.sum()
+    want = torch.autograd.grad(k2, params)
+    for a, b, w in zip(with_kl, without, want):
+        torch.testing.assert_close(a - b, w, atol=1e-6, rtol=1e-4)
+    assert trainer._metrics["train"]["diversity/kl"][-1] > 0
 
 
 # ---------------------------------------------------------------------------------------- state
