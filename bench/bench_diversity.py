@@ -75,7 +75,11 @@ How
       sampling itself detached), the sampled tokens' log-probs accumulated with gradient; the backward of their sum.
 
     ``+peak RSS``: ``VmHWM`` (reset through ``/proc/self/clear_refs`` just before) minus the RSS before the phase
-    (generation + forward + backward). ``saved``: the bytes the autograd graph saves for the backward, from
+    (generation + forward + backward). The workers run with ``MALLOC_MMAP_THRESHOLD_=65536``
+    (``--malloc_mmap_threshold``; 0 keeps glibc's dynamic threshold): every block of 64 KiB or more is its own
+    mapping, returned to the system when freed, so the peak RSS follows the live tensors rather than the heap's
+    reuse of freed blocks (with the dynamic threshold, the freed blocks of ``generate`` stay resident and add ~10 MiB
+    to the re-scoring approaches). ``saved``: the bytes the autograd graph saves for the backward, from
     ``torch.autograd.graph.saved_tensors_hooks`` (each distinct storage once, the parameters' storages left out):
     the activation memory, device-independent. ``--memory_repeats`` workers per approach, alternating; medians. Target
     2 is judged on both ratios rescore/upstream (``+peak RSS`` and ``saved``), each with its verdict.
@@ -96,9 +100,12 @@ Reading the output
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
+import io
 import json
 import math
+import os
 import statistics
 import sys
 import tempfile
@@ -419,7 +426,8 @@ def prepare_model(opts: argparse.Namespace) -> tuple[Path, dict[str, Any]]:
     folder = default_cache_dir() / f"diversity-biased-{base.name}-{BIAS_STEPS}steps"
     t0 = time.perf_counter()
     built = not (folder / "config.json").is_file()
-    path = make_biased_model(folder, base=str(base), max_steps=BIAS_STEPS)
+    with contextlib.redirect_stdout(io.StringIO()):  # the SFT run's PrinterCallback lines
+        path = make_biased_model(folder, base=str(base), max_steps=BIAS_STEPS)
     config = json.loads((path / "config.json").read_text())
     from safetensors import safe_open
 
@@ -542,23 +550,20 @@ def memory_worker(spec: dict[str, Any]) -> dict[str, Any]:
         loss.backward()
         return torch.cat([ids, *picked], dim=1), float(loss.detach())
 
-    def run(b: int, t: int, saved: SavedTensorBytes) -> tuple[Any, float]:
-        if approach == "upstream":
+    def run(name: str, b: int, t: int, saved: SavedTensorBytes) -> tuple[Any, float]:
+        if name == "upstream":
             return upstream(b, t, saved)
-        return rescore(b, t, saved, fused=approach == "rescore")
+        return rescore(b, t, saved, fused=name == "rescore")
 
-    # the same warm-up in every worker: both code paths once on a small batch
-    for warm in ("rescore", "upstream"):
-        approach, kept = warm, approach
-        run(2, 2, SavedTensorBytes(model.parameters()))
-        approach = kept
+    for name in MEMORY_APPROACHES:  # the same warm-up in every worker: each code path once on a small batch
+        run(name, 2, 2, SavedTensorBytes(model.parameters()))
     model.zero_grad(set_to_none=True)
     gc.collect()
     before = current_rss_mib()
     can_reset = reset_peak_rss()
     saved = SavedTensorBytes(model.parameters())
     t0 = time.perf_counter()
-    seqs, loss = run(batch, new, saved)
+    seqs, loss = run(approach, batch, new, saved)
     seconds = time.perf_counter() - t0
     peak = peak_rss_mib()
     grad_norm = float(torch.sqrt(sum((p.grad.double() ** 2).sum() for p in model.parameters() if p.grad is not None)))
@@ -596,12 +601,14 @@ def run_memory(model_path: Path, opts: argparse.Namespace, config: Any) -> list[
         "tile": resolve_vocab_tile(None, torch.device("cpu")),
     }
 
-    results: list[dict[str, Any]] = []
+    env = dict(os.environ)
+    if opts.malloc_mmap_threshold > 0:  # glibc: no dynamic threshold, every block this large is its own mapping
+        env["MALLOC_MMAP_THRESHOLD_"] = str(opts.malloc_mmap_threshold)
 
     def one(approach: str, rnd: int) -> dict[str, Any]:
         cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps({**spec, "approach": approach})]
         res, wall = run_worker_process(
-            cmd, MEMORY_MARKER, threads=opts.threads, timeout=opts.timeout, what=f"memory worker {approach}"
+            cmd, MEMORY_MARKER, threads=opts.threads, timeout=opts.timeout, what=f"memory worker {approach}", env=env
         )
         res.update(round=rnd, worker_wall_s=wall)
         return res
@@ -882,6 +889,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         choices=["trl_ext", "trl"],
         default="trl_ext",
         help="Fused-LM-head tile of the plain arm: trl_ext's (as the diversity arm runs; default) or TRL's own.",
+    )
+    parser.add_argument(
+        "--malloc_mmap_threshold",
+        type=int,
+        default=65536,
+        help="MALLOC_MMAP_THRESHOLD_ of the memory workers (bytes; 0: glibc's dynamic default). Default 65536: every "
+        "tensor of 64 KiB or more is its own mapping, returned on free, so the peak RSS follows the live tensors.",
     )
     parser.add_argument("--timeout", type=float, default=600.0, help="Seconds allowed per memory worker.")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)

@@ -231,3 +231,31 @@ def test_several_prompts_and_concepts(tmp_path, tiny_model_path):
     row = next(h for h in trainer.state.log_history if "diversity/loss/tb" in h)
     assert math.isfinite(row["diversity/loss/tb"]) and "diversity/option_share/place/park" in row
     assert np.isfinite(row["diversity/log_reward"])
+
+
+def test_samples_table_goes_to_wandb(tmp_path, tiny_model_path, monkeypatch):
+    """With report_to=wandb (offline) each epoch's samples are logged as a wandb.Table named ``samples``."""
+    import wandb
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    from wandb.sdk.wandb_run import Run
+
+    logged = []
+    original = Run.log
+
+    def spy(run, data, *args, **kwargs):  # wandb.log is the active run's log (wandb.init rebinds it)
+        logged.append(data)
+        return original(run, data, *args, **kwargs)
+
+    monkeypatch.setattr(Run, "log", spy)
+    trainer = _trainer(tmp_path, tiny_model_path, max_steps=2, num_steps_per_epoch=1, report_to=["wandb"])
+    try:
+        trainer.train()
+    finally:
+        wandb.finish()
+    tables = [d["samples"] for d in logged if "samples" in d]
+    assert len(tables) == 2 and all(isinstance(t, wandb.Table) for t in tables)
+    assert tables[0].columns == ["epoch", "step", "prompt", "completion", "animal", "animal_cluster"]
+    assert len(tables[0].data) == 8
+    assert any(k.endswith("diversity/loss/total") for d in logged for k in d)  # the metrics reach wandb too

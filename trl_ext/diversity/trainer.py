@@ -453,8 +453,9 @@ class DiversityTrainer(ExtensionStateMixin, LMHeadTileMixin, GRPOTrainer):
             for c, concept in enumerate(self.concepts):
                 picked = table[i][(table[i, :, 2] == c) & (table[i, :, 4] == ROLE_CONCEPT)]
                 follow = table[i][(table[i, :, 2] == c) & (table[i, :, 4] == ROLE_FOLLOWING)]
-                row[f"{concept.name}"] = concept.options[int(picked[0, 3])] if picked.shape[0] else ""
-                row[f"{concept.name}_cluster"] = int(follow[0, 5]) if follow.shape[0] else ""
+                row[f"{concept.name}"] = concept.options[int(picked[0, 3])] if picked.shape[0] else None
+                cluster = int(follow[0, 5]) if follow.shape[0] else -1
+                row[f"{concept.name}_cluster"] = cluster if cluster >= 0 else None  # None: an empty CSV cell
             rows.append(row)
         path = Path(self.args.output_dir) / self.args.samples_file
         path.parent.mkdir(parents=True, exist_ok=True)
