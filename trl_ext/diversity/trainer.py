@@ -247,13 +247,17 @@ class DiversityTrainer(ExtensionStateMixin, LMHeadTileMixin, GRPOTrainer):
         acc = self.accelerator
         per_call = self.args.per_device_train_batch_size * self.args.steps_per_generation
         share = math.ceil(self.args.num_samples / acc.num_processes)
-        calls = [(key, n) for key in self._train_prompts for n in _chunks(share, per_call)]
+        # whole generation batches (vLLM's server mode groups the gathered prompts by num_generations), then the
+        # first `share` completions of each prompt on each process
+        calls = [key for key in self._train_prompts for _ in range(math.ceil(share / per_call))]
         was_training = self.model.training
         collected: list[tuple[str, list[int]]] = []
-        for key, n in tqdm(calls, desc="prefilling replay buffers", disable=not acc.is_main_process):
-            prompt = self._prompt_by_key[key]
-            _, completion_ids, *_ = self._generate([prompt] * n)
-            collected.extend((key, ids) for ids in completion_ids)
+        kept: Counter = Counter()
+        for key in tqdm(calls, desc="prefilling replay buffers", disable=not acc.is_main_process):
+            _, completion_ids, *_ = self._generate([self._prompt_by_key[key]] * per_call)
+            for ids in completion_ids[: share - kept[key]]:
+                collected.append((key, ids))
+                kept[key] += 1
         self.model.train(was_training)
         _, items = self._following_items([ids for _, ids in collected])
         gathered = _gather_objects(acc, [(collected[i][0], c, o, t, e) for i, c, o, t, e in items])
@@ -541,10 +545,6 @@ class NamedOption:
 
 def _buffer_prefix(concepts, c: int, o: int) -> str:
     return f"buffer_{c}_{o}"
-
-
-def _chunks(total: int, size: int) -> list[int]:
-    return [min(size, total - start) for start in range(0, total, size)]
 
 
 def _gather_objects(accelerator, objects: list) -> list:
