@@ -301,24 +301,9 @@ class DiversityTrainer(ExtensionStateMixin, LMHeadTileMixin, GRPOTrainer):
 
         # blocks and buffers, on the gathered batch (the same on every process)
         local_blocks, items = self._following_items(local_ids)
-        width = max(1, 2 * len(self.concepts) + 1)
-        table = block_table(local_blocks, self.concepts, width)
-        gathered_items = _gather_objects(acc, [(acc.process_index, i, c, o, t, e) for i, c, o, t, e in items])
-        sizes = _gather_objects(acc, [len(local_ids)])
-        offsets = np.concatenate([[0], np.cumsum(sizes)])
-        global_table = acc.gather(table.to(acc.device)).cpu()
+        table = block_table(local_blocks, self.concepts, max(1, 2 * len(self.concepts) + 1))
+        global_table, offsets = self._label_gathered(table, items, len(local_ids), train=mode == "train")
         global_keys = _gather_objects(acc, keys)
-        labels: dict[tuple[int, int], list[int]] = {}
-        for c_o in sorted({(c, o) for _, _, c, o, _, _ in gathered_items}):
-            members = [x for x in gathered_items if (x[2], x[3]) == c_o]
-            texts, emb = [x[4] for x in members], np.stack([x[5] for x in members])
-            buffer = self.buffers[c_o]
-            found = buffer.add(texts, emb) if mode == "train" else buffer.assign(emb)
-            labels[c_o] = [-1] * len(members) if found is None else [int(v) for v in found]
-            for (p, i, *_), label in zip(members, labels[c_o]):
-                row = int(offsets[p]) + i
-                following = (global_table[row, :, 4] == ROLE_FOLLOWING) & (global_table[row, :, 2] == c_o[0])
-                global_table[row, following.nonzero()[0, 0], 5] = label
         start = int(offsets[acc.process_index])
 
         # the loss of the whole batch and its gradient with respect to the per-token log-probs
@@ -374,6 +359,24 @@ class DiversityTrainer(ExtensionStateMixin, LMHeadTileMixin, GRPOTrainer):
             self._record_samples(global_keys, global_table, acc, local_ids)
         return out
 
+    def _label_gathered(self, table: torch.Tensor, items: list, n_local: int, train: bool):
+        """Gather the block tables and the following blocks (texts, embeddings) of every process, add them to the
+        buffers in process order (``train``; in evaluation only label them) and write the labels into the global
+        table. Returns ``(global table, row offset of each process)``."""
+        acc = self.accelerator
+        gathered = _gather_objects(acc, [(acc.process_index, i, c, o, t, e) for i, c, o, t, e in items])
+        offsets = np.concatenate([[0], np.cumsum(_gather_objects(acc, [n_local]))]).astype(int)
+        global_table = acc.gather(table.to(acc.device)).cpu()
+        for c, o in sorted({(x[2], x[3]) for x in gathered}):
+            members = [x for x in gathered if (x[2], x[3]) == (c, o)]
+            texts, emb = [x[4] for x in members], np.stack([x[5] for x in members])
+            found = self.buffers[(c, o)].add(texts, emb) if train else self.buffers[(c, o)].assign(emb)
+            for k, (p, i, *_) in enumerate(members):
+                row = offsets[p] + i
+                following = (global_table[row, :, 4] == ROLE_FOLLOWING) & (global_table[row, :, 2] == c)
+                global_table[row, following.nonzero()[0, 0], 5] = -1 if found is None else int(found[k])
+        return global_table, offsets
+
     def _token_logps(self, model, inputs, grad: bool):
         """``(logps, plain)``: the per-token log-probs the losses use and the temperature-scaled ones (for the KL);
         the same tensor unless ``renormalize_top_p``."""
@@ -386,9 +389,17 @@ class DiversityTrainer(ExtensionStateMixin, LMHeadTileMixin, GRPOTrainer):
                 model, input_ids, attention_mask, t, batch_size=None if grad else self.args.per_device_train_batch_size
             )
             return logps, logps
-        outputs = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
-        logits = outputs.logits[:, -t - 1 : -1]
-        return top_p_renormalized_logps(logits, completion_ids, self.args.top_p, self.temperature)
+        step = input_ids.shape[0] if grad else self.args.per_device_train_batch_size
+        parts = []
+        for i in range(0, input_ids.shape[0], step):  # full logits: (rows, T, V) at a time
+            outputs = model(
+                input_ids=input_ids[i : i + step], attention_mask=attention_mask[i : i + step], use_cache=False
+            )
+            logits = outputs.logits[:, -t - 1 : -1]
+            parts.append(
+                top_p_renormalized_logps(logits, completion_ids[i : i + step], self.args.top_p, self.temperature)
+            )
+        return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
     # ------------------------------------------------------------------ loss
 
