@@ -1,6 +1,6 @@
-"""``bench/bench_diversity.py --quick``: it runs, writes the documented JSON, and its numbers are sane (both arms at the
-settings the issue names, components that add up to the step, the prefill inside step 1 only, memory measured for
-every approach on the same batch). Behaviour only: no assertion on any timing or memory target."""
+"""``bench/bench_diversity.py --quick``: it runs, writes the documented JSON, and its numbers are sane (both arms at
+the settings the issue names, components inside the step, the prefill in step 1 only, memory measured for every
+approach on the same batch). Behaviour only: no assertion on any timing or memory target."""
 
 from __future__ import annotations
 
@@ -77,10 +77,10 @@ def test_arms_run_the_issue_settings(quick_run):
         "concept_options": ["cat", "dog"],
     }
     assert {k: diversity[k] for k in expected} == expected
-    # the plain arm mirrors every batch, generation and optimisation value; no reference model
-    assert plain["beta"] == 0.0
+    # the plain arm mirrors every batch, generation and optimisation value; no reference model, its own loss
+    assert plain["beta"] == 0.0 and diversity["loss_type"] == "kl"
     for key, value in plain.items():
-        if key in diversity:
+        if key in diversity and key != "loss_type":
             assert diversity[key] == value, key
     shared = settings["shared"]
     assert shared["use_cpu"] is True and shared["bf16"] is False and shared["log_completions"] is False
