@@ -89,9 +89,11 @@ Reading the output
     (median of rounds, wall and CPU; per round) and TARGET 1. Table 2: the components (plain ms, diversity ms, share
     of the diversity step, mean ms), the share of completions with a concept match, texts embedded and refits per
     step, buffer sizes, and TARGET 3. Table 3: memory per approach and TARGET 2. When the 1-minute load average exceeds
-    the number of cores the wall times are inflated by other processes: compare the CPU column.
+    the number of cores the wall times are inflated by other processes: compare the CPU column. The k-means refits
+    run in scikit-learn's OpenMP threads (every core, whatever ``--threads``), so the diversity arm's CPU time can
+    exceed its wall time.
 
-    .venv/bin/python bench/bench_diversity.py                 # about 2 to 3 minutes on 2 cores
+    .venv/bin/python bench/bench_diversity.py                 # about 2 minutes on 2 cores
     .venv/bin/python bench/bench_diversity.py --steps 30 --repeats 7 --json /tmp/bench_diversity.json
     .venv/bin/python bench/bench_diversity.py --hidden_size 256 --layers 4   # a bigger policy (trained once, cached)
     .venv/bin/python bench/bench_diversity.py --quick          # smoke run, well under a minute; verdicts mean nothing
@@ -304,7 +306,11 @@ def instrument_trainer(trainer: Any, arm: str, result: DiversityRun) -> None:
         instrument(trainer, "_get_per_token_logps_and_entropies", logps_sink)
         return
     train_fwd, scoring = sink("train_forward"), sink("scoring_forward")
-    instrument(trainer, "_token_logps", lambda s, kw: (train_fwd if kw.get("grad") else scoring)(s, kw))
+    instrument(
+        trainer,
+        "_token_logps",
+        lambda s, kw: (train_fwd if kw.get("grad", torch.is_grad_enabled()) else scoring)(s, kw),
+    )
     instrument(trainer, "_following_items", sink("following_items"))
     trainer.embedder = CountedEmbedder(trainer.embedder, result, step_of)
     instrument(trainer, "embedder", sink("embedding"))

@@ -88,17 +88,29 @@ def _run(seed: int, record: list | None = None) -> ReplayBuffer:
 
 
 def test_refits_are_deterministic_per_seed(monkeypatch):
-    seeds = []
+    seeds, inits = [], []
     real = buffer_module.KMeans
 
     def recording(**kwargs):
         seeds.append(kwargs["random_state"])
-        assert kwargs["n_init"] == buffer_module.N_INIT
+        inits.append((kwargs["n_init"], kwargs.get("init", "k-means++")))
         return real(**kwargs)
 
     monkeypatch.setattr(buffer_module, "KMeans", recording)
+    centers = []
+    original_refit = ReplayBuffer._refit
+
+    def refit(self):
+        centers.append(None if self.cluster_centers is None else self.cluster_centers.copy())
+        original_refit(self)
+
+    monkeypatch.setattr(ReplayBuffer, "_refit", refit)
     a = _run(seed=7)
     assert seeds == [7, 8, 9, 10, 11, 12]  # seed + refit count
+    # the first fit: k-means++ N_INIT times; every later one: once, from the centers of the previous fit
+    assert inits[0] == (buffer_module.N_INIT, "k-means++")
+    for (n_init, init), previous in zip(inits[1:], centers[1:]):
+        assert n_init == 1 and np.array_equal(init, previous.astype(np.float64))
     b = _run(seed=7)
     assert np.array_equal(a.cluster_centers, b.cluster_centers) and a.texts == b.texts
     assert np.array_equal(a.labels(), b.labels())

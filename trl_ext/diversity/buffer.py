@@ -4,13 +4,19 @@
 ``add(texts)``: embed once, append, ``counter += len(texts)``. The clusters are refitted when the buffer holds at
 least ``min_samples_for_clustering`` texts and either it has no clusters yet or ``counter ≥ update_clusters_every``:
 first evict down to ``buffer_size`` (newest first, at most ``buffer_size // K`` per old cluster, then the newest
-leftovers), then fit ``KMeans(K, n_init=N_INIT, random_state=seed + refit_count)`` and reset the counter. The labels
+leftovers), then fit ``KMeans(K, random_state=seed + refit_count)`` and reset the counter. The labels
 of the new texts come from their stored embeddings (nearest center); below ``min_samples_for_clustering`` there are
 no clusters and ``add`` returns None (the open-block loss of that option is then 0).
 
 **Decision:** the buffer keeps the fitted cluster centers, not the ``KMeans`` object, and assigns labels itself
 (nearest center in float64, ties to the lowest index, as ``KMeans.predict``); the centers are saved and restored,
 so labels after a restore are identical to the labels before it, with no refit and no pickle.
+
+**Decision** (warm refits): the first fit runs k-means++ ``N_INIT`` (10) times and keeps the best; every later refit
+starts Lloyd's iterations once from the current centers (``init=centers, n_init=1``). A refit then costs one run
+instead of ten (it happens every ``update_clusters_every`` texts, i.e. about every step at the defaults), and cluster
+``k`` keeps meaning the same region of the embedding space from one refit to the next, so the open-block masses of
+consecutive steps compare like with like.
 """
 
 from __future__ import annotations
@@ -201,8 +207,13 @@ class ReplayBuffer:
         self.embeddings = self.embeddings[keep]
 
     def _refit(self) -> None:
-        kmeans = KMeans(n_clusters=self.n_clusters, n_init=N_INIT, random_state=self.seed + self.refit_count)
-        kmeans.fit(self.embeddings)
+        seed = self.seed + self.refit_count
+        if self.cluster_centers is None or self.cluster_centers.shape[1] != self.embeddings.shape[1]:
+            kmeans = KMeans(n_clusters=self.n_clusters, n_init=N_INIT, random_state=seed)
+        else:  # warm refit from the current centers (see the module docstring)
+            init = self.cluster_centers.astype(np.float64)
+            kmeans = KMeans(n_clusters=self.n_clusters, init=init, n_init=1, random_state=seed)
+        kmeans.fit(self.embeddings.astype(np.float64))
         self.cluster_centers = np.ascontiguousarray(kmeans.cluster_centers_, dtype=np.float32)
         self.refit_count += 1
         self.counter = 0

@@ -283,8 +283,10 @@ class DiversityTrainer(ExtensionStateMixin, LMHeadTileMixin, GRPOTrainer):
                     c = [x.name for x in self.concepts].index(prev.concept)
                     o = self.concepts[c].option_index(prev.option)
                     items.append((i, c, o, self._decode(completion_ids[i][block.start : block.end]).strip()))
-        embeddings = np.asarray(self.embedder([t for *_, t in items]), dtype=np.float32) if items else []
-        return blocks_per_row, [(i, c, o, t, embeddings[j]) for j, (i, c, o, t) in enumerate(items)]
+        unique = list(dict.fromkeys(t for *_, t in items))  # each distinct text embedded once
+        vectors = np.asarray(self.embedder(unique), dtype=np.float32) if unique else []
+        embedding = {text: vectors[j] for j, text in enumerate(unique)}
+        return blocks_per_row, [(i, c, o, t, embedding[t]) for i, c, o, t in items]
 
     # ------------------------------------------------------------------ rollout
 
