@@ -31,10 +31,15 @@ def _trainer(tmp_path, model_path, **overrides):
 # ---------------------------------------------------------------------------------------- the update
 @pytest.mark.parametrize("renormalize_top_p", [False, True])
 def test_surrogate_gradient_is_the_gradient_of_the_whole_batch_objective(tmp_path, tiny_model_path, renormalize_top_p):
-    """The micro-batch loss ``P · Σ W log p`` has the gradient of ``L`` computed by autograd through the model."""
-    trainer = _trainer(tmp_path, tiny_model_path, renormalize_top_p=renormalize_top_p)
+    """The micro-batch loss ``P · Σ W log p`` has the gradient of ``L`` computed by autograd through the model (two
+    accumulation steps: the trainer takes the W path; one process without accumulation computes L directly)."""
+    trainer = _trainer(
+        tmp_path, tiny_model_path, renormalize_top_p=renormalize_top_p, per_device_train_batch_size=4,
+        gradient_accumulation_steps=2,
+    )  # fmt: skip
     trainer._prefill()
     trainer.model.train()
+    assert not trainer._direct()
     out = trainer._generate_and_score_completions([{"prompt": fixed.PROMPT}] * 8)
     rollout = trainer.last_rollout
     params = [p for p in trainer.model.parameters() if p.requires_grad]
@@ -53,11 +58,13 @@ def test_surrogate_gradient_is_the_gradient_of_the_whole_batch_objective(tmp_pat
     assert scale > 0
     for g, w in zip(got, want):
         torch.testing.assert_close(g, w, atol=1e-6 * scale, rtol=1e-4)
-    # the returned value is the loss itself (split over the micro-batches: one here)
-    assert float(loss.detach()) == pytest.approx(float(direct.loss.detach()), rel=1e-5)
+    # the returned value is the loss split evenly over the two micro-batches
+    assert float(loss.detach()) == pytest.approx(float(direct.loss.detach()) / 2, rel=1e-5)
 
 
 def test_gradient_accumulation_gives_the_single_batch_update(tmp_path, tiny_model_path):
+    """One process without accumulation computes L directly; with two accumulation steps the trainer back-propagates
+    W = ∂L/∂log p of the whole batch: the same update."""
     one = fixed.main(str(tiny_model_path), str(tmp_path / "one"), {})
     two = fixed.main(
         str(tiny_model_path),

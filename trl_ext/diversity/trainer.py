@@ -69,6 +69,7 @@ __all__ = ["DiversityTrainer", "prompt_key"]
 STATE_FILE = "diversity_state.json"
 BUFFER_FOLDER = "diversity_buffers"
 WEIGHTS_KEY = "diversity_weights"
+TABLE_KEY, GROUPS_KEY, REWARDS_KEY = "diversity_table", "diversity_groups", "diversity_log_rewards"
 
 
 def prompt_key(prompt: Any) -> str:
@@ -306,7 +307,22 @@ class DiversityTrainer(ExtensionStateMixin, LMHeadTileMixin, GRPOTrainer):
         table = block_table(local_blocks, self.concepts, max(1, 2 * len(self.concepts) + 1))
         global_table, offsets = self._label_gathered(table, items, len(local_ids), train=mode == "train")
         global_keys = _gather_objects(acc, keys)
-        start = int(offsets[acc.process_index])
+        groups_index = [self.log_z.index(k) for k in global_keys]
+        uniq = sorted(set(groups_index))
+        groups = torch.tensor([uniq.index(g) for g in groups_index], dtype=torch.long)
+        tb = self.args.loss_type == "tb"
+        log_rewards = cell_log_rewards(global_table, groups, len(self.concepts)) if tb else None
+        self._log_batch_metrics(mode, global_table)
+        if mode == "train":
+            self._record_samples(global_keys, global_table, acc, local_ids)
+        self._batch_prompts = uniq
+        if self._direct():
+            # one micro-batch holds the whole batch: _compute_loss computes L itself (no scoring forward)
+            device = completion_ids.device
+            out[TABLE_KEY] = global_table.to(device)
+            out[GROUPS_KEY] = groups.to(device)
+            out[REWARDS_KEY] = (log_rewards if tb else torch.zeros(len(groups))).to(device)
+            return out
 
         # the loss of the whole batch and its gradient with respect to the per-token log-probs
         with torch.no_grad():
@@ -314,36 +330,14 @@ class DiversityTrainer(ExtensionStateMixin, LMHeadTileMixin, GRPOTrainer):
         t_local = logps.shape[1]
         global_logps = acc.gather(acc.pad_across_processes(logps, dim=1)).float().cpu()
         global_mask = acc.gather(acc.pad_across_processes(completion_mask, dim=1)).float().cpu()
-        groups_index = [self.log_z.index(k) for k in global_keys]
-        uniq = sorted(set(groups_index))
-        groups = torch.tensor([uniq.index(g) for g in groups_index], dtype=torch.long)
-        tb = self.args.loss_type == "tb"
-        log_rewards = cell_log_rewards(global_table, groups, len(self.concepts)) if tb else None
-
-        def build(leaf, z_leaf):
-            return diversity_objective(
-                leaf,
-                global_mask,
-                global_table,
-                groups,
-                [len(c.options) for c in self.concepts],
-                n_clusters=self.args.n_clusters,
-                loss_type=self.args.loss_type,
-                w_c=self.args.w_c,
-                w_o=self.args.w_o,
-                uniform_over=self.args.uniform_over,
-                open_block_reduction=self.args.open_block_reduction,
-                log_z=z_leaf,
-                log_rewards=log_rewards,
-            )
-
         if tb:
-            seq = (global_logps * global_mask).sum(dim=1)
-            for j, g in enumerate(uniq):
-                if self.log_z.needs_init(g):  # the TB minimiser on this first batch of the prompt
-                    self.log_z.initialize(g, float((log_rewards - seq)[groups == j].mean()))
+            self._init_log_z(uniq, groups, log_rewards, (global_logps * global_mask).sum(dim=1))
         log_z = self.log_z.tensor(uniq) if tb else None
-        result, weights, grad_z = objective_weights(global_logps, log_z, build)
+        result, weights, grad_z = objective_weights(
+            global_logps,
+            log_z,
+            lambda leaf, z: self._objective(leaf, global_mask, global_table, groups, z, log_rewards),
+        )
         self.last_rollout = {
             "table": global_table,
             "groups": groups,
@@ -352,14 +346,41 @@ class DiversityTrainer(ExtensionStateMixin, LMHeadTileMixin, GRPOTrainer):
             "log_z": log_z,
             "result": result,
         }
+        start = int(offsets[acc.process_index])
         out[WEIGHTS_KEY] = weights[start : start + len(local_ids), :t_local].to(logps.device)
         self._value_share = float(result.loss.detach()) / (self.args.steps_per_generation if mode == "train" else 1)
         if tb and mode == "train":
             self.log_z.step(uniq, grad_z)
-        self._log_rollout(mode, result, global_table, groups, log_rewards, uniq)
-        if mode == "train":
-            self._record_samples(global_keys, global_table, acc, local_ids)
+        self._log_loss_metrics(mode, result, log_rewards, uniq)
         return out
+
+    def _direct(self) -> bool:
+        """Whether one micro-batch holds the whole generation batch (one process; no accumulation, or evaluation):
+        ``_compute_loss`` then computes ``L`` directly with autograd and the no-grad scoring forward is skipped."""
+        return self.accelerator.num_processes == 1 and (self.args.steps_per_generation == 1 or not self.model.training)
+
+    def _objective(self, logps, mask, table, groups, log_z, log_rewards):
+        return diversity_objective(
+            logps,
+            mask,
+            table,
+            groups,
+            [len(c.options) for c in self.concepts],
+            n_clusters=self.args.n_clusters,
+            loss_type=self.args.loss_type,
+            w_c=self.args.w_c,
+            w_o=self.args.w_o,
+            uniform_over=self.args.uniform_over,
+            open_block_reduction=self.args.open_block_reduction,
+            log_z=log_z,
+            log_rewards=log_rewards,
+        )
+
+    def _init_log_z(self, uniq, groups, log_rewards, seq) -> None:
+        """Start the log Z of each prompt seen for the first time at the TB minimiser of this batch."""
+        for j, g in enumerate(uniq):
+            if self.log_z.needs_init(g):
+                self.log_z.initialize(g, float((log_rewards - seq.detach().cpu())[groups == j].mean()))
 
     def _label_gathered(self, table: torch.Tensor, items: list, n_local: int, train: bool):
         """Gather the block tables and the following blocks (texts, embeddings) of every process, add them to the
@@ -410,8 +431,11 @@ class DiversityTrainer(ExtensionStateMixin, LMHeadTileMixin, GRPOTrainer):
         mask = inputs["completion_mask"].float()
         logps, plain = self._token_logps(model, inputs, grad=True)
         world = self.accelerator.num_processes
-        surrogate = (inputs[WEIGHTS_KEY] * logps * mask).sum()
-        loss = world * (surrogate - surrogate.detach()) + self._value_share
+        if TABLE_KEY in inputs:
+            loss = self._direct_loss(logps, mask, inputs, mode)
+        else:
+            surrogate = (inputs[WEIGHTS_KEY] * logps * mask).sum()
+            loss = world * (surrogate - surrogate.detach()) + self._value_share
         if self.args.w_kl > 0:
             k2, k3 = k2_k3(plain, inputs["ref_per_token_logps"])
             tokens = inputs["num_items_in_batch"].clamp(min=1)
@@ -421,9 +445,28 @@ class DiversityTrainer(ExtensionStateMixin, LMHeadTileMixin, GRPOTrainer):
             metrics_of(self, mode)["diversity/kl"].append(total / max(count, 1.0))
         return loss
 
+    def _direct_loss(self, logps, mask, inputs, mode):
+        """``L`` of the whole batch (:meth:`_direct`), differentiated by autograd; TB's log Z steps on its gradient."""
+        table, groups = inputs[TABLE_KEY].cpu(), inputs[GROUPS_KEY].cpu()
+        uniq, tb = self._batch_prompts, self.args.loss_type == "tb"
+        log_rewards = inputs[REWARDS_KEY].float().cpu() if tb else None
+        log_z = None
+        if tb:
+            self._init_log_z(uniq, groups, log_rewards, (logps * mask).sum(dim=1))
+            log_z = self.log_z.tensor(uniq, logps.device).requires_grad_(mode == "train")
+        result = self._objective(logps.float(), mask, table, groups.to(logps.device), log_z, log_rewards)
+        if tb and mode == "train":
+            (grad_z,) = torch.autograd.grad(result.loss, log_z, retain_graph=True)
+            self.log_z.step(uniq, grad_z)
+        self.last_rollout = {"table": table, "groups": groups, "mask": mask.detach().cpu(),
+                             "log_rewards": log_rewards, "log_z": log_z, "result": result}  # fmt: skip
+        self._log_loss_metrics(mode, result, log_rewards, uniq)
+        return result.loss
+
     # ------------------------------------------------------------------ metrics and samples
 
-    def _log_rollout(self, mode, result, table, groups, log_rewards, uniq) -> None:
+    def _log_loss_metrics(self, mode, result, log_rewards, uniq) -> None:
+        """The losses of a batch, its cluster-mass entropy, which options were unclustered, and TB's log Z / log R."""
         metrics = metrics_of(self, mode)
         metrics["diversity/loss/total"].append(float(result.loss.detach()))
         metrics["diversity/loss/concept"].append(float(result.concept.detach()))
@@ -432,6 +475,15 @@ class DiversityTrainer(ExtensionStateMixin, LMHeadTileMixin, GRPOTrainer):
             metrics["diversity/loss/tb"].append(float(result.tb.detach()))
             metrics["diversity/log_z"].append(float(np.mean([self.log_z.values[g] for g in uniq])))
             metrics["diversity/log_reward"].append(float(log_rewards.mean()))
+        for c, concept in enumerate(self.concepts):
+            for o, option in enumerate(concept.options):
+                metrics[f"diversity/unclustered/{concept.name}/{option}"].append(float((c, o) in result.unclustered))
+        if result.cluster_entropy is not None:
+            metrics["diversity/cluster_mass_entropy"].append(result.cluster_entropy)
+
+    def _log_batch_metrics(self, mode, table) -> None:
+        """Option shares, no-match share, distinct options, clusters seen and buffer sizes of the gathered batch."""
+        metrics = metrics_of(self, mode)
         n = table.shape[0]
         cells = set()
         for c, concept in enumerate(self.concepts):
@@ -439,18 +491,13 @@ class DiversityTrainer(ExtensionStateMixin, LMHeadTileMixin, GRPOTrainer):
             options = table[:, :, 3][concept_rows]
             counts = torch.bincount(options, minlength=len(concept.options)).tolist() if options.numel() else []
             for o, option in enumerate(concept.options):
-                share = counts[o] / n if counts else 0.0
-                metrics[f"diversity/option_share/{concept.name}/{option}"].append(share)
-                buffer = self.buffers[(c, o)]
-                metrics[f"diversity/buffer_size/{concept.name}/{option}"].append(float(len(buffer)))
-                metrics[f"diversity/unclustered/{concept.name}/{option}"].append(float((c, o) in result.unclustered))
+                metrics[f"diversity/option_share/{concept.name}/{option}"].append(counts[o] / n if counts else 0.0)
+                metrics[f"diversity/buffer_size/{concept.name}/{option}"].append(float(len(self.buffers[(c, o)])))
             metrics[f"diversity/no_match/{concept.name}"].append(1.0 - int(concept_rows.any(dim=1).sum()) / n)
             metrics[f"diversity/distinct_options/{concept.name}"].append(float(sum(1 for k in counts if k)))
             following = (table[:, :, 2] == c) & (table[:, :, 4] == ROLE_FOLLOWING) & (table[:, :, 5] >= 0)
             cells |= {(c, int(o), int(k)) for o, k in zip(table[:, :, 3][following], table[:, :, 5][following])}
         metrics["diversity/clusters_seen"].append(float(len(cells)))
-        if result.cluster_entropy is not None:
-            metrics["diversity/cluster_mass_entropy"].append(result.cluster_entropy)
 
     def _epoch_length(self) -> int:
         return self.args.num_steps_per_epoch or max(1, int(self.state.max_steps or 1))
