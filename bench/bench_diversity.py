@@ -11,12 +11,12 @@ The issue's targets (issue 15), at the ``DiversityConfig`` defaults:
    and k-means refits take **at most 25 %** of a diversity step.
 
 What is run
-    The policy is the embedded tiny model (``trl_ext.models.get_tiny_model_path()``: Qwen2, hidden 64, 2 layers,
-    vocabulary 613; ``--hidden_size``/``--layers`` build a bigger one with the same tokenizer through
-    ``TinyModelConfig``) fine-tuned by ``trl_ext.diversity.demo.make_biased_model`` to answer the document's prompt
-    with "cat" 90 % of the time (60 SFT steps, seed 0, cached in ``$TRL_EXT_CACHE``): the untrained tiny model names
-    no animal, and the embedding and clustering cost depends on how many completions do (the share with a concept
-    match is printed). Both arms: full fine-tuning, ``use_cpu``, fp32, no reporting, no checkpoints,
+    The policy is a Qwen2 of hidden 256 and 4 layers (2.5 M parameters) with the embedded tiny model's tokenizer
+    (vocabulary 613), built through ``TinyModelConfig`` (``--hidden_size``/``--layers``; ``--hidden_size 0``: the
+    embedded tiny model itself, hidden 64 x 2 layers, 0.11 M parameters, the default of ``--quick``), fine-tuned
+    by ``trl_ext.diversity.demo.make_biased_model`` to answer the document's prompt with "cat" 90 % of the time (60
+    SFT steps, seed 0, cached in ``$TRL_EXT_CACHE``): the untrained model names no animal, and the embedding and
+    clustering cost depends on how many completions do (the share with a concept match is printed). Both arms: full fine-tuning, ``use_cpu``, fp32, no reporting, no checkpoints,
     ``log_completions=False``, ``logging_steps=1``, ``--steps`` optimizer steps per run, the same seed. Arms:
 
     * ``diversity``: ``trl_ext.DiversityTrainer`` with ``DiversityConfig`` at its defaults (32 completions per step =
@@ -93,9 +93,9 @@ Reading the output
     run in scikit-learn's OpenMP threads (every core, whatever ``--threads``), so the diversity arm's CPU time can
     exceed its wall time.
 
-    .venv/bin/python bench/bench_diversity.py                 # about 2 minutes on 2 cores
+    .venv/bin/python bench/bench_diversity.py                 # about 3.5 minutes on 2 cores
     .venv/bin/python bench/bench_diversity.py --steps 30 --repeats 7 --json /tmp/bench_diversity.json
-    .venv/bin/python bench/bench_diversity.py --hidden_size 256 --layers 4   # a bigger policy (trained once, cached)
+    .venv/bin/python bench/bench_diversity.py --hidden_size 0   # the embedded 0.11 M-parameter tiny policy
     .venv/bin/python bench/bench_diversity.py --quick          # smoke run, well under a minute; verdicts mean nothing
 """
 
@@ -150,6 +150,7 @@ PLAIN, DIVERSITY = "plain", "diversity"
 ARMS = (PLAIN, DIVERSITY)
 CONCEPT = {"concept_name": "animal", "concept_options": ["cat", "dog"]}
 BIAS_STEPS = 60
+DEFAULT_HIDDEN = 256  # with 4 layers: a 2.5 M-parameter policy (the embedded tiny one has 0.11 M; the embedder 22.7 M)
 """SFT steps of ``make_biased_model`` (its default: 90 % "cat")."""
 MIRRORED = (
     "per_device_train_batch_size",
@@ -422,7 +423,7 @@ def prepare_model(opts: argparse.Namespace) -> tuple[Path, dict[str, Any]]:
     from trl_ext.models import TinyModelConfig, get_tiny_model_path
     from trl_ext.models.tiny_model import default_cache_dir
 
-    if opts.hidden_size is None:
+    if not opts.hidden_size:
         base = get_tiny_model_path()
     else:
         size = TinyModelConfig(
@@ -888,8 +889,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--warmup_steps", type=int, default=3, help="Steps of the untimed warm-up run of each arm.")
     parser.add_argument("--memory_repeats", type=int, default=3, help="Memory workers per approach (default 3).")
-    parser.add_argument("--hidden_size", type=int, default=None, help="A bigger policy of this width (with --layers).")
-    parser.add_argument("--layers", type=int, default=2, help="With --hidden_size: decoder layers (default 2).")
+    parser.add_argument(
+        "--hidden_size",
+        type=int,
+        default=None,
+        help="Policy width (default 256; 0: the embedded tiny model, hidden 64 x 2 layers, the default of --quick).",
+    )
+    parser.add_argument("--layers", type=int, default=4, help="Decoder layers of a --hidden_size policy (default 4).")
     parser.add_argument(
         "--plain_lm_head_tile",
         choices=["trl_ext", "trl"],
@@ -914,7 +920,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     require(parser, opts.skip_steps >= 1, "--skip_steps must be >= 1 (the first step holds the buffers' prefill)")
     require(parser, opts.steps > opts.skip_steps, "--steps must exceed --skip_steps")
     require(parser, opts.memory_repeats >= 1 and opts.warmup_steps >= 1, "--memory_repeats, --warmup_steps >= 1")
-    require(parser, opts.hidden_size is None or opts.hidden_size >= 8, "--hidden_size must be >= 8")
+    if opts.hidden_size is None:
+        opts.hidden_size = 0 if opts.quick else DEFAULT_HIDDEN
+    require(parser, opts.hidden_size == 0 or opts.hidden_size >= 8, "--hidden_size must be 0 or >= 8")
     require(parser, opts.layers >= 1, "--layers must be >= 1")
     return opts
 
