@@ -16,7 +16,8 @@ What is run
     embedded tiny model itself, hidden 64 x 2 layers, 0.11 M parameters, the default of ``--quick``), fine-tuned
     by ``trl_ext.diversity.demo.make_biased_model`` to answer the document's prompt with "cat" 90 % of the time (60
     SFT steps, seed 0, cached in ``$TRL_EXT_CACHE``): the untrained model names no animal, and the embedding and
-    clustering cost depends on how many completions do (the share with a concept match is printed). Both arms: full fine-tuning, ``use_cpu``, fp32, no reporting, no checkpoints,
+    clustering cost depends on how many completions do (the share with a concept match is printed). Both arms: full
+    fine-tuning, ``use_cpu``, fp32, no reporting, no checkpoints,
     ``log_completions=False``, ``logging_steps=1``, ``--steps`` optimizer steps per run, the same seed. Arms:
 
     * ``diversity``: ``trl_ext.DiversityTrainer`` with ``DiversityConfig`` at its defaults (32 completions per step =
