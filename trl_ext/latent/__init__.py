@@ -1,0 +1,16 @@
+"""Latent communication: a receiver model trained to act on another agent's hidden states (a latent message)
+spliced into its input, guided by the sender's textual plan; ``docs/latent.md``.
+
+Per batch: the adapter maps the sender's last-layer hidden states H (K × d) to input embeddings
+(``LN → MHA → LN(x + a) → adaptive projection``), mixed with the plan's embeddings by a curriculum ratio, and
+spliced between ``<bop>`` and ``<eop>`` at the end of the first user turn. Loss: CE on the assistant turns +
+w_plan · (0.7 KL(p_plan ‖ p_latent) + 0.3 (1 − cos)) + w_rc · mean max(0, 0.69 − JS(p_pos ‖ p_neg)).
+
+Public names (imported lazily, listed in ``__init__.pyi``): the pure losses (:mod:`trl_ext.latent.losses`), the
+adapter (:mod:`trl_ext.latent.adapter`) and the injection and mixing (:mod:`trl_ext.latent.injection`). The data,
+the trainer, the probe and the sender tool come next.
+"""
+
+import lazy_loader as _lazy
+
+__getattr__, __dir__, __all__ = _lazy.attach_stub(__name__, __file__)

@@ -1,0 +1,26 @@
+from .adapter import ADAPTER_CONFIG, ADAPTER_WEIGHTS, LatentAdapter, LatentAdapterConfig
+from .injection import (
+    BOP,
+    DEFAULT_MIX_RATIOS,
+    EOP,
+    FIRST_HUMAN_END,
+    MIX_SCHEDULES,
+    SPECIAL_TOKENS,
+    MixSchedule,
+    SplicedBatch,
+    mix_message,
+    splice_message,
+)
+from .losses import (
+    COSINE_WEIGHT,
+    DEFAULT_MARGIN,
+    KL_WEIGHT,
+    align_supervised,
+    delta_nll_bits,
+    dynamic_weights,
+    infonce,
+    js_divergence,
+    masked_token_mean,
+    plan_similarity_loss,
+    random_contrast_loss,
+)
