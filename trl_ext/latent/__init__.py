@@ -7,8 +7,8 @@ spliced between ``<bop>`` and ``<eop>`` at the end of the first user turn. Loss:
 w_plan · (0.7 KL(p_plan ‖ p_latent) + 0.3 (1 − cos)) + w_rc · mean max(0, 0.69 − JS(p_pos ‖ p_neg)).
 
 Public names (imported lazily, listed in ``__init__.pyi``): the pure losses (:mod:`trl_ext.latent.losses`), the
-adapter (:mod:`trl_ext.latent.adapter`) and the injection and mixing (:mod:`trl_ext.latent.injection`). The data,
-the trainer, the probe and the sender tool come next.
+adapter (:mod:`trl_ext.latent.adapter`), the injection and mixing (:mod:`trl_ext.latent.injection`) and the data
+(:mod:`trl_ext.latent.data`). The trainer, the probe and the sender tool come next.
 """
 
 import lazy_loader as _lazy

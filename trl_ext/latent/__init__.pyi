@@ -1,4 +1,13 @@
 from .adapter import ADAPTER_CONFIG, ADAPTER_WEIGHTS, LatentAdapter, LatentAdapterConfig
+from .data import (
+    HIDDEN_STATE_SUFFIXES,
+    ROLES,
+    LatentDataset,
+    LatentRow,
+    load_hidden_state,
+    read_latent_file,
+    split_eval,
+)
 from .injection import (
     BOP,
     DEFAULT_MIX_RATIOS,
