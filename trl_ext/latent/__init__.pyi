@@ -1,4 +1,5 @@
 from .adapter import ADAPTER_CONFIG, ADAPTER_WEIGHTS, LatentAdapter, LatentAdapterConfig
+from .collator import LatentCollator
 from .data import (
     HIDDEN_STATE_SUFFIXES,
     ROLES,
@@ -17,6 +18,7 @@ from .injection import (
     SPECIAL_TOKENS,
     MixSchedule,
     SplicedBatch,
+    add_latent_tokens,
     mix_message,
     splice_message,
 )

@@ -23,6 +23,7 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -37,6 +38,7 @@ __all__ = [
     "SPECIAL_TOKENS",
     "MixSchedule",
     "SplicedBatch",
+    "add_latent_tokens",
     "mix_message",
     "splice_message",
 ]
@@ -156,3 +158,14 @@ def splice_message(
     for i, (r, m, lab) in enumerate(zip(rows, masks, labs)):
         embeds[i, : r.shape[0]], mask[i, : m.shape[0]], out_labels[i, : lab.shape[0]] = r, m, lab
     return SplicedBatch(embeds, mask, out_labels, spans)
+
+
+def add_latent_tokens(tokenizer: Any, model: Any = None) -> dict[str, int]:
+    """Add ``<FIRST_HUMAN_END>``, ``<bop>``, ``<eop>`` as special tokens (those missing) and resize ``model``'s
+    embeddings to the new vocabulary; returns ``{token: id}``."""
+    missing = [t for t in SPECIAL_TOKENS if t not in tokenizer.get_vocab()]
+    if missing:
+        tokenizer.add_special_tokens({"additional_special_tokens": missing}, replace_extra_special_tokens=False)
+    if model is not None and model.get_input_embeddings().weight.shape[0] < len(tokenizer):
+        model.resize_token_embeddings(len(tokenizer))
+    return {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
