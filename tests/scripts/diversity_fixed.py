@@ -75,7 +75,8 @@ def main(model_path: str, output_dir: str, overrides: dict) -> dict:
     save_file({"delta": delta.contiguous()}, os.path.join(output_dir, f"delta_rank{rank}.safetensors"))
     losses = [h["diversity/loss/total"] for h in trainer.state.log_history if "diversity/loss/total" in h]
     with open(os.path.join(output_dir, f"rank{rank}.json"), "w") as f:
-        json.dump({"rank": rank, "world": trainer.accelerator.num_processes, "losses": losses}, f)
+        acc = trainer.accelerator
+        json.dump({"rank": rank, "world": acc.num_processes, "type": acc.distributed_type.value, "losses": losses}, f)
     if trainer.accelerator.num_processes > 1:
         from trl_ext.common.recipes import teardown_distributed
 
