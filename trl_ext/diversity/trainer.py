@@ -7,23 +7,25 @@ GRPO is TRL's online trainer: its generation (transformers or vLLM), prompt hand
 * post-processes each rollout (``_generate_and_score_completions``): segments the completions into blocks
   (:func:`~trl_ext.diversity.concepts.segment`), embeds the open block after each concept block, adds it to the
   option's replay buffer (refits when due) and labels it, all on the *gathered* batch, so every process holds the
-  same buffers and labels; scores the completions with one teacher-forced no-grad forward; computes the loss of the
-  whole generation batch and its gradient ``W = ∂L/∂ log p`` with respect to the per-token log-probs
-  (:func:`~trl_ext.diversity.objective.objective_weights`); steps ``log Z`` (``loss_type="tb"``); logs metrics and
-  the samples table;
-* replaces the loss (``_compute_loss``): one teacher-forced forward with gradient, then
-  ``P · Σ_t W_t log p_θ(y_t)`` (P processes; DDP averages) plus ``w_kl`` times the token-level KL. Its gradient,
-  summed over the accumulation steps and averaged over processes, is exactly ``∇_θ L`` of the whole batch (the
-  returned value is ``L`` split evenly over the micro-batches, so the logged ``loss`` is ``L`` too);
+  same buffers and labels; logs the batch metrics and the samples table;
+* replaces the loss (``_compute_loss``), on one of two paths. **Direct** (one process, no gradient accumulation, or
+  evaluation: the micro-batch is the whole batch): one teacher-forced forward with gradient, the batch loss ``L`` of
+  :func:`~trl_ext.diversity.objective.diversity_objective` and its backward. **W path** (accumulation or several
+  processes): the rollout scores the batch with one teacher-forced no-grad forward, gathers the log-probs and
+  computes ``L`` and ``W = ∂L/∂ log p`` (:func:`~trl_ext.diversity.objective.objective_weights`); each micro-batch
+  back-propagates ``P · Σ_t W_t log p_θ(y_t)`` (P processes; DDP averages), whose gradient summed over the
+  accumulation steps and averaged over processes is exactly ``∇_θ L`` (the returned value is ``L`` split evenly over
+  the micro-batches, so the logged ``loss`` is ``L``). Both add ``w_kl`` times the token-level KL and step ``log Z``
+  (``loss_type="tb"``);
 * prefills the buffers with ``num_samples`` completions per prompt before the first step and keeps buffers,
   ``log Z`` and the samples table across checkpoints (:class:`~trl_ext.common.checkpoint.ExtensionStateMixin`);
 * builds the learning-rate schedule that decays to ``final_learning_rate``
   (:func:`~trl_ext.common.schedules.floor_schedule`).
 
 **Decision** (scoring forward): generation runs without gradient and the per-token log-probs come from a
-teacher-forced forward (SPEC §1 step 3). Because the loss couples all completions of a batch, the trainer runs that
-forward once without gradient on the whole batch (for ``W``) and once with gradient per micro-batch; the no-grad
-one is the price of exact gradient accumulation and DDP.
+teacher-forced forward (SPEC §1 step 3). Because the loss couples all completions of a batch, on the W path the
+trainer runs that forward once without gradient on the whole batch (for ``W``) and once with gradient per
+micro-batch; the no-grad one is the price of exact gradient accumulation and DDP.
 """
 
 from __future__ import annotations
