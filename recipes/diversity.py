@@ -119,12 +119,11 @@ def main(script_args: DiversityScriptArguments, training_args: DiversityConfig, 
         from trl_ext.diversity.demo import make_biased_model
 
         biased = output_dir / "biased_start"
-        if state.is_main_process:
-            make_biased_model(
-                biased, base=model_path, prompt=training_args.prompts[0], prefer=script_args.prefer_option,
-                share=script_args.prefer_share, options=training_args.concept_list[0].options,
-                max_steps=script_args.prefer_steps, seed=training_args.seed,
-            )  # fmt: skip
+        make_biased_model(  # on every process: a multi-process launch runs the SFT on all of them
+            biased, base=model_path, prompt=training_args.prompts[0], prefer=script_args.prefer_option,
+            share=script_args.prefer_share, options=training_args.concept_list[0].options,
+            max_steps=script_args.prefer_steps, seed=training_args.seed,
+        )  # fmt: skip
         state.wait_for_everyone()
         model_path = str(biased)
     if model_path == "tiny":

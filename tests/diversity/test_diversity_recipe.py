@@ -87,3 +87,21 @@ def test_w_o_sweep_plan(tmp_path):
     assert all(c["w_c"] == pytest.approx(1 - c["w_o"]) for c in combos)
     assert plan.slurm_defaults == {"cpus_per_task": "32", "mem": "64G", "gpus": "1"}
     assert slurm_parameters(plan.slurm_defaults, ["gpus=2"])["gpus"] == "2"
+
+
+@pytest.mark.slow
+def test_tiny_recipe_under_two_process_ddp(tmp_path):
+    """The recipe under `accelerate launch` with 2 processes: the biased start is trained by both (its barriers
+    match), the buffers are gathered, the main process writes the report."""
+    out = tmp_path / "ddp"
+    proc = run_script(
+        ["-m", "accelerate.commands.launch", "--config_file", "accelerate_configs/multi_gpu.yaml",
+         "recipes/diversity.py", "--config", TINY, "--output_dir", str(out), "--num_epochs", "1",
+         "--num_steps_per_epoch", "2", "--batch_size", "8", "--num_samples", "8", "--report_samples", "8",
+         "--prefer_steps", "5", "--max_new_tokens", "12", "--save_strategy", "no"]
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "[trl_ext] launch: MULTI_CPU x 2 processes" in proc.stdout
+    assert (out / "biased_start" / "config.json").is_file() and (out / "diversity_report.json").is_file()
+    state = json.loads((out / "diversity_state.json").read_text())
+    assert state["prefilled"] is True

@@ -68,7 +68,8 @@ def make_biased_model(
     seed: int = 0,
 ) -> Path:
     """Fine-tune ``base`` (all weights, batch 16, constant learning rate) on :func:`biased_rows` and save model and
-    tokenizer to ``output_dir``; returns it. A folder that already holds a model is returned as it is."""
+    tokenizer to ``output_dir``; returns it. A folder that already holds a model is returned as it is. Under a
+    multi-process launch every process must call it (the SFT runs on all of them; the main process saves)."""
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
@@ -89,5 +90,7 @@ def make_biased_model(
     trainer = SFTTrainer(model=model, args=args, train_dataset=rows, processing_class=tokenizer)
     trainer.train()
     trainer.save_model(str(output_dir))
-    tokenizer.save_pretrained(str(output_dir))
+    if trainer.accelerator.is_main_process:
+        tokenizer.save_pretrained(str(output_dir))
+    trainer.accelerator.wait_for_everyone()
     return output_dir
