@@ -22,6 +22,13 @@ def test_resolve_checkpoint(tmp_path):
         (tmp_path / f"checkpoint-{step}").mkdir()
     assert resolve_checkpoint(True, str(tmp_path)) == tmp_path / "checkpoint-10"  # by step, not by name
     assert resolve_checkpoint(str(tmp_path / "checkpoint-2"), "unused") == tmp_path / "checkpoint-2"
+    # the strings of a command line (`--resume_from_checkpoint true`) when no folder has that name
+    assert (
+        resolve_checkpoint("true", str(tmp_path))
+        == resolve_checkpoint("last", str(tmp_path))
+        == tmp_path / "checkpoint-10"
+    )
+    assert resolve_checkpoint("False", str(tmp_path)) is None and resolve_checkpoint("none", str(tmp_path)) is None
     with pytest.raises(FileNotFoundError, match="'.*checkpoint-3' does not exist"):
         resolve_checkpoint(str(tmp_path / "checkpoint-3"), str(tmp_path))
     (tmp_path / "notes.txt").write_text("x")
@@ -92,7 +99,8 @@ def test_families_compose_through_one_save_and_one_train(tmp_path):
 
     resumed = _Composed(tmp_path)
     assert resumed.train(resume_from_checkpoint=True) == "trained"
-    assert resumed.events == ["a loaded {'a': 1}", "b loaded {'b': 2}", "host train True"]
+    # the host restores the same folder the families read (True resolved once, here)
+    assert resumed.events == ["a loaded {'a': 1}", "b loaded {'b': 2}", f"host train {folder}"]
 
     fresh = _Composed(tmp_path)
     fresh.train()

@@ -4,6 +4,7 @@ the schedules with a final learning rate, and the config's document flags."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -173,6 +174,11 @@ def test_log_partition_is_adam():
     copy = LogPartition()
     copy.load_state_dict(lz.state_dict())
     assert copy.values == lz.values and copy.index("b") == j
+    fresh = LogPartition()  # kl runs keep uninitialised entries (None) in their checkpoints
+    fresh.index("p")
+    again = LogPartition()
+    again.load_state_dict(json.loads(json.dumps(fresh.state_dict())))
+    assert again.needs_init(0)
 
 
 def test_floor_schedules():

@@ -29,7 +29,9 @@ __all__ = ["ExtensionStateMixin", "checkpoint_folder", "read_json", "resolve_che
 def resolve_checkpoint(resume_from_checkpoint: str | os.PathLike | bool | None, output_dir: str) -> Path | None:
     """The checkpoint folder that ``Trainer.train(resume_from_checkpoint=...)`` will resume from, or ``None``.
 
-    ``None``/``False``: no resume. ``True``: the last ``checkpoint-*`` folder of ``output_dir``. A path: itself.
+    ``None``/``False`` (or the strings ``"false"``/``"none"``): no resume. ``True`` (or the strings ``"true"`` /
+    ``"last"``, as a command line gives them, when no such folder exists): the last ``checkpoint-*`` folder of
+    ``output_dir``. A path: itself.
 
     Raises:
         MissingPathError: (a ``FileNotFoundError``) ``True`` but ``output_dir`` holds no checkpoint, or a path that
@@ -37,6 +39,12 @@ def resolve_checkpoint(resume_from_checkpoint: str | os.PathLike | bool | None, 
     """
     if resume_from_checkpoint is None or resume_from_checkpoint is False:
         return None
+    if isinstance(resume_from_checkpoint, str) and not os.path.exists(resume_from_checkpoint):
+        flag = resume_from_checkpoint.strip().lower()
+        if flag in ("true", "last"):  # `--resume_from_checkpoint true` on a command line or in a YAML string
+            resume_from_checkpoint = True
+        elif flag in ("false", "none", ""):
+            return None
     if resume_from_checkpoint is True:
         from transformers.trainer_utils import get_last_checkpoint
 
@@ -89,4 +97,5 @@ class ExtensionStateMixin:
         folder = resolve_checkpoint(resume_from_checkpoint, self.args.output_dir)
         if folder is not None:
             self._load_extension_state(folder)
+            resume_from_checkpoint = str(folder)  # the Trainer restores the same folder
         return super().train(resume_from_checkpoint, *args, **kwargs)

@@ -94,7 +94,7 @@ class LogPartition:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.keys = list(state["keys"])
-        self.values = [float(x) for x in state["values"]]
+        self.values = [None if x is None else float(x) for x in state["values"]]
         self._m = [float(x) for x in state["m"]]
         self._v = [float(x) for x in state["v"]]
         self._t = [int(x) for x in state["t"]]
