@@ -245,3 +245,22 @@ def test_samples_table_goes_to_wandb(tmp_path, tiny_model_path, monkeypatch):
     assert tables[0].columns == ["epoch", "step", "prompt", "completion", "animal", "animal_cluster"]
     assert len(tables[0].data) == 8
     assert any(k.endswith("diversity/loss/total") for d in logged for k in d)  # the metrics reach wandb too
+
+
+def test_evaluation_leaves_the_buffers_and_log_z_alone(tmp_path, tiny_model_path):
+    from datasets import Dataset
+
+    trainer = fixed.FixedDiversityTrainer(
+        str(tiny_model_path), args=fixed.config(str(tmp_path / "out"), loss_type="tb", per_device_eval_batch_size=8,
+                                                num_generations_eval=8),
+        embedder=fixed.embed, eval_dataset=Dataset.from_dict({"prompt": [fixed.PROMPT] * 8}),
+    )  # fmt: skip
+    trainer.train()
+    sizes = {k: len(b) for k, b in trainer.buffers.items()}
+    state = trainer.log_z.state_dict()
+    metrics = trainer.evaluate()
+    assert {k: len(b) for k, b in trainer.buffers.items()} == sizes and trainer.log_z.state_dict() == state
+    assert math.isfinite(metrics["eval_loss"]) and metrics["eval_loss"] == pytest.approx(
+        metrics["eval_diversity/loss/tb"], rel=1e-5
+    )
+    assert metrics["eval_diversity/option_share/animal/cat"] == pytest.approx(4 / 8)
