@@ -85,6 +85,23 @@ def run_script(args: list[str], cwd: Path | None = None, env: dict | None = None
     )
 
 
+def run_bench_quick(tmp_path_factory, script: str, *flags: str) -> tuple[dict, str]:
+    """Run ``bench/<script>.py --quick --json`` (plus ``flags``) in a subprocess; ``(its JSON, its stdout)``."""
+    import json
+
+    out = tmp_path_factory.mktemp(script) / "quick.json"
+    proc = run_script([str(REPO / "bench" / f"{script}.py"), "--quick", *flags, "--json", str(out)], timeout=600)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    return json.loads(out.read_text()), proc.stdout
+
+
+def finite_positive(value: object) -> bool:
+    """A finite number > 0 (the sanity check of a benchmark figure)."""
+    import math
+
+    return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
+
+
 def load_recipe(name: str):
     """Import ``recipes/<name>.py`` as a module (registered in ``sys.modules`` for its dataclasses)."""
     spec = importlib.util.spec_from_file_location(name, REPO / "recipes" / f"{name}.py")

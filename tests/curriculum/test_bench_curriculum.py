@@ -4,25 +4,16 @@ on any timing target."""
 
 from __future__ import annotations
 
-import json
 import math
 
 import pytest
 
-from tests.conftest import REPO, run_script
+from tests.conftest import finite_positive, run_bench_quick
 
 
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory, tiny_model_path) -> tuple[dict, str]:
-    out = tmp_path_factory.mktemp("bench_curriculum") / "quick.json"
-    script = REPO / "bench" / "bench_curriculum.py"
-    proc = run_script([str(script), "--quick", "--json", str(out)], timeout=600)
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
-    return json.loads(out.read_text()), proc.stdout
-
-
-def _finite_positive(value: object) -> bool:
-    return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
+    return run_bench_quick(tmp_path_factory, "bench_curriculum")
 
 
 def test_json_structure(quick_run):
@@ -49,7 +40,7 @@ def test_difficulty_share_is_sane(quick_run):
         for key in ("share", "implied_share", "share_of_train_runtime"):
             assert 0 < row[key] < 1, (key, row[key])
         for key in ("epoch_s", "update_s", "scoring_s", "step_ms", "difficulty_forward_ms", "forward_over_step"):
-            assert _finite_positive(row[key]), (key, row[key])
+            assert finite_positive(row[key]), (key, row[key])
         assert 0 <= row["refresh_s"] < row["update_s"]
         assert row["scoring_s"] <= row["update_s"]
         assert isinstance(row["meets_target"], bool)
@@ -81,7 +72,7 @@ def test_sampler_numbers_are_sane(quick_run):
     payload, stdout = quick_run
     micro = payload["summary"]["sampler_micro"]
     assert set(micro["us_per_index"]) == {"curriculum", "random", "seedable_random"}
-    assert all(_finite_positive(v) for v in micro["us_per_index"].values())
+    assert all(finite_positive(v) for v in micro["us_per_index"].values())
     assert sum(micro["sizes"]) == micro["indices"] == payload["config"]["micro_indices"]
     overhead = payload["summary"]["sampler_overhead"]
     for key in (
@@ -100,7 +91,7 @@ def test_sampler_numbers_are_sane(quick_run):
         "plain_epoch_s",
         "curriculum_net_epoch_s",
     ):
-        assert _finite_positive(overhead[key]), (key, overhead[key])
+        assert finite_positive(overhead[key]), (key, overhead[key])
     assert overhead["implied_ratio_from_micro"] >= 1.0 or micro["slowdown_vs_seedable"] < 1
     for key in ("meets_target", "meets_target_cpu", "meets_target_attributed"):
         assert isinstance(overhead[key], bool), key

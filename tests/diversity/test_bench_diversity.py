@@ -4,12 +4,11 @@ approach on the same batch). Behaviour only: no assertion on any timing or memor
 
 from __future__ import annotations
 
-import json
 import math
 
 import pytest
 
-from tests.conftest import REPO, run_script
+from tests.conftest import finite_positive, run_bench_quick
 
 COMPONENTS = [
     "generation",
@@ -27,15 +26,7 @@ VERDICTS = {"MET", "NOT MET"}
 
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory, tiny_model_path) -> tuple[dict, str]:
-    out = tmp_path_factory.mktemp("bench_diversity") / "quick.json"
-    script = REPO / "bench" / "bench_diversity.py"
-    proc = run_script([str(script), "--quick", "--json", str(out)], timeout=600)
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
-    return json.loads(out.read_text()), proc.stdout
-
-
-def _finite_positive(value: object) -> bool:
-    return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
+    return run_bench_quick(tmp_path_factory, "bench_diversity")
 
 
 def test_json_structure(quick_run):
@@ -96,7 +87,7 @@ def test_components_are_sane(quick_run):
         assert sorted(int(s) for s in steps) == [1, 2, 3], run["arm"]
         comp = run["components"]
         for step, seconds in steps.items():
-            assert _finite_positive(seconds)
+            assert finite_positive(seconds)
             assert 0 < comp["generation"][step] < comp["rollout"][step] < seconds
             assert 0 < comp["train_forward"][step] and 0 < comp["backward"][step]
             inside = comp["rollout"][step] + comp["train_forward"][step] + comp["backward"][step]
@@ -128,7 +119,7 @@ def test_summary_is_sane(quick_run):
         a = st["arms"][arm]
         assert a["timed_steps"] == timed
         for key in ("step_ms_median", "cpu_step_ms_median", "completion_mean_length"):
-            assert _finite_positive(a[key]), (arm, key)
+            assert finite_positive(a[key]), (arm, key)
         assert list(a["components"]) == [*COMPONENTS, "refit"]
         for name, c in a["components"].items():
             assert 0 <= c["share_of_step"] <= 1.0 + 1e-9 or name in ("rest", "rollout_other"), (arm, name, c)
@@ -139,7 +130,7 @@ def test_summary_is_sane(quick_run):
     for key in ("embedding", "clustering"):
         assert st["arms"]["diversity"]["components"][key]["median_ms"] > 0
     for key in ("median_of_rounds", "of_medians"):
-        assert _finite_positive(st["ratio"][key]) and _finite_positive(st["cpu_ratio"][key])
+        assert finite_positive(st["ratio"][key]) and finite_positive(st["cpu_ratio"][key])
     assert len(st["ratio"]["per_round"]) == payload["config"]["repeats"]
     assert 0 < st["embed_cluster_share"] < 1
     assert 0 <= st["concept_match_share"] <= 1
@@ -161,14 +152,14 @@ def test_memory_compares_the_same_batch(quick_run):
     batch, length = shapes.pop()
     assert batch == 32 and length > 30  # the prompt + exactly 30 sampled tokens
     for r in runs:
-        assert _finite_positive(r["saved_mib"]) and _finite_positive(r["seconds"])
+        assert finite_positive(r["saved_mib"]) and finite_positive(r["seconds"])
         assert r["peak_above_mib"] is None or r["peak_above_mib"] >= 0
-        assert math.isfinite(r["loss"]) and r["loss"] < 0 and _finite_positive(r["grad_norm"])
+        assert math.isfinite(r["loss"]) and r["loss"] < 0 and finite_positive(r["grad_norm"])
     # the graph kept through 30 KV-cache steps holds many more saved tensors than one teacher-forced forward
     assert approaches["upstream"]["saved_storages"] > 10 * approaches["rescore_logits"]["saved_storages"]
     for approach in ("rescore", "rescore_logits"):
         ratios = mem[f"{approach}_over_upstream"]
         assert 0 < ratios["saved"] < 1
-        assert ratios["peak_rss"] is None or _finite_positive(ratios["peak_rss"])
+        assert ratios["peak_rss"] is None or finite_positive(ratios["peak_rss"])
     for key in ("meets_target_peak_rss", "meets_target_saved"):
         assert isinstance(mem[key], bool), key

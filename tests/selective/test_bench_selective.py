@@ -8,7 +8,7 @@ import math
 
 import pytest
 
-from tests.conftest import REPO, run_script
+from tests.conftest import run_bench_quick
 
 STRATEGIES = ["kl_divergence", "grad_project", "steering_weights"]
 """A base forward (kl), a surgery with its own proxy pass (grad_project), a one-off alignment plane (steering)."""
@@ -17,11 +17,7 @@ COUNT_KEYS = ["fwd_grad", "bwd", "fwd_nograd", "fwd_base", "fwd_hidden"]
 
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory, tiny_model_path) -> tuple[dict, str]:
-    out = tmp_path_factory.mktemp("bench_selective") / "quick.json"
-    script = REPO / "bench" / "bench_selective.py"
-    proc = run_script([str(script), "--quick", "--strategies", *STRATEGIES, "--json", str(out)], timeout=600)
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
-    return json.loads(out.read_text()), proc.stdout
+    return run_bench_quick(tmp_path_factory, "bench_selective", "--strategies", *STRATEGIES)
 
 
 def _expected(pass_table: dict[str, int]) -> dict[str, int]:
