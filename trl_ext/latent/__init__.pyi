@@ -35,3 +35,4 @@ from .losses import (
     plan_similarity_loss,
     random_contrast_loss,
 )
+from .receiver import SOURCES, LatentReceiver
