@@ -35,4 +35,5 @@ from .losses import (
     plan_similarity_loss,
     random_contrast_loss,
 )
+from .probe import infonce_probe, infonce_scores, per_row_ce
 from .receiver import SOURCES, LatentReceiver
