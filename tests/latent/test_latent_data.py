@@ -72,6 +72,8 @@ def test_every_format_loads_the_same_hidden_state(tmp_path):
          "'m': give hidden_state or hidden_state_path"),
         ({"id": "n", "conversations": CONV, "hidden_state": [[1]], "plan_path": "none.txt"}, MissingPathError,
          "'n': plan_path"),
+        ({"id": "q", "conversations": CONV, "hidden_state_path": "h.npy", "hidden_state_key": "q"}, DataError,
+         "'q': hidden_state_key needs a .safetensors"),
     ],
 )  # fmt: skip
 def test_bad_rows_name_the_row_and_the_field(tmp_path, row, error, match):

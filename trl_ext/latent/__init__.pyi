@@ -37,3 +37,4 @@ from .losses import (
 )
 from .probe import infonce_probe, infonce_scores, per_row_ce
 from .receiver import SOURCES, LatentReceiver
+from .sender import ROWS_FILE, first_user_prompt, write_sender_states

@@ -15,6 +15,8 @@ A file is a JSON list of rows or JSON lines (one row per line). A row::
   the data file's folder) to a ``.npy`` (``allow_pickle=False``), ``.pt``/``.pth`` (``torch.load(weights_only=True)``:
   a tensor, or a dict with the key ``hidden_state``) or ``.safetensors`` file (the key ``hidden_state``, or its only
   tensor). Never unpickled.
+* ``hidden_state_key``: with a ``.safetensors`` path, the tensor of that name (a shard holding many samples, as
+  :func:`~trl_ext.latent.sender.write_sender_states` writes them).
 * ``plan`` (text) or ``plan_path`` (a text file, relative like the hidden states): optional.
 
 Every malformed row is a :class:`~trl_ext.common.errors.DataError` naming the file, the row id (or its index) and the
@@ -61,12 +63,13 @@ class LatentRow:
     plan: str | None
     hidden_state: torch.Tensor | None = None
     hidden_state_path: Path | None = None
+    hidden_state_key: str | None = None
 
     def load_hidden_state(self) -> torch.Tensor:
         """The ``(K, d)`` hidden state (read from its file when the row is lazy)."""
         if self.hidden_state is not None:
             return self.hidden_state
-        return load_hidden_state(self.hidden_state_path, self.id)
+        return load_hidden_state(self.hidden_state_path, self.id, self.hidden_state_key)
 
 
 def _where(source: str, row_id: str) -> str:
@@ -90,8 +93,9 @@ def _as_matrix(value: Any, where: str) -> torch.Tensor:
     return tensor.contiguous()
 
 
-def load_hidden_state(path: str | os.PathLike, row_id: str = "?") -> torch.Tensor:
-    """A ``(K, d)`` float32 hidden state from a ``.npy``, ``.pt``/``.pth`` or ``.safetensors`` file (never a pickle).
+def load_hidden_state(path: str | os.PathLike, row_id: str = "?", key: str | None = None) -> torch.Tensor:
+    """A ``(K, d)`` float32 hidden state from a ``.npy``, ``.pt``/``.pth`` or ``.safetensors`` file (never a pickle);
+    ``key`` picks one tensor of a ``.safetensors`` shard (the sender tool's ``hidden_state_key``).
 
     Raises:
         MissingPathError: the file does not exist. DataError: an unknown suffix, an unreadable file or contents that
@@ -115,7 +119,11 @@ def load_hidden_state(path: str | os.PathLike, row_id: str = "?") -> torch.Tenso
             from safetensors.torch import load_file
 
             tensors = load_file(str(path))
-            if "hidden_state" in tensors:
+            if key is not None:
+                if key not in tensors:
+                    raise DataError(f"{where}: no tensor {key!r} (hidden_state_key) in the file")
+                value = tensors[key]
+            elif "hidden_state" in tensors:
                 value = tensors["hidden_state"]
             elif len(tensors) == 1:
                 value = next(iter(tensors.values()))
@@ -220,13 +228,17 @@ def read_latent_file(
             hidden_path = base / str(file)
             if hidden_path.suffix.lower() not in HIDDEN_STATE_SUFFIXES:
                 raise DataError(f"{where}: hidden_state_path {str(file)!r}: use one of {HIDDEN_STATE_SUFFIXES}")
+            key = row.get("hidden_state_key")
+            if key is not None and hidden_path.suffix.lower() != ".safetensors":
+                raise DataError(f"{where}: hidden_state_key needs a .safetensors hidden_state_path")
             if not hidden_path.is_file():
                 raise MissingPathError(f"{where}: hidden_state_path {str(hidden_path)!r} does not exist")
             if not lazy:
-                hidden, hidden_path = load_hidden_state(hidden_path, row_id), None
+                hidden, hidden_path = load_hidden_state(hidden_path, row_id, key), None
         elif require_hidden_state:
             raise DataError(f"{where}: has neither hidden_state nor hidden_state_path")
-        out.append(LatentRow(row_id, messages, plan, hidden, hidden_path))
+        key = row.get("hidden_state_key") if hidden_path is not None else None
+        out.append(LatentRow(row_id, messages, plan, hidden, hidden_path, key))
     return out
 
 
