@@ -1,37 +1,22 @@
-"""Diversity training over concept clusters as a thin subclass of TRL's ``GRPOTrainer`` (docs/diversity.md).
+"""Diversity training over concept clusters as a thin subclass of TRL's ``GRPOTrainer`` (docs/diversity.md, "Trainer").
 
-GRPO is TRL's online trainer: its generation (transformers or vLLM), prompt handling, PEFT, reference model (for
-``w_kl``), logging and checkpoints are used as they are. This class
-
-* cuts each completion at the stop strings (``_generate_single_turn``), so lengths, texts and masks agree;
-* post-processes each rollout (``_generate_and_score_completions``): segments the completions into blocks
-  (:func:`~trl_ext.diversity.concepts.segment`), embeds the open block after each concept block, adds it to the
-  option's replay buffer (refits when due) and labels it, all on the *gathered* batch, so every process holds the
-  same buffers and labels; logs the batch metrics and the samples table;
-* replaces the loss (``_compute_loss``), on one of two paths. **Direct** (one process, no gradient accumulation, or
-  evaluation: the micro-batch is the whole batch): one teacher-forced forward with gradient, the batch loss ``L`` of
-  :func:`~trl_ext.diversity.objective.diversity_objective` and its backward. **W path** (accumulation or several
-  processes): the rollout scores the batch with one teacher-forced no-grad forward, gathers the log-probs and
-  computes ``L`` and ``W = ∂L/∂ log p`` (:func:`~trl_ext.diversity.objective.objective_weights`); each micro-batch
-  back-propagates ``P · Σ_t W_t log p_θ(y_t)`` (P processes; DDP averages), whose gradient summed over the
-  accumulation steps and averaged over processes is exactly ``∇_θ L`` (the returned value is ``L`` split evenly over
-  the micro-batches, so the logged ``loss`` is ``L``). Both add ``w_kl`` times the token-level KL and step ``log Z``
-  (``loss_type="tb"``);
-* prefills the buffers with ``num_samples`` completions per prompt before the first step and keeps buffers,
-  ``log Z`` and the samples table across checkpoints (:class:`~trl_ext.common.checkpoint.ExtensionStateMixin`);
-* builds the learning-rate schedule that decays to ``final_learning_rate``
-  (:func:`~trl_ext.common.schedules.floor_schedule`).
+GRPO's generation (transformers or vLLM), prompts, PEFT, reference model (for ``w_kl``), logging and checkpoints
+are used as they are. This class cuts completions at the stop strings (``_generate_single_turn``); segments each
+rollout, embeds the block after each concept block and labels it with its option's replay buffer, on the gathered
+batch (``_generate_and_score_completions``); and replaces the loss (``_compute_loss``) by the batch objective of
+:mod:`trl_ext.diversity.objective`, computed either **directly** (one process without accumulation, or evaluation:
+one micro-batch holds the batch) or through ``W = ∂L/∂ log p`` of the whole batch from a no-grad scoring forward,
+back-propagated as ``P · Σ_t W_t log p_θ(y_t)`` per micro-batch (exact under accumulation and DDP). It prefills the
+buffers, keeps buffers and ``log Z`` in checkpoints (:mod:`trl_ext.diversity.state`), records metrics and samples
+(:mod:`trl_ext.diversity.records`) and decays the learning rate to ``final_learning_rate``.
 
 **Decision** (scoring forward): generation runs without gradient and the per-token log-probs come from a
-teacher-forced forward (SPEC §1 step 3). Because the loss couples all completions of a batch, on the W path the
-trainer runs that forward once without gradient on the whole batch (for ``W``) and once with gradient per
-micro-batch; the no-grad one is the price of exact gradient accumulation and DDP.
+teacher-forced forward (SPEC §1 step 3); on the W path the batch is scored once without gradient (for ``W``) and
+once with gradient per micro-batch, the price of exact gradient accumulation and DDP.
 """
 
 from __future__ import annotations
 
-import csv
-import json
 import logging
 import math
 from collections import Counter
@@ -43,17 +28,15 @@ import torch
 from trl import GRPOTrainer
 
 from trl_ext.common._trl_compat import metrics_of
-from trl_ext.common.checkpoint import ExtensionStateMixin, read_json, write_json
-from trl_ext.common.errors import ConfigError, DataError, InputTypeError
+from trl_ext.common.checkpoint import ExtensionStateMixin
+from trl_ext.common.errors import ConfigError, InputTypeError
 from trl_ext.common.inputs import PROMPT_FORMATS, PROMPT_HINT, check_dataset_columns, check_model_argument
 from trl_ext.common.lm_head_tiles import LMHeadTileMixin
 from trl_ext.common.schedules import floor_schedule
-from trl_ext.diversity.buffer import ReplayBuffer
 from trl_ext.diversity.concepts import segment
 from trl_ext.diversity.config import DiversityConfig
 from trl_ext.diversity.log_z import LogPartition
 from trl_ext.diversity.objective import (
-    ROLE_CONCEPT,
     ROLE_FOLLOWING,
     block_table,
     cell_log_rewards,
@@ -63,20 +46,24 @@ from trl_ext.diversity.objective import (
     stop_string_cut,
     top_p_renormalized_logps,
 )
+from trl_ext.diversity.prompts import check_prompt_lengths, prompt_dataset, prompt_key, prompt_keys, prompts_of
+from trl_ext.diversity.records import (
+    NamedOption,
+    append_samples,
+    batch_metrics,
+    log_samples_to_wandb,
+    loss_metrics,
+    sample_rows,
+    trim_samples,
+)
+from trl_ext.diversity.state import load_state, make_buffers, save_state
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["DiversityTrainer", "prompt_key"]
 
-STATE_FILE = "diversity_state.json"
-BUFFER_FOLDER = "diversity_buffers"
 WEIGHTS_KEY = "diversity_weights"
 TABLE_KEY, GROUPS_KEY, REWARDS_KEY = "diversity_table", "diversity_groups", "diversity_log_rewards"
-
-
-def prompt_key(prompt: Any) -> str:
-    """A stable key of a dataset prompt (a string, or chat messages as JSON)."""
-    return prompt if isinstance(prompt, str) else json.dumps(prompt, sort_keys=True)
 
 
 class DiversityTrainer(ExtensionStateMixin, LMHeadTileMixin, GRPOTrainer):
@@ -128,7 +115,7 @@ class DiversityTrainer(ExtensionStateMixin, LMHeadTileMixin, GRPOTrainer):
         if train_dataset is None:
             if not args.prompts:
                 raise ConfigError("DiversityTrainer needs a train_dataset with a 'prompt' column or args.prompts")
-            train_dataset = _prompt_dataset(args)
+            train_dataset = prompt_dataset(args)
         for name, data in (("train_dataset", train_dataset), ("eval_dataset", eval_dataset)):
             check_dataset_columns(data, name, PROMPT_FORMATS, "DiversityTrainer", PROMPT_HINT)
         model = check_model_argument(model)
@@ -148,7 +135,12 @@ class DiversityTrainer(ExtensionStateMixin, LMHeadTileMixin, GRPOTrainer):
             **kwargs,
         )
         self.concepts = list(args.concept_list)
-        self._check_prompt_lengths(train_dataset, eval_dataset)
+        config = self.accelerator.unwrap_model(self.model).config
+        config = config.get_text_config() if hasattr(config, "get_text_config") else config
+        check_prompt_lengths(
+            self._tokenize_prompts, (train_dataset, eval_dataset), getattr(config, "max_position_embeddings", None),
+            self.max_completion_length,
+        )  # fmt: skip
         if embedder is None:
             from trl_ext.diversity.embedding import SentenceEmbedder
 
@@ -156,50 +148,18 @@ class DiversityTrainer(ExtensionStateMixin, LMHeadTileMixin, GRPOTrainer):
                 args.sentence_transformer, device=self.accelerator.device, batch_size=args.embedding_batch_size
             )
         self.embedder = embedder
-        self.buffers: dict[tuple[int, int], ReplayBuffer] = {
-            (c, o): ReplayBuffer(
-                embedder,
-                n_clusters=args.n_clusters,
-                buffer_size=args.buffer_size,
-                update_clusters_every=args.update_clusters_every,
-                min_samples_for_clustering=args.min_samples_for_clustering,
-                seed=args.seed,
-                name=f"{concept.name}/{option}",
-            )
-            for c, concept in enumerate(self.concepts)
-            for o, option in enumerate(concept.options)
-        }
+        self.buffers = make_buffers(args, self.concepts, embedder)
         self.log_z = LogPartition(args.log_z_learning_rate, args.log_z_init)
         for data in (train_dataset, eval_dataset):
-            for key in _prompt_keys(data):
+            for key in prompt_keys(data):
                 self.log_z.index(key)
         self._prefilled = args.num_samples == 0
         self.last_rollout: dict[str, Any] | None = None  # the gathered block table etc. of the last rollout
         self._value_share = 0.0
-        self._train_prompts = sorted(set(_prompt_keys(train_dataset)))
-        self._prompt_by_key = {prompt_key(p): p for p in _prompts_of(train_dataset)}
+        self._train_prompts = sorted(set(prompt_keys(train_dataset)))
+        self._prompt_by_key = {prompt_key(p): p for p in prompts_of(train_dataset)}
 
     # ------------------------------------------------------------------ checks
-
-    def _check_prompt_lengths(self, *datasets) -> None:
-        """Every prompt must leave room for ``max_completion_length`` tokens in the model's context."""
-        config = self.accelerator.unwrap_model(self.model).config
-        config = config.get_text_config() if hasattr(config, "get_text_config") else config
-        context = getattr(config, "max_position_embeddings", None)
-        if context is None:
-            return
-        budget = context - self.max_completion_length
-        for data in datasets:
-            prompts = _prompts_of(data)
-            if not prompts:
-                continue
-            ids, _, _ = self._tokenize_prompts(list({prompt_key(p): p for p in prompts}.values()))
-            for prompt, row in zip(list({prompt_key(p): p for p in prompts}.values()), ids):
-                if len(row) > budget:
-                    raise DataError(
-                        f"prompt {prompt_key(prompt)[:80]!r} has {len(row)} tokens: with max_completion_length="
-                        f"{self.max_completion_length} it does not fit the model's context of {context} tokens"
-                    )
 
     # ------------------------------------------------------------------ schedule
 
@@ -468,41 +428,24 @@ class DiversityTrainer(ExtensionStateMixin, LMHeadTileMixin, GRPOTrainer):
     # ------------------------------------------------------------------ metrics and samples
 
     def _log_loss_metrics(self, mode, result, log_rewards, uniq) -> None:
-        """The losses of a batch, its cluster-mass entropy, which options were unclustered, and TB's log Z / log R."""
-        metrics = metrics_of(self, mode)
-        metrics["diversity/loss/total"].append(float(result.loss.detach()))
-        metrics["diversity/loss/concept"].append(float(result.concept.detach()))
-        metrics["diversity/loss/open_block"].append(float(result.open_block.detach()))
-        if result.tb is not None:
-            metrics["diversity/loss/tb"].append(float(result.tb.detach()))
-            metrics["diversity/log_z"].append(float(np.mean([self.log_z.values[g] for g in uniq])))
-            metrics["diversity/log_reward"].append(float(log_rewards.mean()))
-        for c, concept in enumerate(self.concepts):
-            for o, option in enumerate(concept.options):
-                metrics[f"diversity/unclustered/{concept.name}/{option}"].append(float((c, o) in result.unclustered))
-        if result.cluster_entropy is not None:
-            metrics["diversity/cluster_mass_entropy"].append(result.cluster_entropy)
+        log_z = float(np.mean([self.log_z.values[g] for g in uniq])) if result.tb is not None else None
+        log_reward = float(log_rewards.mean()) if result.tb is not None else None
+        self._append_metrics(mode, loss_metrics(result, self.concepts, log_z, log_reward))
 
     def _log_batch_metrics(self, mode, table) -> None:
-        """Option shares, no-match share, distinct options, clusters seen and buffer sizes of the gathered batch."""
+        sizes = {key: len(buffer) for key, buffer in self.buffers.items()}
+        self._append_metrics(mode, batch_metrics(table, self.concepts, sizes))
+
+    def _append_metrics(self, mode: str, values: dict[str, float]) -> None:
         metrics = metrics_of(self, mode)
-        n = table.shape[0]
-        cells = set()
-        for c, concept in enumerate(self.concepts):
-            concept_rows = (table[:, :, 2] == c) & (table[:, :, 4] == ROLE_CONCEPT)
-            options = table[:, :, 3][concept_rows]
-            counts = torch.bincount(options, minlength=len(concept.options)).tolist() if options.numel() else []
-            for o, option in enumerate(concept.options):
-                metrics[f"diversity/option_share/{concept.name}/{option}"].append(counts[o] / n if counts else 0.0)
-                metrics[f"diversity/buffer_size/{concept.name}/{option}"].append(float(len(self.buffers[(c, o)])))
-            metrics[f"diversity/no_match/{concept.name}"].append(1.0 - int(concept_rows.any(dim=1).sum()) / n)
-            metrics[f"diversity/distinct_options/{concept.name}"].append(float(sum(1 for k in counts if k)))
-            following = (table[:, :, 2] == c) & (table[:, :, 4] == ROLE_FOLLOWING) & (table[:, :, 5] >= 0)
-            cells |= {(c, int(o), int(k)) for o, k in zip(table[:, :, 3][following], table[:, :, 5][following])}
-        metrics["diversity/clusters_seen"].append(float(len(cells)))
+        for name, value in values.items():
+            metrics[name].append(value)
 
     def _epoch_length(self) -> int:
         return self.args.num_steps_per_epoch or max(1, int(self.state.max_steps or 1))
+
+    def _samples_path(self) -> Path:
+        return Path(self.args.output_dir) / self.args.samples_file
 
     def _record_samples(self, keys, table, acc, local_ids) -> None:
         """At the last step of each epoch: this rollout's completions as rows of ``samples.csv`` (and a wandb
@@ -513,51 +456,20 @@ class DiversityTrainer(ExtensionStateMixin, LMHeadTileMixin, GRPOTrainer):
         texts = _gather_objects(acc, [self._decode(ids) for ids in local_ids])
         if not acc.is_main_process:
             return
-        rows = []
-        for i, (key, text) in enumerate(zip(keys, texts)):
-            row = {"epoch": step // self._epoch_length(), "step": step, "prompt": key, "completion": text}
-            for c, concept in enumerate(self.concepts):
-                picked = table[i][(table[i, :, 2] == c) & (table[i, :, 4] == ROLE_CONCEPT)]
-                follow = table[i][(table[i, :, 2] == c) & (table[i, :, 4] == ROLE_FOLLOWING)]
-                row[f"{concept.name}"] = concept.options[int(picked[0, 3])] if picked.shape[0] else None
-                cluster = int(follow[0, 5]) if follow.shape[0] else -1
-                row[f"{concept.name}_cluster"] = cluster if cluster >= 0 else None  # None: an empty CSV cell
-            rows.append(row)
-        path = Path(self.args.output_dir) / self.args.samples_file
-        path.parent.mkdir(parents=True, exist_ok=True)
-        new = not path.exists()
-        with path.open("a", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-            if new:
-                writer.writeheader()
-            writer.writerows(rows)
-        if "wandb" in (self.args.report_to or []):
-            import wandb
-
-            if wandb.run is not None:
-                wandb.log({"samples": wandb.Table(columns=list(rows[0]), data=[list(r.values()) for r in rows])})
+        rows = sample_rows(keys, texts, table, self.concepts, step // self._epoch_length(), step)
+        append_samples(self._samples_path(), rows)
+        log_samples_to_wandb(rows, self.args.report_to)
 
     def train(self, resume_from_checkpoint=None, *args: Any, **kwargs: Any):
-        if resume_from_checkpoint in (None, False):
-            path = Path(self.args.output_dir) / self.args.samples_file
-            if self.args.should_save and path.exists():
-                path.unlink()  # a fresh run starts a new samples table
+        if resume_from_checkpoint in (None, False) and self.args.should_save and self._samples_path().exists():
+            self._samples_path().unlink()  # a fresh run starts a new samples table
         return super().train(resume_from_checkpoint, *args, **kwargs)
 
     # ------------------------------------------------------------------ state
 
-    def diversity_state(self) -> dict[str, Any]:
-        """The JSON part of the training state: ``log Z`` (with its Adam state) and whether the buffers are
-        prefilled."""
-        return {"log_z": self.log_z.state_dict(), "prefilled": self._prefilled}
-
     def save_diversity_state(self, folder: str | Path) -> None:
         """Write the replay buffers and ``log Z`` into ``folder`` (checkpoints do it by themselves)."""
-        folder = Path(folder)
-        (folder / BUFFER_FOLDER).mkdir(parents=True, exist_ok=True)
-        for (c, o), buffer in self.buffers.items():
-            buffer.save(folder / BUFFER_FOLDER, _buffer_prefix(self.concepts, c, o))
-        write_json(folder, STATE_FILE, self.diversity_state())
+        save_state(folder, self.buffers, self.log_z, self._prefilled)
 
     def _save_extension_state(self, folder: Path) -> None:
         super()._save_extension_state(folder)
@@ -565,48 +477,16 @@ class DiversityTrainer(ExtensionStateMixin, LMHeadTileMixin, GRPOTrainer):
 
     def _load_extension_state(self, folder: Path) -> None:
         super()._load_extension_state(folder)
-        state = read_json(folder, STATE_FILE)
-        if state is None:
+        prefilled = load_state(folder, self.buffers, self.log_z)
+        if prefilled is None:
             return
-        self.log_z.load_state_dict(state["log_z"])
-        self._prefilled = bool(state["prefilled"])
-        for (c, o), buffer in self.buffers.items():
-            buffer.load(Path(folder) / BUFFER_FOLDER, _buffer_prefix(self.concepts, c, o))
-        path = Path(self.args.output_dir) / self.args.samples_file
-        step = int(folder.name.rsplit("-", 1)[-1]) if folder.name.rsplit("-", 1)[-1].isdigit() else None
-        if step is not None and self.args.should_save and path.exists():
-            with path.open(newline="") as f:
-                rows = list(csv.DictReader(f))
-            kept = [r for r in rows if int(r["step"]) <= step]
-            with path.open("w", newline="") as f:
-                if kept:
-                    writer = csv.DictWriter(f, fieldnames=list(kept[0]))
-                    writer.writeheader()
-                    writer.writerows(kept)
+        self._prefilled = prefilled
+        step = folder.name.rsplit("-", 1)[-1]
+        if step.isdigit() and self.args.should_save:
+            trim_samples(self._samples_path(), int(step))
 
 
 # ---------------------------------------------------------------------- helpers
-
-
-class NamedOption:
-    """The reward function GRPO logs when the user gives none: 1.0 for a completion that names an option of
-    every concept (has a concept block for each), else 0.0 — so ``reward`` is the share of such completions. It is
-    logged, not trained on (the diversity losses replace GRPO's policy gradient)."""
-
-    __name__ = "named_option"
-
-    def __init__(self, trainer: DiversityTrainer) -> None:
-        self.trainer = trainer
-
-    def __call__(self, prompts, completions, completion_ids, **kwargs) -> list[float]:
-        n = len(self.trainer.concepts)
-        return [
-            float(sum(b.kind == "concept" for b in self.trainer._segment(list(ids))) == n) for ids in completion_ids
-        ]
-
-
-def _buffer_prefix(concepts, c: int, o: int) -> str:
-    return f"buffer_{c}_{o}"
 
 
 def _gather_objects(accelerator, objects: list) -> list:
@@ -616,27 +496,3 @@ def _gather_objects(accelerator, objects: list) -> list:
     from accelerate.utils import gather_object
 
     return gather_object(objects)
-
-
-def _prompts_of(dataset) -> list:
-    if dataset is None:
-        return []
-    if isinstance(dataset, dict) and not hasattr(dataset, "column_names"):
-        return [p for part in dataset.values() for p in _prompts_of(part)]
-    if getattr(dataset, "column_names", None) is None:
-        return []  # streaming: prompts are seen as they come
-    return list(dataset["prompt"])
-
-
-def _prompt_keys(dataset) -> list[str]:
-    return [prompt_key(p) for p in _prompts_of(dataset)]
-
-
-def _prompt_dataset(args: DiversityConfig):
-    """``args.prompts`` as a dataset, each prompt repeated so that a generation batch can draw its distinct
-    prompts (``generation_batch_size / num_generations``) from it."""
-    from datasets import Dataset
-
-    distinct = max(1, args.generation_batch_size // args.num_generations)
-    repeats = math.ceil(distinct / len(args.prompts))
-    return Dataset.from_dict({"prompt": [p for p in args.prompts for _ in range(repeats)]})
