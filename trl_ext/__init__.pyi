@@ -27,6 +27,8 @@ from .data.multi_dataset import DatasetSpec, load_text_datasets
 from .diversity.config import DiversityConfig
 from .diversity.report import diversity_report
 from .diversity.trainer import DiversityTrainer
+from .latent.config import LatentCommConfig
+from .latent.trainer import LatentCommTrainer
 from .models.tiny_model import TinyModelConfig, build_tiny_model, get_tiny_model_path
 from .ppo.config import PPOConfig
 from .ppo.trainer import PPOTrainer, load_policy_with_value_head

@@ -120,14 +120,16 @@ class LatentAdapter(nn.Module):
 
     # ------------------------------------------------------------------ persistence
 
-    def save_pretrained(self, folder: str | os.PathLike) -> Path:
+    def save_pretrained(self, folder: str | os.PathLike, state_dict: dict[str, torch.Tensor] | None = None) -> Path:
         """Write ``latent_comm_head.safetensors`` and ``latent_comm_head.json`` into ``folder``; returns the
-        weights' path."""
+        weights' path. ``state_dict``: the weights to write (default: this module's; a trainer passes the gathered
+        ones under DeepSpeed ZeRO-3)."""
         from safetensors.torch import save_file
 
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        state_dict = self.state_dict() if state_dict is None else state_dict
+        state = {k: v.detach().contiguous().cpu() for k, v in state_dict.items()}
         save_file(state, str(folder / ADAPTER_WEIGHTS))
         (folder / ADAPTER_CONFIG).write_text(json.dumps(asdict(self.config), indent=2) + "\n")
         return folder / ADAPTER_WEIGHTS

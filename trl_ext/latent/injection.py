@@ -83,6 +83,11 @@ class MixSchedule:
             return [self.ratios[index]] * n
         return [self._rng.choice(self.ratios) for _ in range(n)]
 
+    def seed(self, value: int | str) -> None:
+        """Re-seed the draws (the trainer seeds each forward from its seed, step, micro-batch and process, so that
+        a resumed run draws the same ratios without keeping a random state)."""
+        self._rng.seed(value)
+
     def state_dict(self) -> dict:
         version, internal, gauss = self._rng.getstate()
         return {"ratios": self.ratios, "schedule": self.schedule, "rng": [version, list(internal), gauss]}

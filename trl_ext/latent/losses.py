@@ -39,7 +39,9 @@ __all__ = [
     "js_divergence",
     "masked_token_mean",
     "plan_similarity_loss",
+    "plan_similarity_sums",
     "random_contrast_loss",
+    "random_contrast_sums",
 ]
 
 DEFAULT_MARGIN = 0.69
@@ -127,6 +129,43 @@ def plan_similarity_loss(
     else:
         cosine = lat_vec.sum() * 0.0
     return kl_weight * kl + cosine_weight * cosine, {"kl": kl, "cosine": cosine}
+
+
+def plan_similarity_sums(
+    latent_logits: torch.Tensor, plan_logits: torch.Tensor, mask: torch.Tensor
+) -> dict[str, torch.Tensor]:
+    """The sums behind :func:`plan_similarity_loss`, for a loss normalised over a larger batch (gradient
+    accumulation, several processes): ``{"kl_sum": Σ_t KL(p_plan,t ‖ p_lat,t), "cosine_sum": Σ_b (1 − cos_b),
+    "tokens": Σ mask, "rows": rows with a token}``; ``plan_similarity_loss`` is
+    ``0.7 · kl_sum / tokens + 0.3 · cosine_sum / rows``. The teacher is detached."""
+    _check_pair(latent_logits, mask, "latent_logits")
+    _check_pair(plan_logits, mask, "plan_logits")
+    dtype = _dtype(latent_logits)
+    log_lat = torch.log_softmax(latent_logits.to(dtype), dim=-1)
+    log_plan = torch.log_softmax(plan_logits.detach().to(dtype), dim=-1)
+    p_plan = log_plan.exp()
+    m = mask.to(dtype)
+    kl_sum = ((p_plan * (log_plan - log_lat)).sum(-1) * m).sum()
+    lat_vec = (log_lat.exp() * m.unsqueeze(-1)).flatten(1)
+    plan_vec = (p_plan * m.unsqueeze(-1)).flatten(1)
+    rows = mask.bool().any(dim=1)
+    cos = torch.nn.functional.cosine_similarity(lat_vec, plan_vec, dim=1, eps=1e-12)
+    cosine_sum = ((1.0 - cos) * rows.to(dtype)).sum()
+    return {"kl_sum": kl_sum, "cosine_sum": cosine_sum, "tokens": m.sum(), "rows": rows.to(dtype).sum()}
+
+
+def random_contrast_sums(
+    positive_logits: torch.Tensor,
+    negative_logits: torch.Tensor,
+    mask: torch.Tensor,
+    margin: float = DEFAULT_MARGIN,
+) -> dict[str, torch.Tensor]:
+    """The sums behind :func:`random_contrast_loss`: ``{"hinge_sum": Σ_b max(0, margin − JS_b), "js": JS_b (B,),
+    "rows": rows with a token}`` (rows without a token add nothing); the loss is ``hinge_sum / rows``."""
+    _, per_row = random_contrast_loss(positive_logits, negative_logits, mask, margin)
+    rows = mask.bool().any(dim=1)
+    hinge = torch.relu(margin - per_row) * rows.to(per_row.dtype)
+    return {"hinge_sum": hinge.sum(), "js": per_row, "rows": rows.to(per_row.dtype).sum()}
 
 
 def js_divergence(p_logits: torch.Tensor, q_logits: torch.Tensor) -> torch.Tensor:
