@@ -1,5 +1,7 @@
 from .adapter import ADAPTER_CONFIG, ADAPTER_WEIGHTS, LatentAdapter, LatentAdapterConfig
+from .callbacks import InfoNCEProbeCallback
 from .collator import LatentCollator
+from .config import LatentCommConfig
 from .data import (
     HIDDEN_STATE_SUFFIXES,
     ROLES,
@@ -33,8 +35,12 @@ from .losses import (
     js_divergence,
     masked_token_mean,
     plan_similarity_loss,
+    plan_similarity_sums,
     random_contrast_loss,
+    random_contrast_sums,
 )
 from .probe import infonce_probe, infonce_scores, per_row_ce
 from .receiver import SOURCES, LatentReceiver
 from .sender import ROWS_FILE, first_user_prompt, write_sender_states
+from .trainer import LatentCommTrainer, length_matched
+from .weights import load_latent_receiver, load_receiver_weights, save_receiver
