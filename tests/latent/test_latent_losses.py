@@ -113,3 +113,22 @@ def test_dynamic_weights_and_delta_nll():
     assert dynamic_weights(2.0, 0.345) == pytest.approx((0.03, 0.255))
     assert dynamic_weights(10.0, 5.0) == pytest.approx((0.05, 0.5))
     assert delta_nll_bits(2.0, 2.0 - math.log(2)) == pytest.approx(1.0)
+
+
+def test_sums_give_the_means_of_the_loss_functions():
+    """The trainer's sums (normalised over an accumulated batch) divided by their counts are the tested means."""
+    from trl_ext.latent.losses import plan_similarity_sums, random_contrast_sums
+
+    g = torch.Generator().manual_seed(3)
+    a, b = torch.randn(3, 4, 7, generator=g), torch.randn(3, 4, 7, generator=g)
+    mask = torch.tensor([[1, 1, 0, 0], [0, 0, 0, 0], [1, 1, 1, 1]])
+    loss, parts = plan_similarity_loss(a, b, mask)
+    sums = plan_similarity_sums(a, b, mask)
+    assert float(sums["tokens"]) == 6 and float(sums["rows"]) == 2
+    assert float(0.7 * sums["kl_sum"] / sums["tokens"] + 0.3 * sums["cosine_sum"] / sums["rows"]) == pytest.approx(
+        float(loss), rel=1e-6
+    )
+    rc, per_row = random_contrast_loss(a, b, mask, margin=0.3)
+    rc_sums = random_contrast_sums(a, b, mask, margin=0.3)
+    assert float(rc_sums["hinge_sum"] / rc_sums["rows"]) == pytest.approx(float(rc), rel=1e-6)
+    torch.testing.assert_close(rc_sums["js"], per_row)

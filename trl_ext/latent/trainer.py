@@ -217,12 +217,12 @@ class LatentCommTrainer(ExtensionStateMixin, Trainer):
         if len(pool) < 2:
             return None
         shift = random.Random(f"{key}:negative").randrange(1, len(pool))
-        generator = torch.Generator().manual_seed(random.Random(f"{key}:noise:{offset}").randrange(2**63))
         out = torch.zeros_like(hidden)
         for i in range(hidden.shape[0]):
             length = int((~padding[i]).sum())
             neg = length_matched(pool[(offset + i + shift) % len(pool)], length)
-            if self.args.negative_noise_std > 0:
+            if self.args.negative_noise_std > 0:  # seeded per global row: the same noise on any number of processes
+                generator = torch.Generator().manual_seed(random.Random(f"{key}:noise:{offset + i}").randrange(2**63))
                 noise = torch.randn(neg.shape, generator=generator, dtype=torch.float32) * self.args.negative_noise_std
                 neg = neg + noise.to(neg.device, neg.dtype)
             out[i, :length] = neg
