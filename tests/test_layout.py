@@ -16,7 +16,7 @@ import pytest
 from tests.conftest import REPO
 
 PACKAGE = REPO / "trl_ext"
-FAMILIES = ("ppo", "selective", "curriculum", "diversity")
+FAMILIES = ("ppo", "selective", "curriculum", "diversity", "latent")
 SHARED = ("common", "data", "eval", "models", "sweep", "tasks")
 
 

@@ -9,6 +9,7 @@ from trl_ext.common import _trl_compat as common_compat
 from trl_ext.common._trl_compat import TRLCouplingError
 from trl_ext.curriculum import _trl_compat as curriculum_compat
 from trl_ext.diversity import _trl_compat as diversity_compat
+from trl_ext.latent import _trl_compat as latent_compat
 from trl_ext.ppo import _trl_compat as ppo_compat
 from trl_ext.selective import _trl_compat as selective_compat
 
@@ -18,12 +19,13 @@ COUPLINGS = [
     *selective_compat.COUPLINGS,
     *curriculum_compat.COUPLINGS,
     *diversity_compat.COUPLINGS,
+    *latent_compat.COUPLINGS,
 ]
 
 
 def test_coupling_names_are_unique():
     names = [c.name for c in COUPLINGS]
-    assert len(names) == len(set(names)) == 16, names
+    assert len(names) == len(set(names)) == 19, names
 
 
 @pytest.mark.parametrize("coupling", COUPLINGS, ids=lambda c: c.name)
