@@ -135,8 +135,8 @@ def main(script_args: LatentDataArguments, training_args: LatentCommConfig, mode
         from trl_ext.latent.generation import evaluate_latent_conditions
 
         results = evaluate_latent_conditions(
-            trainer.receiver, trainer.processing_class, trainer.eval_dataset,
-            batch_size=training_args.per_device_eval_batch_size, max_length=training_args.model_max_length,
+            trainer.receiver, trainer.data_collator, trainer.eval_dataset,
+            batch_size=training_args.per_device_eval_batch_size,
         )  # fmt: skip
         (output_dir / "latent_eval.json").write_text(json.dumps(results, indent=2) + "\n")
     trainer.accelerator.wait_for_everyone()

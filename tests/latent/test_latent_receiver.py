@@ -66,3 +66,24 @@ def test_plan_source_and_mixing(setup):
     torch.testing.assert_close(mixed[1], plans[1])  # ratio 0: the whole plan
     with pytest.raises(UnknownNameError, match="source"):
         receiver.messages("noise")
+
+
+def test_none_source_inserts_an_empty_message(setup):
+    receiver, tok, batch = setup
+    inputs = {k: v for k, v in batch.items() if k != "ids"}
+    empty = receiver.messages("none", num_rows=2)
+    assert len(empty) == 2 and all(m.shape == (0, receiver.model.config.hidden_size) for m in empty)
+    logits, labels, spliced = receiver(**inputs, source="none")
+    embed = receiver.model.get_input_embeddings()
+    for i in range(2):
+        length = int(batch["attention_mask"][i].sum())
+        ids = batch["input_ids"][i, :length]
+        p = int((ids == tok.convert_tokens_to_ids(FIRST_HUMAN_END)).nonzero()[0, 0])
+        # the marker is dropped and <bop><eop> inserted: T − 1 + 2 positions, the same supervised tokens in order
+        assert int(spliced.attention_mask[i].sum()) == length - 1 + 2 and spliced.spans[i] == (p, p + 2)
+        kept = spliced.labels[i][spliced.labels[i] != -100]
+        assert torch.equal(kept, batch["labels"][i][batch["labels"][i] != -100])
+        special = embed(torch.tensor([tok.convert_tokens_to_ids(BOP), tok.convert_tokens_to_ids(EOP)]))
+        x = torch.cat([embed(ids[:p]), special, embed(ids[p + 1 :])])[None]
+        want = receiver.model(inputs_embeds=x).logits[0, :-1]
+        torch.testing.assert_close(logits[i, : want.shape[0]], want, rtol=1e-4, atol=1e-5)

@@ -167,7 +167,9 @@ def test_resume_reproduces_the_next_losses(tmp_path, tiny_model_path, latent_row
     keys = ("loss", "loss/ce", "loss/plan_similarity", "loss/random_contrast", "js_bits")
 
     def logged(trainer):
-        return [{k: h.get(k) for k in keys} for h in trainer.state.log_history if h.get("step") in (3, 4) and "loss" in h]
+        return [
+            {k: h.get(k) for k in keys} for h in trainer.state.log_history if h.get("step") in (3, 4) and "loss" in h
+        ]
 
     want, got = logged(full), logged(resumed)
     assert len(want) == 2 and len(got) == 2
@@ -266,3 +268,15 @@ def test_trainer_errors_before_training(tmp_path, tiny_model_path, latent_rows):
         LatentCommTrainer(model, args)
     with pytest.raises(ConfigError, match="train_dataset"):
         LatentCommTrainer(model, args, train_dataset=[{"id": "x"}], processing_class=tok)
+
+
+def test_activation_checkpointing_gives_the_same_loss(tmp_path, tiny_model_path, latent_rows):
+    """``--gradient_checkpointing`` reaches the causal LM inside the receiver and changes nothing in the loss."""
+    kw = dict(adapter_dropout=0.0, max_steps=2, mix_schedule="linear")
+    plain = _trainer(tiny_model_path, latent_rows, tmp_path / "a", **kw)
+    plain.train()
+    checkpointed = _trainer(tiny_model_path, latent_rows, tmp_path / "b", gradient_checkpointing=True, **kw)
+    checkpointed.train()
+    assert checkpointed.receiver.model.is_gradient_checkpointing
+    losses = [[h["loss"] for h in t.state.log_history if "loss" in h] for t in (plain, checkpointed)]
+    assert losses[1] == pytest.approx(losses[0], rel=1e-5)

@@ -11,6 +11,13 @@ from .data import (
     read_latent_file,
     split_eval,
 )
+from .generation import (
+    CONDITIONS,
+    END_OF_TURN_TOKENS,
+    evaluate_latent_conditions,
+    latent_generate,
+    latent_generate_ids,
+)
 from .injection import (
     BOP,
     DEFAULT_MIX_RATIOS,

@@ -9,7 +9,9 @@ forward of the receiver with the messages of one *source* spliced in
   ``ratios``, :func:`~trl_ext.latent.injection.mix_message`);
 * ``"plan"``: the embeddings of the plan tokens (the teacher of the plan-similarity loss);
 * ``"latent"`` with other rows' hidden states (the negatives of the random-contrast loss): pass them as
-  ``hidden_states``.
+  ``hidden_states``;
+* ``"none"``: no message (an empty one, so the inserted span is just ``<bop><eop>``): the receiver without latent
+  communication, the baseline of the evaluation (:mod:`trl_ext.latent.generation`).
 
 It returns the logits at the positions that predict each token, ``(B, T' − 1, V)``, the spliced labels shifted to
 match (``labels[:, 1:]``) and the spliced batch.
@@ -28,7 +30,7 @@ from trl_ext.latent.injection import BOP, EOP, FIRST_HUMAN_END, SplicedBatch, mi
 
 __all__ = ["SOURCES", "LatentReceiver"]
 
-SOURCES = ("latent", "plan")
+SOURCES = ("latent", "plan", "none")
 
 
 class LatentReceiver(nn.Module):
@@ -46,6 +48,14 @@ class LatentReceiver(nn.Module):
         """The causal LM's config (what the Trainer and PEFT read)."""
         return self.model.config
 
+    def activation_checkpointing_enable(self, **kwargs) -> None:
+        """Activation (gradient) checkpointing of the causal LM: what ``--activation_checkpointing`` (or the older
+        ``--gradient_checkpointing``) calls through the Trainer; the small adapter runs without it."""
+        self.model.activation_checkpointing_enable(**kwargs)
+
+    def activation_checkpointing_disable(self) -> None:
+        self.model.activation_checkpointing_disable()
+
     def messages(
         self,
         source: str,
@@ -54,11 +64,20 @@ class LatentReceiver(nn.Module):
         plan_ids: torch.Tensor | None = None,
         plan_mask: torch.Tensor | None = None,
         ratios: Sequence[float] | None = None,
+        num_rows: int | None = None,
     ) -> list[torch.Tensor]:
-        """The message of each row for ``source`` (see the module docstring)."""
+        """The message of each row for ``source`` (see the module docstring); ``"none"`` gives ``num_rows`` (default:
+        the rows of ``hidden_states`` or ``plan_ids``) empty ``(0, D)`` messages."""
         if source not in SOURCES:
             raise UnknownNameError(f"source must be one of {SOURCES}, got {source!r}")
         embed = self.model.get_input_embeddings()
+        if source == "none":
+            if num_rows is None:
+                given = hidden_states if hidden_states is not None else plan_ids
+                if given is None:
+                    raise ValueError('source "none" needs num_rows (or hidden_states or plan_ids to count the rows)')
+                num_rows = given.shape[0]
+            return [embed.weight.new_zeros((0, embed.weight.shape[1])) for _ in range(num_rows)]
 
         def plan_of(i: int) -> torch.Tensor:
             return embed(plan_ids[i][plan_mask[i].bool()])
@@ -86,7 +105,9 @@ class LatentReceiver(nn.Module):
         ratios: Sequence[float] | None = None,
         ids: Sequence[str] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, SplicedBatch]:
-        messages = self.messages(source, hidden_states, latent_padding, plan_ids, plan_mask, ratios)
+        messages = self.messages(
+            source, hidden_states, latent_padding, plan_ids, plan_mask, ratios, num_rows=input_ids.shape[0]
+        )
         embed = self.model.get_input_embeddings()
         messages = [m.to(embed.weight.dtype) for m in messages]
         spliced = splice_message(
