@@ -130,6 +130,7 @@ def main(script_args: LatentDataArguments, training_args: LatentCommConfig, mode
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     output_dir = Path(training_args.output_dir)
     trainer.save_model(str(output_dir))
+    trainer.save_state()  # trainer_state.json beside the model
     results = None
     if script_args.evaluate_conditions and len(eval_rows) >= 2 and trainer.accelerator.is_main_process:
         from trl_ext.latent.generation import evaluate_latent_conditions

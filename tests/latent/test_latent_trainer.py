@@ -251,8 +251,13 @@ def test_config_errors_name_the_field(tmp_path, field, value, error):
 
 
 def test_config_accepts_the_documents_names(tmp_path):
-    args = LatentCommConfig(output_dir=str(tmp_path), use_cpu=True, evaluation_strategy="steps", eval_steps=5)
+    args = LatentCommConfig(
+        output_dir=str(tmp_path), use_cpu=True, evaluation_strategy="steps", eval_steps=5, warmup_ratio=0.1
+    )
     assert args.eval_strategy == "steps" and args.remove_unused_columns is False and args.label_names == ["labels"]
+    assert args.get_warmup_steps(100) == 10
+    with pytest.raises(ConfigError, match="warmup_ratio"):
+        LatentCommConfig(output_dir=str(tmp_path), use_cpu=True, warmup_ratio=1.5)
 
 
 def test_trainer_errors_before_training(tmp_path, tiny_model_path, latent_rows):

@@ -25,8 +25,8 @@ class LatentCommConfig(ExtensionArguments, TrainingArguments):
     two weights by upstream's schedule. ``mix_ratios`` / ``mix_schedule``: the latent/plan mixing curriculum.
 
     The data flags of the document (``train_file``, ``eval_file``, ``eval_ratio``, ``lazy_preprocess``) belong to
-    the recipe (``recipes/latent_comm.py``); ``evaluation_strategy`` is accepted as the old name of
-    ``eval_strategy``. ``remove_unused_columns`` is always False (the batches carry hidden states and plans).
+    the recipe (``recipes/latent_comm.py``); ``evaluation_strategy`` and ``warmup_ratio`` are accepted as the old
+    names of ``eval_strategy`` and a fractional ``warmup_steps``. ``remove_unused_columns`` is always False (the batches carry hidden states and plans).
     """
 
     # ---------------------------------------------------------------- adapter and data
@@ -74,10 +74,18 @@ class LatentCommConfig(ExtensionArguments, TrainingArguments):
     evaluation_strategy: str | None = field(
         default=None, metadata={"help": "The document's (older transformers') name of eval_strategy."}
     )
+    warmup_ratio: float | None = field(
+        default=None,
+        metadata={"help": "The document's warm-up share of the steps, in [0, 1) (transformers 5: warmup_steps < 1)."},
+    )
 
     def __post_init__(self) -> None:
         if self.evaluation_strategy is not None:
             self.eval_strategy = self.evaluation_strategy
+        if self.warmup_ratio is not None:
+            if not 0.0 <= self.warmup_ratio < 1.0:
+                raise ConfigError(f"LatentCommConfig: warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+            self.warmup_steps = self.warmup_ratio
         self.remove_unused_columns = False
         if self.label_names is None:
             self.label_names = ["labels"]
