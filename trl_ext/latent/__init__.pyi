@@ -11,6 +11,7 @@ from .data import (
     read_latent_file,
     split_eval,
 )
+from .demo import DEMO_QUESTION, DEMO_SECRETS, build_demo, demo_rows, demo_sender_messages
 from .generation import (
     CONDITIONS,
     END_OF_TURN_TOKENS,
