@@ -285,3 +285,21 @@ def test_activation_checkpointing_gives_the_same_loss(tmp_path, tiny_model_path,
     assert checkpointed.receiver.model.is_gradient_checkpointing
     losses = [[h["loss"] for h in t.state.log_history if "loss" in h] for t in (plain, checkpointed)]
     assert losses[1] == pytest.approx(losses[0], rel=1e-5)
+
+
+def test_a_sender_of_another_width_gets_an_input_projection(tmp_path, tiny_model_path, latent_rows):
+    """Hidden states of width 40 (≠ the receiver's 64): the adapter gets a 40 → 64 projection, which trains and is
+    saved and reloaded with it."""
+    from dataclasses import replace
+
+    g = torch.Generator().manual_seed(0)
+    rows = [replace(r, hidden_state=torch.randn(5 + i % 3, 40, generator=g)) for i, r in enumerate(latent_rows)]
+    trainer = _trainer(tiny_model_path, rows, tmp_path / "run")
+    projection = trainer.receiver.latent_adapter.input_projection
+    assert projection is not None and tuple(projection.weight.shape) == (64, 40)
+    before = projection.weight.detach().clone()
+    trainer.train()
+    assert float((projection.weight - before).abs().max()) > 0
+    trainer.save_model(str(tmp_path / "saved"))
+    receiver, _ = load_latent_receiver(tmp_path / "saved")
+    torch.testing.assert_close(receiver.latent_adapter.input_projection.weight, projection.weight)
