@@ -111,23 +111,9 @@ def plan_similarity_loss(
     Returns:
         ``(loss, {"kl": ..., "cosine": mean (1 − cos)})``, scalars.
     """
-    _check_pair(latent_logits, mask, "latent_logits")
-    _check_pair(plan_logits, mask, "plan_logits")
-    dtype = _dtype(latent_logits)
-    log_lat = torch.log_softmax(latent_logits.to(dtype), dim=-1)
-    log_plan = torch.log_softmax(plan_logits.detach().to(dtype), dim=-1)
-    p_plan = log_plan.exp()
-    kl_t = (p_plan * (log_plan - log_lat)).sum(-1)  # KL(p_plan ‖ p_lat) per token
-    kl = masked_token_mean(kl_t, mask)
-    m = mask.to(dtype).unsqueeze(-1)
-    lat_vec = (log_lat.exp() * m).flatten(1)
-    plan_vec = (p_plan * m).flatten(1)
-    rows = mask.bool().any(dim=1)
-    if rows.any():
-        cos = torch.nn.functional.cosine_similarity(lat_vec[rows], plan_vec[rows], dim=1, eps=1e-12)
-        cosine = (1.0 - cos).mean()
-    else:
-        cosine = lat_vec.sum() * 0.0
+    sums = plan_similarity_sums(latent_logits, plan_logits, mask)
+    kl = sums["kl_sum"] / sums["tokens"].clamp(min=1.0)  # an exact 0 in the graph without a token
+    cosine = sums["cosine_sum"] / sums["rows"].clamp(min=1.0)
     return kl_weight * kl + cosine_weight * cosine, {"kl": kl, "cosine": cosine}
 
 
