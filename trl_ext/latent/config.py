@@ -26,7 +26,8 @@ class LatentCommConfig(ExtensionArguments, TrainingArguments):
 
     The data flags of the document (``train_file``, ``eval_file``, ``eval_ratio``, ``lazy_preprocess``) belong to
     the recipe (``recipes/latent_comm.py``); ``evaluation_strategy`` and ``warmup_ratio`` are accepted as the old
-    names of ``eval_strategy`` and a fractional ``warmup_steps``. ``remove_unused_columns`` is always False (the batches carry hidden states and plans).
+    names of ``eval_strategy`` and a fractional ``warmup_steps``. ``remove_unused_columns`` is always False (the
+    batches carry hidden states and plans).
     """
 
     # ---------------------------------------------------------------- adapter and data
