@@ -77,8 +77,25 @@ def tiny_model_path(trl_ext_cache) -> Path:
     return get_tiny_model_path()
 
 
+LAUNCH = ["-m", "accelerate.commands.launch"]
+
+
+def launch_port() -> int | None:
+    """The rendezvous port of this pytest-xdist worker's ``accelerate launch`` runs (``gwN``: 29600 + N), so that
+    workers running multi-process tests side by side never race for accelerate's default 29500; ``None`` outside
+    xdist (the default port)."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    return 29600 + int(worker[2:]) if worker.startswith("gw") and worker[2:].isdigit() else None
+
+
 def run_script(args: list[str], cwd: Path | None = None, env: dict | None = None, timeout: int = 600):
-    """Run a python script or module in a subprocess with the test environment; returns CompletedProcess."""
+    """Run a python script or module in a subprocess with the test environment; returns CompletedProcess.
+
+    ``accelerate launch`` commands (``args`` starting with ``-m accelerate.commands.launch``) get this worker's
+    ``--main_process_port`` (:func:`launch_port`) unless they name one."""
+    port = launch_port()
+    if args[:2] == LAUNCH and port is not None and "--main_process_port" not in args:
+        args = [*LAUNCH, "--main_process_port", str(port), *args[2:]]
     full_env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
     return subprocess.run(
         [sys.executable, *args], cwd=cwd or REPO, env=full_env, capture_output=True, text=True, timeout=timeout
