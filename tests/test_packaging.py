@@ -282,7 +282,12 @@ def test_wheel_contents_and_metadata(built_dists):
         entry_points = zf.read(ep_name).decode() if ep_name in names else ""
         top_level = zf.read(f"{dist_info}/top_level.txt").decode().split()
 
-    for required in ("trl_ext/py.typed", "trl_ext/tasks/sat.py", "trl_ext/models/tiny_model.py"):
+    for required in (
+        "trl_ext/py.typed",
+        "trl_ext/tasks/sat.py",
+        "trl_ext/models/tiny_model.py",
+        "trl_ext/tasks/data/program_set.jsonl",
+    ):
         assert required in names, f"{required} missing from the wheel"
     missing = sorted(_source_package_files() - names)
     assert not missing, f"package files missing from the wheel: {missing}"

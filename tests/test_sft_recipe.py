@@ -62,9 +62,38 @@ def test_recipe_writes_adapter_logs_plot_and_report(tiny_run, tiny_model_path):
     assert [r["step"] for r in rows if "eval_loss" in r] == [6.0, 12.0]
     assert (out / "loss_curve.png").stat().st_size > 1000
     report = load_report(out / "eval_results.json")
-    sat = report["environments"]["sat"]
-    assert sat["n"] == 4 and 0.0 <= sat["ci_low"] < sat["ci_high"] <= 1.0
-    assert len(report["samples"]) == 4
+    assert set(report["environments"]) == {"sat", "abd", "ded"}  # the tiny config's three tasks, each reported
+    for env in report["environments"].values():
+        assert env["n"] == 4 and 0.0 <= env["ci_low"] < env["ci_high"] <= 1.0
+    assert len(report["samples"]) == 12 and report["aggregate"]["total_samples"] == 12
+    splits = {f: [json.loads(x)["task"] for x in (tmp / "data" / f).read_text().splitlines()]
+              for f in ("train.jsonl", "validation.jsonl")}  # fmt: skip
+    assert (len(splits["train.jsonl"]), len(splits["validation.jsonl"])) == (108, 12)  # 120 rows, 90/10
+    tasks = splits["train.jsonl"] + splits["validation.jsonl"]
+    assert {t: tasks.count(t) for t in set(tasks)} == {"sat": 40, "abd": 40, "ded": 40}  # num_samples // 3 each
+
+
+def test_the_two_stage_pipeline_continues_with_ppo_over_the_three_tasks(tiny_run, tmp_path):
+    """Stage 2 from this SFT run: PPO on the SFT data's prompts of SAT, ABD and DED, rewarded by their scorers
+    (ABD/DED run every completion in the sandbox), evaluated before and after on every task."""
+    tmp, sft_out, _ = tiny_run
+    out = tmp_path / "ppo"
+    proc = run_script(
+        ["recipes/ppo_affine.py", "--config", str(REPO / "recipes/configs/ppo_affine_tiny.yaml"),
+         "--model_name_or_path", str(sft_out), "--data_dir", str(tmp / "data"), "--output_dir", str(out),
+         "--max_steps", "8", "--logging_steps", "1", "--save_strategy", "no", "--heldout_samples", "3"]
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    prompts = {json.loads(x)["task"] for x in (tmp / "data" / "train.jsonl").read_text().splitlines()}
+    assert prompts == {"sat", "abd", "ded"}
+    _, rows = read_loss_log(out / "loss_log.csv")
+    rewards = [r["reward"] for r in rows if "reward" in r]
+    assert rewards and all(0.0 <= x <= 1.0 for x in rewards)  # one rollout: 8 steps = 4 epochs x 2 mini-batches
+    for name in ("eval_before.json", "eval_results.json"):
+        report = load_report(out / name)
+        assert {k: v["n"] for k, v in report["environments"].items()} == {"sat": 3, "abd": 3, "ded": 3}
+        assert report["aggregate"]["total_samples"] == 9
+    assert set(load_report(out / "eval_results.json")["baseline_comparison"]["environments"]) == {"sat", "abd", "ded"}
 
 
 def test_learning_rate_follows_cosine_with_floor(tiny_run):
@@ -138,7 +167,7 @@ def _main_with(recipe, tmp_path, *extra):
 
 def test_unknown_task_is_named(tmp_path, tiny_model_path):
     recipe = load_recipe("sft_affine")
-    with pytest.raises(ValueError, match="unknown task 'sudoku'; known tasks: sat"):
+    with pytest.raises(ValueError, match="unknown task 'sudoku'; known tasks: abd, ded, sat"):
         _main_with(recipe, tmp_path, "--tasks", "sudoku")
 
 

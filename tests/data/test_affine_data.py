@@ -260,7 +260,8 @@ def test_recipe_subprocess_writes_readable_files(tmp_path):
     train = read_jsonl(tmp_path / "tmp" / "train.jsonl")
     val = read_jsonl(tmp_path / "tmp" / "validation.jsonl")
     assert (len(train), len(val)) == (18, 2)
-    assert (train, val) == collect_affine(["sat"], 20, seed=42, progress=False)
+    assert (train, val) == collect_affine(["sat", "abd", "ded"], 20, seed=42, progress=False)  # the default tasks
+    assert {row["task"] for row in train + val} == {"sat", "abd", "ded"}
 
 
 def test_recipe_config_and_flags(tmp_path):
@@ -269,12 +270,16 @@ def test_recipe_config_and_flags(tmp_path):
     assert defaults == recipe.CollectArguments()
     assert (defaults.output_dir, defaults.tasks, defaults.num_samples, defaults.seed) == (
         "data/affine",
-        ["sat"],
+        ["sat", "abd", "ded"],  # the document's three tasks
         10000,
         42,
     )
+    assert defaults.task_params()["abd"] == {"dataset": "builtin", "heldout_fraction": 0.2, "isolation": "auto",
+                                             "workers": None}  # fmt: skip
     config = tmp_path / "c.yaml"
-    config.write_text(f"output_dir: {tmp_path / 'out'}\nnum_samples: 12\nsat_preset: document\nsat_n: [10, 12]\n")
+    config.write_text(
+        f"output_dir: {tmp_path / 'out'}\nnum_samples: 12\nsat_preset: document\nsat_n: [10, 12]\ntasks: [sat]\n"
+    )
     args = recipe.parse_args(["--config", str(config), "--sat_k", "4", "--seed", "3"])
     assert (args.num_samples, args.sat_preset, args.sat_n, args.sat_k, args.seed) == (12, "document", [10, 12], [4], 3)
     assert recipe.task_params(args) == {"sat": {"n": (10, 12), "k": 4, "preset": "document"}}

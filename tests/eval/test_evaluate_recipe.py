@@ -25,8 +25,10 @@ def test_cli_writes_report_and_compares_with_baseline(tmp_path, tiny_model_path)
     sat = report["environments"]["sat"]
     assert sat["n"] == 6
     assert (sat["ci_low"], sat["ci_high"]) == pytest.approx(beta_interval(sat["total"], 6, 0.8))
-    assert len(report["samples"]) == 6 and all(s["task"] == "sat" for s in report["samples"])
+    assert [s["task"] for s in report["samples"]] == ["sat"] * 6 + ["abd"] * 6 + ["ded"] * 6  # the default tasks
+    assert {k: v["n"] for k, v in report["environments"].items()} == {"sat": 6, "abd": 6, "ded": 6}
     comparison = report["baseline_comparison"]
+    assert comparison["missing"] == {"only_in_model": ["abd", "ded"], "only_in_baseline": []}
     # an untrained model cannot beat a baseline that solved everything
     assert comparison["environments"]["sat"]["winner"] in {"baseline", "tie"}
     assert comparison["dominates"] is False
@@ -68,5 +70,9 @@ def test_errors_name_the_offending_input(tmp_path, tiny_model_path):
         recipe.main(recipe.EvaluateArguments(model="tiny", baseline=str(tmp_path / "missing_baseline.json")))
     with pytest.raises(ModelNotFoundError, match="./nowhere/model"):
         recipe.main(recipe.EvaluateArguments(model="./nowhere/model"))
-    with pytest.raises(ValueError, match="unknown task 'abd'"):
-        recipe.main(recipe.EvaluateArguments(model="tiny", tasks=["abd"]))
+    with pytest.raises(ValueError, match="unknown task 'sudoku'"):
+        recipe.main(recipe.EvaluateArguments(model="tiny", tasks=["sudoku"]))
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text('{"id": "p1", "program": "print(1)", "inputs": "", "output": "1", "prompt": "Print 1."}\n')
+    with pytest.raises(ValueError, match=r"row 0 \(id 'p1'\): missing column\(s\) \['test_cases'\]"):
+        recipe.main(recipe.EvaluateArguments(model="tiny", tasks=["abd"], program_dataset=str(rows)))

@@ -59,7 +59,8 @@ def test_recipe_from_sft_adapter(tmp_path, sft_adapter, tiny_model_path):
     assert len([r for r in rows if "ppo/loss/value" in r]) == 8
     assert "reward" in columns and "ppo/objective/kl" in columns
     before, after = load_report(out / "eval_before.json"), load_report(out / "eval_results.json")
-    assert before["environments"]["sat"]["n"] == after["environments"]["sat"]["n"] == 4
+    for task in ("sat", "abd", "ded"):  # the tiny config's three tasks, rewarded (ABD/DED in the sandbox) and reported
+        assert before["environments"][task]["n"] == after["environments"][task]["n"] == 4
     comparison = after["baseline_comparison"]
     assert comparison["baseline"] == before["model"] and "sat" in comparison["environments"]
 

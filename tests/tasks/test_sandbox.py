@@ -61,8 +61,8 @@ def _processes_with(token: str) -> list[int]:
 
 
 def test_a_program_reads_stdin_and_reports_its_run(sandbox):
-    result = sandbox.run("import sys\ndata = sys.stdin.read()\nprint(data.upper(), end='')\nprint('e', file=sys.stderr)",
-                         "abc\n")  # fmt: skip
+    program = "import sys\ndata = sys.stdin.read()\nprint(data.upper(), end='')\nprint('e', file=sys.stderr)"
+    result = sandbox.run(program, "abc\n")
     assert (result.stdout, result.stderr, result.exit_code, result.limit) == ("ABC\n", "e\n", 0, None)
     assert result.ok and result.isolation == sandbox.isolation.kind
     assert 0 < result.wall_s < LIMITS.wall_s and 0 <= result.cpu_s < result.wall_s + 1
@@ -350,7 +350,8 @@ def test_the_fallback_still_enforces_the_limits(monkeypatch):
     token = f"fallbackorphan{os.getpid()}"
     # the process group is killed after the program ends (a child that started a session of its own may not be,
     # unless the execution has a user id of its own: the warning says so)
-    box.run(f"import subprocess, sys\nsubprocess.Popen([sys.executable, '-c', 'import time; time.sleep(300)', {token!r}])")
+    sleeper = f"[sys.executable, '-c', 'import time; time.sleep(300)', {token!r}]"
+    box.run(f"import subprocess, sys\nsubprocess.Popen({sleeper})")
     time.sleep(0.2)
     assert not _processes_with(token)
     box.close()

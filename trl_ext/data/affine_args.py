@@ -27,7 +27,10 @@ class AffineTaskArguments:
     fields that are set override the preset.
     """
 
-    tasks: list[str] = field(default_factory=lambda: ["sat"], metadata={"help": "Registered task names to sample."})
+    tasks: list[str] = field(
+        default_factory=lambda: ["sat", "abd", "ded"],
+        metadata={"help": "Registered task names to sample (the document's: sat abd ded)."},
+    )
     sat_n: list[int] | None = field(
         default=None, metadata={"help": "SAT variables: one int, or two ints `lo hi` (inclusive range). Default 15."}
     )
@@ -44,12 +47,30 @@ class AffineTaskArguments:
         default=None, metadata={"help": "SAT preset: None or 'document' (n 10..20, k 3..5, ratio 4.2)."}
     )
 
+    program_dataset: str = field(
+        default="builtin",
+        metadata={"help": "ABD/DED rows (program, inputs, output, prompt, test_cases): 'builtin' (64 shipped "
+                  "programs), a .jsonl/.json/.parquet/.csv file or a Hub dataset id such as satpalsr/rl-python."},
+    )  # fmt: skip
+    program_heldout_fraction: float = field(
+        default=0.2, metadata={"help": "Share of the ABD/DED rows (by id hash) kept for the held-out evaluation."}
+    )
+    sandbox_isolation: str = field(
+        default="auto",
+        metadata={"help": "Sandbox of ABD/DED: 'auto' (bubblewrap, else rlimits with a warning), 'required', 'none'."},
+    )
+    sandbox_workers: int | None = field(
+        default=None, metadata={"help": "Programs run at once by the ABD/DED scorers (default: the cores available)."}
+    )
+
     def task_params(self) -> dict[str, dict[str, Any]]:
         """``{task name: get_task keyword arguments}``; unknown or repeated task names are errors.
 
-        Only ``sat`` has parameters here (unset ones are omitted so the task's defaults apply).
+        ``sat`` takes the ``sat_*`` fields (unset ones are omitted so the task's defaults apply); ``abd`` and
+        ``ded`` take ``program_dataset``, ``program_heldout_fraction``, ``sandbox_isolation`` and
+        ``sandbox_workers``.
         """
-        from trl_ext.tasks import get_task_class
+        from trl_ext.tasks import get_task, get_task_class
 
         params: dict[str, dict[str, Any]] = {}
         for name in self.tasks:
@@ -66,6 +87,16 @@ class AffineTaskArguments:
                 "preset": self.sat_preset,
             }
             params["sat"] = {key: value for key, value in sat.items() if value is not None}
+        for name in ("abd", "ded"):
+            if name in params:
+                params[name] = {
+                    "dataset": self.program_dataset,
+                    "heldout_fraction": self.program_heldout_fraction,
+                    "isolation": self.sandbox_isolation,
+                    "workers": self.sandbox_workers,
+                }
+                task = get_task(name, **params[name])
+                task.rows, task.heldout().rows, task.sandbox  # noqa: B018 - bad rows and a refused sandbox fail here
         return params
 
 

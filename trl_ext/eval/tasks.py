@@ -15,7 +15,8 @@ def heldout_instances(
     """``num_per_task`` fresh instances of every task, drawn with ``seed`` (use a seed unused in training)."""
     instances: list[TaskInstance] = []
     for offset, (name, params) in enumerate(task_params.items()):
-        instances.extend(get_task(name, **params).generate_many(num_per_task, seed + 1_000_003 * offset))
+        task = get_task(name, **params).heldout()  # ABD/DED: the held-out rows; generated tasks: fresh draws
+        instances.extend(task.generate_many(num_per_task, seed + 1_000_003 * offset))
     return instances
 
 
@@ -25,13 +26,15 @@ def score_instances(
     """Per-task lists of scores, in instance order. ``task_params`` builds each scorer (defaults otherwise)."""
     if len(instances) != len(completions):
         raise ValueError(f"{len(instances)} instances but {len(completions)} completions")
-    scorers = {}
-    scores: dict[str, list[float]] = defaultdict(list)
-    for inst, completion in zip(instances, completions):
-        if inst.task not in scorers:
-            scorers[inst.task] = get_task(inst.task, **dict((task_params or {}).get(inst.task, {})))
-        scores[inst.task].append(float(scorers[inst.task].score(inst, completion)))
-    return dict(scores)
+    groups: dict[str, list[int]] = defaultdict(list)
+    for i, inst in enumerate(instances):
+        groups[inst.task].append(i)
+    scores: dict[str, list[float]] = {}
+    for name, positions in groups.items():  # one batch per task (ABD/DED: one sandbox call)
+        scorer = get_task(name, **dict((task_params or {}).get(name, {})))
+        batch = scorer.score_many([instances[i] for i in positions], [completions[i] for i in positions])
+        scores[name] = [float(s) for s in batch]
+    return scores
 
 
 def evaluate_model_on_tasks(

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import random
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar
 
@@ -72,6 +73,18 @@ class Task(ABC):
     @abstractmethod
     def score(self, instance: TaskInstance, completion: str) -> float:
         """Grade ``completion`` (the model's answer text) for ``instance``; returns a value in [0, 1]."""
+
+    def score_many(self, instances: Sequence[TaskInstance], completions: Sequence[str]) -> list[float]:
+        """Grade a batch (``len(instances) == len(completions)``); tasks that run programs override it to run the
+        whole batch in one sandbox call. The default scores one by one."""
+        if len(instances) != len(completions):
+            raise ValueError(f"{len(instances)} instances but {len(completions)} completions")
+        return [self.score(inst, completion) for inst, completion in zip(instances, completions)]
+
+    def heldout(self) -> Task:
+        """The task the held-out evaluations draw from: itself for generated tasks (every draw is fresh); the
+        held-out rows for tasks drawn from a dataset (ABD, DED)."""
+        return self
 
     def generate_many(self, num: int, seed: int) -> list[TaskInstance]:
         """``num`` instances from ``random.Random(seed)``; deterministic for a given seed."""

@@ -50,4 +50,4 @@ def get_task(name: str, **params: Any) -> Task:
 
 def _load_builtin_tasks() -> None:
     # Import for the registration side effect; kept lazy so that `import trl_ext` stays cheap.
-    from trl_ext.tasks import sat  # noqa: F401
+    from trl_ext.tasks import abd, ded, sat  # noqa: F401

@@ -43,12 +43,20 @@ def make_task_reward(task_params: Mapping[str, Mapping[str, Any]] | None = None)
             )
         if not (len(completions) == len(task) == len(payload)):
             raise ValueError(f"{len(completions)} completions but {len(task)} tasks and {len(payload)} payloads")
-        out = []
-        for completion, name, raw in zip(completions, task, payload):
+        groups: dict[str, list[int]] = {}
+        for i, name in enumerate(task):
+            groups.setdefault(name, []).append(i)
+        out = [0.0] * len(completions)
+        for name, positions in groups.items():  # one batch per task: ABD/DED run it in one sandbox call
             if name not in scorers:
                 scorers[name] = get_task(name, **params.get(name, {}))
-            inst = TaskInstance(task=name, id="", prompt="", expert_answer="", payload=json.loads(raw))
-            out.append(float(scorers[name].score(inst, completion_text(completion))))
+            instances = [
+                TaskInstance(task=name, id=f"reward-{i}", prompt="", expert_answer="", payload=json.loads(payload[i]))
+                for i in positions
+            ]
+            texts = [completion_text(completions[i]) for i in positions]
+            for i, score in zip(positions, scorers[name].score_many(instances, texts)):
+                out[i] = float(score)
         return out
 
     return task_score

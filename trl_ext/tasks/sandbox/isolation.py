@@ -73,7 +73,8 @@ class Isolation:
 
     Attributes:
         kind: ``"bwrap"`` or ``"rlimits"``.
-        python: the interpreter that runs programs (``-I``: no site of the user, no environment variables).
+        python: the interpreter that runs programs, with ``-I -S``: no environment variables, no site-packages
+            (the standard library only; also the fastest start: ~9 ms against ~40 ms with a busy site).
         bwrap: the bwrap binary (``kind == "bwrap"``).
         proc: ``/proc`` is mounted in the sandbox (its own; some containers refuse it).
         tmpfs_size: bwrap supports ``--size`` (0.9+): the working folder and ``/tmp`` are size-limited.
@@ -117,7 +118,7 @@ class Isolation:
         env = {"PATH": "/usr/bin:/bin", "HOME": inside_work, "LANG": "C.UTF-8", "TMPDIR": "/tmp"}
         if self.kind != "bwrap":
             env["TMPDIR"] = work_dir
-        inner = [*self._limited(limits, uid), self.python, "-I", "-X", "utf8", f"{inside_program}/main.py"]
+        inner = [*self._limited(limits, uid), self.python, "-I", "-S", "-X", "utf8", f"{inside_program}/main.py"]
         if self.kind != "bwrap":
             return inner, env, work_dir
         return [*self._bwrap_args(limits, program_dir, env), "--", *inner], env, program_dir

@@ -68,8 +68,8 @@ class Sandbox:
         workers: executions at once in :meth:`run_many` (default: the cores this process may use; at most 64).
         isolation: ``"auto"`` (bubblewrap when it works, else rlimits with a one-time warning), ``"required"``
             (bubblewrap or :class:`~trl_ext.tasks.sandbox.isolation.SandboxUnavailableError`) or ``"none"``.
-        python: the interpreter for the programs (default: this one's, resolved; run with ``-I``: standard
-            library and the installation's own site-packages only).
+        python: the interpreter for the programs (default: this one's, resolved; run with ``-I -S``: the
+            standard library only, no site-packages, no environment variables).
         progress: show a progress bar in :meth:`run_many` for batches larger than ``workers``.
     """
 
