@@ -234,6 +234,7 @@ def _source_package_files() -> set[str]:
     """Every module and marker file of the package in the working tree, as archive-relative paths."""
     files = {p.relative_to(REPO).as_posix() for p in (REPO / "trl_ext").rglob("*.py") if "__pycache__" not in p.parts}
     files.add("trl_ext/py.typed")
+    files |= {p.relative_to(REPO).as_posix() for p in (REPO / "trl_ext").rglob("*.jsonl")}  # package data
     return files
 
 
@@ -309,7 +310,7 @@ def test_wheel_contents_and_metadata(built_dists):
     trl = [Requirement(r) for r in requires if Requirement(r).name == "trl" and Requirement(r).marker is None]
     assert len(trl) == 1 and not trl[0].specifier.contains("1.15.99"), f"trl floor must be >= 1.16: {requires}"
     assert trl[0].specifier.contains("1.16.0") and not trl[0].specifier.contains("2.0.0"), requires
-    core = {str(Requirement(r)) for r in requires if Requirement(r).marker is None}
+    core = {str(Requirement(r)) for r in requires if "extra" not in str(Requirement(r).marker or "")}
     missing_deps = sorted({str(Requirement(d)) for d in PROJECT["dependencies"]} - core)
     assert not missing_deps, f"dependencies from pyproject.toml missing in METADATA: {missing_deps}"
     extras = set(metadata.get_all("Provides-Extra") or [])
