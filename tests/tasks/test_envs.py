@@ -127,3 +127,88 @@ def test_malformed_model_output_is_an_invalid_action():
     result = env.step(parse_action("I am not sure what to do."))
     assert result.observation.startswith("Invalid action") and result.info["invalid_actions"] == 1
     assert env.step(parse_action("")).info["invalid_actions"] == 2
+
+
+# ---------------------------------------------------------------- ALFWorld
+
+EXPERT_RETURN = {"pick_and_place": 1.2, "pick_clean_then_place": 1.4, "pick_heat_then_place": 1.4,
+                 "pick_cool_then_place": 1.4, "look_at_obj_in_light": 1.2, "pick_two_obj_and_place": 1.6}  # fmt: skip
+
+
+@pytest.mark.parametrize("task_type", sorted(EXPERT_RETURN))
+def test_alfworld_expert_reaches_the_goal_on_20_seeds(task_type):
+    env = get_env("alfworld", task_types=[task_type])
+    for seed in range(20):
+        episode = run_episode(env, seed)
+        assert episode.success and episode.invalid_actions == 0 and not episode.truncated, (seed, episode.actions)
+        # 0.2 per sub-goal + 1.0 at completion
+        assert episode.total_reward == pytest.approx(EXPERT_RETURN[task_type]), (seed, episode.rewards)
+        assert episode.rewards[-1] == 1.0 and set(episode.rewards) <= {0.0, 0.2, 1.0}
+
+
+def test_alfworld_seeded_resets_are_identical():
+    a, b = get_env("alfworld"), get_env("alfworld")
+    assert a.reset(4) == b.reset(4) and a.location_of == b.location_of and a.task_type == b.task_type
+    assert run_episode(a, 4).actions == run_episode(b, 4).actions
+    assert len({get_env("alfworld").reset(s) for s in range(12)}) > 6
+
+
+def _alfworld(task_type: str, seed: int = 0):
+    env = get_env("alfworld", task_types=[task_type])
+    env.reset(seed)
+    return env
+
+
+def test_alfworld_scripted_clean_episode_earns_each_subgoal_once():
+    env = _alfworld("pick_clean_then_place", seed=2)
+    obj = sorted(o for o in env.location_of if env._is_kind(o))[0]
+    where = env.location_of[obj]
+    script = [f"go to {where}", *([f"open {where}"] if where in {"cabinet 1", "cabinet 2", "drawer 1", "fridge 1"}
+                                  else []), f"take {obj} from {where}"]  # fmt: skip
+    rewards = [env.step(a).reward for a in script]
+    assert rewards[-1] == 0.2 and sum(rewards) == pytest.approx(0.2)
+    assert env.step(f"put {obj} in/on {where}").reward == 0.0  # back where it was: nothing
+    assert env.step(f"take {obj} from {where}").reward == 0.0  # taking it again: no second 0.2
+    env.step("go to sinkbasin 1")
+    assert env.step(f"clean {obj} with sinkbasin 1").reward == 0.2
+    assert env.step(f"clean {obj} with sinkbasin 1").reward == 0.0
+    env.step(f"go to {env.target}")
+    if env.target in {"cabinet 1", "cabinet 2", "drawer 1"}:
+        env.step(f"open {env.target}")
+    result = env.step(f"move {obj} to {env.target}")  # the newer ALFWorld wording works too
+    assert result.reward == 1.0 and result.done and result.info["success"]
+
+
+def test_alfworld_an_untreated_object_in_the_target_is_not_the_goal():
+    env = _alfworld("pick_heat_then_place", seed=1)
+    while env.holding is None:
+        env.step(env.expert_action())
+    env.step(f"go to {env.target}")
+    if env.target in {"cabinet 1", "cabinet 2", "drawer 1"}:
+        env.step(f"open {env.target}")
+    result = env.step(f"put {env.holding} in/on {env.target}")
+    assert result.reward == 0.0 and not result.done
+
+
+@pytest.mark.parametrize(
+    "action",
+    ["go to garage 1", "take apple 9 from shelf 1", "put mug 1 in cabinet 1", "open sinkbasin 1", "heat mug 1 with "
+     "microwave 1", "use desklamp 1", "examine unicorn 1", "fly away", None, ""],
+)  # fmt: skip
+def test_alfworld_invalid_actions_change_nothing(action):
+    env = _alfworld("pick_and_place", seed=3)
+    state = (env.at, env.holding, dict(env.location_of), dict(env.opened))
+    result = env.step(action)
+    assert result.observation.startswith("Invalid action") and result.reward == 0.0 and not result.done
+    assert (env.at, env.holding, dict(env.location_of), dict(env.opened)) == state
+    assert result.info["invalid_actions"] == 1
+
+
+def test_alfworld_look_inventory_and_examine_are_valid_and_free():
+    env = _alfworld("look_at_obj_in_light", seed=5)
+    for action in ("look", "inventory"):
+        result = env.step(action)
+        assert result.info["valid"] and result.reward == 0.0
+    assert "not carrying" in env.step("inventory").observation
+    with pytest.raises(ValueError, match="unknown task type"):
+        get_env("alfworld", task_types=["pick_and_eat"])

@@ -43,4 +43,4 @@ def get_env(name: str, **params: Any) -> AgentEnv:
 
 
 def _load_builtin() -> None:
-    from trl_ext.tasks.envs import webshop  # noqa: F401
+    from trl_ext.tasks.envs import alfworld, webshop  # noqa: F401
