@@ -89,6 +89,16 @@ def test_run_many_keeps_the_order_and_runs_in_parallel(sandbox):
     assert time.monotonic() - start < 4 * 0.5  # two at a time: about 1 s, not 2
 
 
+def test_a_strict_umask_does_not_hide_the_program_from_its_own_user(sandbox):
+    old = os.umask(0o077)  # files written 0600: unreadable by the execution's user id unless made readable
+    try:
+        program = "print(open(__file__.replace('main.py', 'x.txt')).read())"
+        result = sandbox.run(Execution(program, files={"x.txt": "ok"}))
+    finally:
+        os.umask(old)
+    assert result.ok and result.stdout == "ok\n", result
+
+
 def test_bad_input_is_named():
     with pytest.raises(TypeError, match="Execution.program"):
         Execution(b"print(1)")

@@ -154,8 +154,8 @@ class Isolation:
                 args += ["--symlink", os.readlink(top), top]
             elif os.path.isdir(top):
                 args += ["--ro-bind", top, top]
-        prefix = Path(sys.base_prefix).resolve()
-        if not str(prefix).startswith("/usr/"):
+        prefix = Path(self.python).resolve().parent.parent  # the interpreter's installation: <prefix>/bin/python
+        if prefix != Path("/usr") and not str(prefix).startswith("/usr/"):
             for parent in reversed(prefix.parents[:-1]):
                 args += ["--perms", "0755", "--dir", str(parent)]
             args += ["--ro-bind", str(prefix), str(prefix)]
@@ -275,6 +275,7 @@ def _probe(iso: Isolation) -> tuple[bool, str]:
     """Run ``print(os.getuid())`` as every program will run; ``(worked, bwrap's complaint)``."""
     with tempfile.TemporaryDirectory() as program_dir, tempfile.TemporaryDirectory() as work_dir:
         Path(program_dir, "main.py").write_text("import os\nprint(os.getuid())\n")
+        os.chmod(Path(program_dir, "main.py"), 0o644)
         os.chmod(program_dir, 0o755)
         if iso.drop_uid:
             os.chown(work_dir, iso.uid(0), iso.uid(0))

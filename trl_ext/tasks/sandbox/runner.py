@@ -141,6 +141,7 @@ class Sandbox:
         try:
             for name, text in {"main.py": execution.program, **execution.files}.items():
                 Path(program_dir, name).write_text(text, encoding="utf-8")
+                os.chmod(Path(program_dir, name), 0o644)  # readable by the execution's own user, whatever the umask
             stdin_path = Path(program_dir, "stdin")
             stdin_path.write_text(execution.stdin, encoding="utf-8")
             os.chmod(program_dir, 0o755)
