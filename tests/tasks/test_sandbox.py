@@ -370,3 +370,19 @@ def test_the_fallback_still_enforces_the_limits(monkeypatch):
 def test_signal_deaths_are_negative_exit_codes(sandbox):
     # SIGKILL from the CPU hard limit (a pid-1 program ignores the SIGXCPU warning under bwrap)
     assert sandbox.run("while True: pass").exit_code in (-signal.SIGKILL, -signal.SIGXCPU)
+
+
+def test_without_prlimit_and_setpriv_a_python_launcher_sets_the_same_limits():
+    """Machines without util-linux's prlimit/setpriv: the launcher sets the rlimits (and the user id) itself."""
+    import dataclasses
+
+    box = Sandbox(LIMITS, workers=1, isolation="auto")
+    expected_uid = box.isolation.uid(0)
+    box.isolation = dataclasses.replace(box.isolation, prlimit=None, setpriv=None)
+    program = "import os, resource\nprint(os.getuid(), resource.getrlimit(resource.RLIMIT_CPU)[1])"
+    result = box.run(program)
+    assert result.ok, result
+    uid, cpu_hard = result.stdout.split()
+    assert int(cpu_hard) == int(LIMITS.cpu_s) + 1
+    assert expected_uid is None or int(uid) == expected_uid
+    assert box.run("while True:\n    pass").limit == "cpu"
