@@ -118,7 +118,7 @@ def main(argv=None) -> dict:
     for workers in opts.workers:
         box = Sandbox(workers=workers, isolation=opts.isolation)
         run_sandbox(box, min(4, opts.executions))  # warm-up: the probe, the thread pool
-        same = [box.isolation.python, "-I", "-S", "-X", "utf8"]  # the sandbox's interpreter and flags, no sandbox
+        same = box.isolation.interpreter()  # the sandbox's interpreter and flags, no sandbox
 
         def run(arm, rnd, box=box, workers=workers, same=same):
             if arm == "sandbox":

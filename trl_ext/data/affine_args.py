@@ -95,8 +95,7 @@ class AffineTaskArguments:
                     "isolation": self.sandbox_isolation,
                     "workers": self.sandbox_workers,
                 }
-                task = get_task(name, **params[name])
-                task.rows, task.heldout().rows, task.sandbox  # noqa: B018 - bad rows and a refused sandbox fail here
+                get_task(name, **params[name]).check()  # bad rows and a refused sandbox fail here
         return params
 
 

@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from trl_ext.tasks import TaskInstance, get_task
+from trl_ext.tasks.base import score_by_task
 
 
 def heldout_instances(
@@ -24,17 +25,12 @@ def score_instances(
     instances: Sequence[TaskInstance], completions: Sequence[str], task_params: Mapping[str, Mapping] | None = None
 ) -> dict[str, list[float]]:
     """Per-task lists of scores, in instance order. ``task_params`` builds each scorer (defaults otherwise)."""
-    if len(instances) != len(completions):
-        raise ValueError(f"{len(instances)} instances but {len(completions)} completions")
-    groups: dict[str, list[int]] = defaultdict(list)
-    for i, inst in enumerate(instances):
-        groups[inst.task].append(i)
-    scores: dict[str, list[float]] = {}
-    for name, positions in groups.items():  # one batch per task (ABD/DED: one sandbox call)
-        scorer = get_task(name, **dict((task_params or {}).get(name, {})))
-        batch = scorer.score_many([instances[i] for i in positions], [completions[i] for i in positions])
-        scores[name] = [float(s) for s in batch]
-    return scores
+    params = task_params or {}
+    flat = score_by_task(instances, completions, lambda name: get_task(name, **dict(params.get(name, {}))))
+    scores: dict[str, list[float]] = defaultdict(list)
+    for inst, score in zip(instances, flat):
+        scores[inst.task].append(score)
+    return dict(scores)
 
 
 def evaluate_model_on_tasks(

@@ -18,7 +18,7 @@ import random
 from collections.abc import Sequence
 
 from trl_ext.common.errors import DataError
-from trl_ext.tasks.base import Task, TaskInstance
+from trl_ext.tasks.base import Task, TaskInstance, check_batch
 from trl_ext.tasks.programs import Execution, ProgramTask, extract_input, outputs_match
 from trl_ext.tasks.registry import register_task
 
@@ -78,13 +78,9 @@ class ABDTask(ProgramTask, Task):
             payload={"row_id": row.id, "program": row.program, "expected_output": output},
         )
 
-    def score(self, instance: TaskInstance, completion: str) -> float:
-        return self.score_many([instance], [completion])[0]
-
     def score_many(self, instances: Sequence[TaskInstance], completions: Sequence[str]) -> list[float]:
         """Every answer with an ``<INPUT>`` block run in one sandbox batch."""
-        if len(instances) != len(completions):
-            raise ValueError(f"{len(instances)} instances but {len(completions)} completions")
+        check_batch(instances, completions)
         scores = [0.0] * len(instances)
         runs = []
         for i, (inst, completion) in enumerate(zip(instances, completions)):

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import random
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar
 
@@ -56,6 +56,29 @@ class TaskInstance:
         )
 
 
+def score_by_task(
+    instances: Sequence[TaskInstance], completions: Sequence[str], scorer: Callable[[str], Task]
+) -> list[float]:
+    """The score of every completion, in order, with one :meth:`Task.score_many` batch per task name
+    (``scorer(name)`` gives the task that scores it): ABD and DED run a whole batch in one sandbox call."""
+    check_batch(instances, completions)
+    groups: dict[str, list[int]] = {}
+    for i, inst in enumerate(instances):
+        groups.setdefault(inst.task, []).append(i)
+    out = [0.0] * len(instances)
+    for name, positions in groups.items():
+        batch = scorer(name).score_many([instances[i] for i in positions], [completions[i] for i in positions])
+        for i, score in zip(positions, batch):
+            out[i] = float(score)
+    return out
+
+
+def check_batch(instances: Sequence[TaskInstance], completions: Sequence[str]) -> None:
+    """``ValueError`` unless there is one completion per instance."""
+    if len(instances) != len(completions):
+        raise ValueError(f"{len(instances)} instances but {len(completions)} completions")
+
+
 class Task(ABC):
     """A task: generate -> prompt -> score.
 
@@ -77,8 +100,7 @@ class Task(ABC):
     def score_many(self, instances: Sequence[TaskInstance], completions: Sequence[str]) -> list[float]:
         """Grade a batch (``len(instances) == len(completions)``); tasks that run programs override it to run the
         whole batch in one sandbox call. The default scores one by one."""
-        if len(instances) != len(completions):
-            raise ValueError(f"{len(instances)} instances but {len(completions)} completions")
+        check_batch(instances, completions)
         return [self.score(inst, completion) for inst, completion in zip(instances, completions)]
 
     def heldout(self) -> Task:

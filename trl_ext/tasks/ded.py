@@ -15,7 +15,7 @@ import random
 from collections.abc import Sequence
 
 from trl_ext.common.errors import DataError
-from trl_ext.tasks.base import Task, TaskInstance
+from trl_ext.tasks.base import Task, TaskInstance, check_batch
 from trl_ext.tasks.programs import ProgramTask, TestCase, extract_program, parse_test_cases, run_test_cases
 from trl_ext.tasks.registry import register_task
 
@@ -49,13 +49,9 @@ class DEDTask(ProgramTask, Task):
             payload={"row_id": row.id, "test_cases": [case.to_dict() for case in row.test_cases]},
         )
 
-    def score(self, instance: TaskInstance, completion: str) -> float:
-        return self.score_many([instance], [completion])[0]
-
     def score_many(self, instances: Sequence[TaskInstance], completions: Sequence[str]) -> list[float]:
         """Every test case of every answer with a fenced block run in one sandbox batch."""
-        if len(instances) != len(completions):
-            raise ValueError(f"{len(instances)} instances but {len(completions)} completions")
+        check_batch(instances, completions)
         jobs: list[tuple[int, str, tuple[TestCase, ...]]] = []
         for i, (inst, completion) in enumerate(zip(instances, completions)):
             if "test_cases" not in inst.payload:

@@ -364,6 +364,16 @@ class ProgramTask:
     def sandbox(self) -> Sandbox:
         return shared_sandbox(self.limits, self.isolation, self.workers)
 
+    def score(self, instance, completion: str) -> float:
+        """One answer: :meth:`score_many` of a batch of one (a single sandbox run)."""
+        return self.score_many([instance], [completion])[0]
+
+    def check(self) -> None:
+        """Fail now, before any training, on a bad row, an empty train or held-out split, or a refused sandbox."""
+        for task in (self, self.heldout()):
+            task.rows  # noqa: B018 - loads and validates
+        self.sandbox  # noqa: B018 - detects the isolation (isolation="required" raises here)
+
     def heldout(self):
         """The same task on the held-out rows (what the evaluations draw from)."""
         return type(self)(split="heldout", **self._params)

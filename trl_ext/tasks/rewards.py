@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from trl_ext.tasks import Task, TaskInstance, get_task
+from trl_ext.tasks.base import score_by_task
 
 
 def completion_text(completion: Any) -> str:
@@ -43,21 +44,17 @@ def make_task_reward(task_params: Mapping[str, Mapping[str, Any]] | None = None)
             )
         if not (len(completions) == len(task) == len(payload)):
             raise ValueError(f"{len(completions)} completions but {len(task)} tasks and {len(payload)} payloads")
-        groups: dict[str, list[int]] = {}
-        for i, name in enumerate(task):
-            groups.setdefault(name, []).append(i)
-        out = [0.0] * len(completions)
-        for name, positions in groups.items():  # one batch per task: ABD/DED run it in one sandbox call
+
+        def scorer(name: str) -> Task:
             if name not in scorers:
                 scorers[name] = get_task(name, **params.get(name, {}))
-            instances = [
-                TaskInstance(task=name, id=f"reward-{i}", prompt="", expert_answer="", payload=json.loads(payload[i]))
-                for i in positions
-            ]
-            texts = [completion_text(completions[i]) for i in positions]
-            for i, score in zip(positions, scorers[name].score_many(instances, texts)):
-                out[i] = float(score)
-        return out
+            return scorers[name]
+
+        instances = [
+            TaskInstance(task=name, id=f"reward-{i}", prompt="", expert_answer="", payload=json.loads(raw))
+            for i, (name, raw) in enumerate(zip(task, payload))
+        ]
+        return score_by_task(instances, [completion_text(c) for c in completions], scorer)
 
     return task_score
 

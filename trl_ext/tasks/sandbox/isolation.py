@@ -29,6 +29,8 @@ import sys
 import tempfile
 import threading
 import warnings
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -109,19 +111,22 @@ class Isolation:
         return UID_BASE + (os.getpid() % 100_000) * MAX_SLOTS + slot if self.drop_uid else None
 
     def command(
-        self, limits: SandboxLimits, program_dir: str, work_dir: str, slot: int
+        self, limits: SandboxLimits, program_dir: str, work_dir: str | None, slot: int
     ) -> tuple[list[str], dict[str, str], str]:
-        """``(argv, environment, cwd)`` that runs ``program_dir/main.py`` under ``limits``."""
+        """``(argv, environment, cwd)`` that runs ``program_dir/main.py`` under ``limits``; ``work_dir`` is the
+        working folder of the fallback (under bwrap the working folder is a tmpfs of its own and ``None``)."""
         uid = self.uid(slot)
-        inside_program = "/program" if self.kind == "bwrap" else program_dir
-        inside_work = "/sandbox" if self.kind == "bwrap" else work_dir
-        env = {"PATH": "/usr/bin:/bin", "HOME": inside_work, "LANG": "C.UTF-8", "TMPDIR": "/tmp"}
-        if self.kind != "bwrap":
-            env["TMPDIR"] = work_dir
-        inner = [*self._limited(limits, uid), self.python, "-I", "-S", "-X", "utf8", f"{inside_program}/main.py"]
-        if self.kind != "bwrap":
-            return inner, env, work_dir
-        return [*self._bwrap_args(limits, program_dir, env), "--", *inner], env, program_dir
+        if self.kind == "bwrap":
+            env = {"PATH": "/usr/bin:/bin", "HOME": "/sandbox", "LANG": "C.UTF-8", "TMPDIR": "/tmp"}
+            inner = [*self._limited(limits, uid), *self.interpreter(), "/program/main.py"]
+            return [*self._bwrap_args(limits, program_dir, env), "--", *inner], env, program_dir
+        env = {"PATH": "/usr/bin:/bin", "HOME": work_dir, "LANG": "C.UTF-8", "TMPDIR": work_dir}
+        return [*self._limited(limits, uid), *self.interpreter(), f"{program_dir}/main.py"], env, work_dir
+
+    def interpreter(self) -> list[str]:
+        """The interpreter and its flags: ``-I -S`` (no environment variables, no site-packages: the standard
+        library only), UTF-8 I/O."""
+        return [self.python, "-I", "-S", "-X", "utf8"]
 
     def _limited(self, limits: SandboxLimits, uid: int | None) -> list[str]:
         """The prefix that sets the rlimits (and the user id) before the interpreter starts."""
@@ -271,14 +276,31 @@ def _run(args: list[str], **kwargs) -> subprocess.CompletedProcess:
         return subprocess.CompletedProcess(args, -1, "", str(err))
 
 
+@contextmanager
+def run_folders(iso: Isolation, files: Mapping[str, str], slot: int) -> Iterator[tuple[str, str | None]]:
+    """``(program_dir, work_dir)`` for one execution, removed afterwards: the ``files`` (name -> text, with
+    ``main.py``) in a fresh folder readable by the execution's user whatever the umask, and for the fallback an
+    empty working folder owned by that user (under bwrap the working folder is a tmpfs: ``None``)."""
+    program_dir = tempfile.mkdtemp(prefix="trl_ext_program_")
+    work_dir = None if iso.kind == "bwrap" else tempfile.mkdtemp(prefix="trl_ext_work_")
+    try:
+        for name, text in files.items():
+            Path(program_dir, name).write_text(text, encoding="utf-8")
+            os.chmod(Path(program_dir, name), 0o644)
+        os.chmod(program_dir, 0o755)
+        uid = iso.uid(slot)
+        if work_dir is not None and uid is not None:
+            os.chown(work_dir, uid, uid)
+        yield program_dir, work_dir
+    finally:
+        shutil.rmtree(program_dir, ignore_errors=True)
+        if work_dir is not None:
+            shutil.rmtree(work_dir, ignore_errors=True)
+
+
 def _probe(iso: Isolation) -> tuple[bool, str]:
     """Run ``print(os.getuid())`` as every program will run; ``(worked, bwrap's complaint)``."""
-    with tempfile.TemporaryDirectory() as program_dir, tempfile.TemporaryDirectory() as work_dir:
-        Path(program_dir, "main.py").write_text("import os\nprint(os.getuid())\n")
-        os.chmod(Path(program_dir, "main.py"), 0o644)
-        os.chmod(program_dir, 0o755)
-        if iso.drop_uid:
-            os.chown(work_dir, iso.uid(0), iso.uid(0))
+    with run_folders(iso, {"main.py": "import os\nprint(os.getuid())\n"}, slot=0) as (program_dir, work_dir):
         argv, env, cwd = iso.command(SandboxLimits(), program_dir, work_dir, slot=0)
         proc = _run(argv, env=env, cwd=cwd)
     expected = str(iso.uid(0) if iso.drop_uid else os.getuid())

@@ -17,10 +17,8 @@ from __future__ import annotations
 import os
 import queue
 import selectors
-import shutil
 import signal
 import subprocess
-import tempfile
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -30,7 +28,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from trl_ext.common.errors import ConfigError, InputTypeError
-from trl_ext.tasks.sandbox.isolation import MAX_SLOTS, Isolation, detect_isolation
+from trl_ext.tasks.sandbox.isolation import MAX_SLOTS, Isolation, detect_isolation, run_folders
 from trl_ext.tasks.sandbox.limits import PROCESS_LIMIT, SandboxLimits, SandboxResult, classify_exit, default_workers
 
 __all__ = ["Execution", "Sandbox"]
@@ -136,23 +134,10 @@ class Sandbox:
 
     def _execute(self, execution: Execution, slot: int) -> SandboxResult:
         iso, limits = self.isolation, self.limits
-        program_dir = tempfile.mkdtemp(prefix="trl_ext_program_")
-        work_dir = tempfile.mkdtemp(prefix="trl_ext_work_")
-        try:
-            for name, text in {"main.py": execution.program, **execution.files}.items():
-                Path(program_dir, name).write_text(text, encoding="utf-8")
-                os.chmod(Path(program_dir, name), 0o644)  # readable by the execution's own user, whatever the umask
-            stdin_path = Path(program_dir, "stdin")
-            stdin_path.write_text(execution.stdin, encoding="utf-8")
-            os.chmod(program_dir, 0o755)
-            uid = iso.uid(slot)
-            if uid is not None:
-                os.chown(work_dir, uid, uid)
+        files = {"main.py": execution.program, **execution.files, "stdin": execution.stdin}
+        with run_folders(iso, files, slot) as (program_dir, work_dir):
             argv, env, cwd = iso.command(limits, program_dir, work_dir, slot)
-            return _supervise(argv, env, cwd, stdin_path, limits, iso, uid)
-        finally:
-            shutil.rmtree(program_dir, ignore_errors=True)
-            shutil.rmtree(work_dir, ignore_errors=True)
+            return _supervise(argv, env, cwd, Path(program_dir, "stdin"), limits, iso, iso.uid(slot))
 
 
 def _as_execution(index: int, item: Execution | tuple[str, str] | str) -> Execution:
@@ -191,7 +176,7 @@ def _supervise(
         selector.register(fd, selectors.EVENT_READ)
     leftovers = uid if iso.kind != "bwrap" else None  # under bwrap the PID namespace ends with the child
     deadline = start + limits.wall_s
-    total, limit, truncated, exited, killed = 0, None, False, False, False
+    total, limit, truncated, killed = 0, None, False, False
 
     def kill() -> None:
         nonlocal killed
@@ -221,9 +206,8 @@ def _supervise(
                     limit = "processes"
                     kill()
                     break
-            if not events and not exited and _has_exited(proc.pid):
-                exited = True  # the child is gone but something it started holds the pipes
-                kill()
+            if not events and _has_exited(proc.pid):
+                kill()  # the child is gone but something it started holds the pipes
     finally:
         selector.close()
         proc.stdout.close()
