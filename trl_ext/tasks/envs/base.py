@@ -115,6 +115,9 @@ class AgentEnv(ABC):
                 "steps": self.steps, "valid": valid, **self.progress()}  # fmt: skip
         return StepResult(observation, float(reward), self.done, info)
 
+    def close(self) -> None:
+        """Release what the environment holds (an engine process, a server session); a no-op by default."""
+
     def progress(self) -> dict[str, Any]:
         """Environment-specific progress kept in ``info`` (e.g. a real engine's own score)."""
         return {}
