@@ -1,7 +1,8 @@
-"""Generate the stage-1 (SFT) task dataset as TRL conversational prompt–completion JSONL (docs/tasks.md).
+"""Generate the SFT dataset as TRL conversational prompt–completion JSONL (docs/tasks.md): task instances (SAT, ABD,
+DED) and expert episodes of the agent environments (multi-turn rows: system, observation, action, observation, ...).
 
 Writes ``<output_dir>/train.jsonl`` and ``<output_dir>/validation.jsonl`` (row format in
-:mod:`trl_ext.data.affine`) and prints the row counts.
+:mod:`trl_ext.data.affine`) and prints the row counts per task and environment.
 
 Usage::
 
@@ -20,6 +21,7 @@ from trl_ext.common.noise import quiet_dependency_noise
 quiet_dependency_noise()  # first: the known-harmless messages of dependencies (trl_ext/common/noise.py)
 
 import sys
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,6 +48,9 @@ class CollectArguments(AffineTaskArguments):
     num_samples: int = field(
         default=10000, metadata={"help": "Total instances over all tasks (split evenly; the document's 10000)."}
     )
+    num_episodes: int = field(
+        default=5000, metadata={"help": "Expert episodes over all environments (split evenly; the document's 5000)."}
+    )
     seed: int = field(default=42, metadata={"help": "Seed for generation, shuffling and the split."})
     val_fraction: float = field(
         default=0.1, metadata={"help": "Validation share: round(val_fraction * N), at least 1 when N >= 2."}
@@ -59,11 +64,17 @@ def task_params(args: AffineTaskArguments) -> dict[str, dict[str, Any]]:
 
 def main(args: CollectArguments) -> dict[str, Any]:
     """Collect, split and write the dataset; returns ``{"train": n_train, "validation": n_val, paths...}``."""
-    train_rows, val_rows = collect_affine(task_params(args), args.num_samples, args.seed, args.val_fraction)
+    envs = args.env_params() if args.num_episodes else {}
+    train_rows, val_rows = collect_affine(
+        task_params(args), args.num_samples, args.seed, args.val_fraction, envs=envs, num_episodes=args.num_episodes
+    )
     train_path, val_path = write_affine_dataset(args.output_dir, train_rows, val_rows)
+    counts = Counter(row["task"] for row in train_rows + val_rows)
     print(f"wrote {len(train_rows)} train rows to {train_path}")
     print(f"wrote {len(val_rows)} validation rows to {val_path}")
-    return {"train": len(train_rows), "validation": len(val_rows), "train_path": train_path, "val_path": val_path}
+    print("rows per task / environment: " + ", ".join(f"{name} {n}" for name, n in counts.items()))
+    return {"train": len(train_rows), "validation": len(val_rows), "train_path": train_path, "val_path": val_path,
+            "counts": dict(counts)}  # fmt: skip
 
 
 def parse_args(argv: list[str] | None = None) -> CollectArguments:

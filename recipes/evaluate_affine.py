@@ -1,4 +1,5 @@
-"""Evaluate a model on held-out reasoning tasks and write a JSON report with Beta intervals.
+"""Evaluate a model on held-out reasoning tasks and agent-environment episodes; write a JSON report with Beta
+intervals.
 
     python recipes/evaluate_affine.py --model outputs/sft_affine_tiny
     python recipes/evaluate_affine.py --model outputs/rl_final --baseline outputs/base/eval_results.json
@@ -6,8 +7,10 @@
 ``--model`` is a model folder, a PEFT adapter folder (its base model is loaded from the adapter config),
 a hub id, or ``tiny``. Answers are generated greedily in batches (with a progress bar), scored per task,
 and summarised per environment (accuracy, mean, std, median, success rate, Jeffreys 80% interval) and in
-aggregate. With ``--baseline`` the report also says, per environment, who wins (intervals separate) and
-whether the model dominates the baseline. The report goes to ``--output`` (default:
+aggregate. Every agent environment of ``--environments`` plays ``--num_episodes`` held-out episodes greedily: its
+success rate (with the interval), mean return and length are reported beside the tasks, with the AgentGym score
+(the mean success rate over the environments). With ``--baseline`` the report also says, per environment, who
+wins (intervals separate) and whether the model dominates the baseline. The report goes to ``--output`` (default:
 ``<model>/eval_results.json`` for a local folder, ``eval_results.json`` otherwise).
 """
 
@@ -40,6 +43,8 @@ class EvaluateArguments(AffineTaskArguments):
     baseline: str | None = field(default=None, metadata={"help": "A saved report to compare against."})
     output: str | None = field(default=None, metadata={"help": "Where to write the JSON report."})
     num_samples: int = field(default=50, metadata={"help": "Held-out instances per task."})
+    num_episodes: int = field(default=20, metadata={"help": "Held-out episodes per agent environment (0: none)."})
+    max_turn_tokens: int = field(default=64, metadata={"help": "Tokens generated per turn of an agent episode."})
     seed: int = field(default=20_261_121, metadata={"help": "Seed of the held-out instances."})
     batch_size: int = field(default=8, metadata={"help": "Generation batch size."})
     max_new_tokens: int = field(default=256, metadata={"help": "Tokens generated per answer."})
@@ -64,6 +69,9 @@ def main(args: EvaluateArguments) -> dict:
         level=args.level,
         dtype=args.dtype,
         load_in_4bit=args.load_in_4bit,
+        env_params=args.env_params() if args.num_episodes else None,
+        num_episodes=args.num_episodes,
+        max_turn_tokens=args.max_turn_tokens,
     )
     comparison = None
     if baseline is not None:

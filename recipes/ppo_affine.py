@@ -1,4 +1,5 @@
-"""Stage 2 of the two-stage pipeline (seed 004): PPO with a value head on the reasoning tasks.
+"""Stage 2 of the two-stage pipeline (seed 004): PPO with a value head on the reasoning tasks and, multi-turn, on
+the agent environments.
 
     accelerate launch recipes/ppo_affine.py --config recipes/configs/ppo_affine_tiny.yaml
     accelerate launch --config_file accelerate_configs/multi_gpu.yaml recipes/ppo_affine.py \
@@ -7,7 +8,9 @@
 Starts from the SFT adapter of ``recipes/sft_affine.py`` (an adapter folder is merged into its base and saved
 as ``<output_dir>/init_policy``, which is then the reference model) or from any base model; trains a new LoRA
 (default) or every weight with :class:`trl_ext.PPOTrainer`, rewarding each completion with its task's scorer;
-evaluates on held-out tasks before (``eval_before.json``) and after (``eval_results.json``, with the comparison
+plays the data's agent-episode rows turn by turn in their environments (:class:`trl_ext.ppo.episodes.
+EpisodeRollout`: the episode's return is the score, the observations carry no loss); evaluates on held-out tasks
+and episodes before (``eval_before.json``) and after (``eval_results.json``, with the comparison
 to the starting policy) and writes ``loss_log.csv`` / ``loss_curve.png``. Every field of the argument classes is
 a YAML key and a command-line flag.
 """
@@ -21,7 +24,8 @@ quiet_dependency_noise()  # first: the known-harmless messages of dependencies (
 import json
 import logging
 import sys
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from accelerate import PartialState
@@ -42,7 +46,9 @@ from trl_ext.data.affine_args import AffineRecipeArguments
 from trl_ext.eval.report import compare_reports, format_report, save_report
 from trl_ext.models import load_tokenizer
 from trl_ext.models.policy_init import prepare_init_policy
+from trl_ext.ppo.episodes import EpisodeRollout
 from trl_ext.ppo.value_head import VALUE_FUNCTION_FILES, has_value_head
+from trl_ext.tasks.envs.play import is_episode_payload
 from trl_ext.tasks.rewards import make_task_reward, prompt_only_rows
 
 logger = logging.getLogger("ppo_affine")
@@ -50,7 +56,28 @@ logger = logging.getLogger("ppo_affine")
 
 @dataclass
 class PPOAffineArguments(AffineRecipeArguments):
-    """Arguments of the PPO recipe: task data (prompts) and the held-out evaluations before and after."""
+    """Arguments of the PPO recipe: task data (prompts), agent episodes, and the held-out evaluations before and
+    after."""
+
+    max_context_tokens: int | None = field(
+        default=None,
+        metadata={"help": "Longest prompt + completion of a PPO episode (default: the model's context length)."},
+    )
+
+
+def select_rows(rows: list[dict], task_params: dict, env_params: dict) -> list[dict]:
+    """The rows of the selected tasks and environments (``--tasks``, ``--environments``), with their counts printed;
+    an error naming the data's tasks when none is left."""
+    keep = [row for row in rows if row["task"] in task_params or row["task"] in env_params]
+    counts = Counter(row["task"] for row in keep)
+    if not keep:
+        found = sorted({row["task"] for row in rows})
+        raise ValueError(
+            f"no training rows of the selected tasks {sorted(task_params)} or environments {sorted(env_params)}; "
+            f"the data holds {found}"
+        )
+    logger.info("PPO prompts per task / environment: %s", ", ".join(f"{k} {v}" for k, v in counts.items()))
+    return keep
 
 
 def main(script_args: PPOAffineArguments, training_args: PPOConfig, model_args: LoRAModelConfig) -> dict | None:
@@ -67,8 +94,13 @@ def main(script_args: PPOAffineArguments, training_args: PPOConfig, model_args: 
     )
     if training_args.value_init_path is None and has_value_head(init_path):
         training_args.value_init_path = init_path  # continuing a PPO run: keep its value function
+    env_params = script_args.env_params()
     data = script_args.load_data()
-    train_dataset = Dataset.from_list(prompt_only_rows(data["train"]))
+    rows = select_rows(prompt_only_rows(data["train"]), task_params, env_params)
+    train_dataset = Dataset.from_list(rows)
+    rollout = None
+    if any(is_episode_payload(row["payload"]) for row in rows):  # agent episodes: played turn by turn
+        rollout = EpisodeRollout(env_params, max_context_tokens=script_args.max_context_tokens)
 
     before = None
     if script_args.heldout_samples > 0 and state.is_main_process:
@@ -85,9 +117,14 @@ def main(script_args: PPOAffineArguments, training_args: PPOConfig, model_args: 
         processing_class=load_tokenizer(init_path, padding_side="left"),
         peft_config=get_peft_config(model_args),
         callbacks=[LossLogCallback()],
+        rollout_func=rollout,
     )
     describe_launch(trainer)
-    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    try:
+        trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    finally:
+        if rollout is not None:
+            rollout.close()
     trainer.save_model(str(output_dir))
 
     report = None

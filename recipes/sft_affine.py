@@ -58,6 +58,7 @@ from trl_ext.curriculum.trainer import CurriculumSFTTrainer
 from trl_ext.data.affine_args import AffineRecipeArguments
 from trl_ext.eval.report import format_report, save_report
 from trl_ext.models import load_tokenizer, resolve_model_name_or_path
+from trl_ext.tasks.envs.play import is_episode_payload
 
 if TYPE_CHECKING:
     from datasets import Dataset, DatasetDict
@@ -144,16 +145,18 @@ def split_curriculum(train: Dataset, split: str) -> dict[str, Dataset]:
     }
 
 
-def prepare_data(args: SFTAffineArguments) -> tuple[DatasetDict, dict[str, Dataset] | None]:
+def prepare_data(args: SFTAffineArguments) -> tuple[DatasetDict, dict[str, Dataset] | None, bool]:
     """Load ``data_dir`` (collected first when empty) and keep the prompt and completion columns.
 
-    Returns ``(data, curriculum)``: the ``DatasetDict`` (train, validation) and, when ``curriculum_split`` is
-    set, the training rows split into ``{name: Dataset}`` (:func:`split_curriculum`), else ``None``.
+    Returns ``(data, curriculum, episodes)``: the ``DatasetDict`` (train, validation); when ``curriculum_split``
+    is set, the training rows split into ``{name: Dataset}`` (:func:`split_curriculum`), else ``None``; and whether
+    the rows hold agent episodes (multi-turn completions).
     """
     data = args.load_data()
+    episodes = any(is_episode_payload(p) for split in data.values() for p in split["payload"])
     curriculum = split_curriculum(data["train"], args.curriculum_split) if args.curriculum_split else None
     data = data.remove_columns([c for c in data["train"].column_names if c not in KEEP_COLUMNS])
-    return data, curriculum
+    return data, curriculum, episodes
 
 
 def _warn_unused_curriculum_args(training_args: SFTConfig) -> None:
@@ -183,8 +186,12 @@ def main(script_args: SFTAffineArguments, training_args: SFTConfig, model_args: 
     model_path = resolve_model_name_or_path(model_args.model_name_or_path)
     tokenizer = load_tokenizer(model_path, revision=model_args.model_revision)
     model = model_args.load_causal_lm(model_path)
-    data, curriculum = prepare_data(script_args)
+    data, curriculum, episodes = prepare_data(script_args)
 
+    if episodes and not training_args.assistant_only_loss:
+        # agent episodes: the completion holds the observations between the actions; train on the actions only
+        training_args.assistant_only_loss = True
+        logger.info("the data holds agent episodes: assistant_only_loss=True (the loss is on the actions only)")
     trainer_cls = CurriculumSFTTrainer if curriculum is not None else SFTTrainer
     curriculum_kw: dict[str, Any] = {}
     if curriculum is not None:  # the trainer writes curriculum.json; the split is the recipe's own field

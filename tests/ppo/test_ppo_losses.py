@@ -116,6 +116,30 @@ def test_gae_left_padding_equals_shifted_right_padding():
         assert (adv_l[0, :shift] == 0).all()
 
 
+@pytest.mark.parametrize("gamma,lam", [(1.0, 1.0), (0.99, 0.95), (0.5, 0.3)])
+def test_gae_bridging_gaps_equals_gae_on_the_policy_tokens_alone(gamma, lam):
+    """Multi-turn rows (policy tokens, environment text, policy tokens, ..., padding): with ``bridge_gaps`` each
+    row's advantages are the pure-Python GAE of its masked tokens cut out and joined, scattered back in place."""
+    gen = torch.Generator().manual_seed(3)
+    batch, length = 5, 12
+    mask = torch.rand(batch, length, generator=gen) < 0.6
+    mask[:, 0] = True  # a completion starts with the policy's first turn
+    mask[0, 5:] = False  # one row with a tail of padding only
+    rewards = torch.randn(batch, length, generator=gen, dtype=torch.float64)
+    values = torch.randn(batch, length, generator=gen, dtype=torch.float64)
+    adv, ret = gae(_pad_with(rewards, mask, HUGE), _pad_with(values, mask, -HUGE), mask, gamma, lam, bridge_gaps=True)
+    for b in range(batch):
+        keep = mask[b].nonzero().flatten()
+        ref_adv, ref_ret = _gae_reference([rewards[b, keep].tolist()], [values[b, keep].tolist()], [len(keep)],
+                                          gamma, lam)  # fmt: skip
+        torch.testing.assert_close(adv[b, keep], torch.tensor(ref_adv[0], dtype=torch.float64))
+        torch.testing.assert_close(ret[b, keep], torch.tensor(ref_ret[0], dtype=torch.float64))
+        assert (adv[b, ~mask[b]] == 0).all() and (ret[b, ~mask[b]] == 0).all()
+    # without bridging a gap ends the episode: the first turn's advantage then differs
+    plain, _ = gae(rewards, values, mask, gamma, lam)
+    assert not torch.allclose(plain[mask], adv[mask])
+
+
 def test_gae_validates_gamma_lam():
     x = torch.zeros(2, 3)
     with pytest.raises(ValueError, match="gamma"):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["generate_completions", "unwrap_model"]
+__all__ = ["generate_completions", "generate_token_ids", "unwrap_model"]
 
 Message = dict[str, str]
 
@@ -60,6 +60,40 @@ def generate_completions(
     Raises:
         ValueError: ``batch_size < 1``.
     """
+    tokenizer = getattr(tokenizer, "tokenizer", tokenizer)
+    texts = [_render(tokenizer, p, chat_template) for p in prompts]
+    encoded = [tokenizer(t, add_special_tokens=not chat_template)["input_ids"] for t in texts]
+    new_tokens = generate_token_ids(
+        model, tokenizer, encoded, batch_size=batch_size, max_new_tokens=max_new_tokens, do_sample=do_sample,
+        temperature=temperature, top_p=top_p, top_k=top_k, seed=seed, synced_gpus=synced_gpus,
+        show_progress=show_progress, desc=desc,
+    )  # fmt: skip
+    return [tokenizer.decode(ids, skip_special_tokens=True) for ids in new_tokens]
+
+
+def generate_token_ids(
+    model: Any,
+    tokenizer: Any,
+    contexts: Sequence[Sequence[int]],
+    *,
+    batch_size: int = 8,
+    max_new_tokens: int = 256,
+    do_sample: bool = False,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    top_k: int | None = None,
+    seed: int | None = None,
+    synced_gpus: bool = False,
+    show_progress: bool = False,
+    desc: str = "generating",
+) -> list[list[int]]:
+    """The token-level core of :func:`generate_completions`: continue each context (token ids) and return its new
+    tokens up to and including the first end-of-sequence token (none after it, no padding). Same batching,
+    decoding options, seeding and model-mode handling as :func:`generate_completions`.
+
+    Raises:
+        ValueError: ``batch_size < 1``.
+    """
     import torch
     from tqdm.auto import tqdm
 
@@ -67,17 +101,18 @@ def generate_completions(
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     tokenizer = getattr(tokenizer, "tokenizer", tokenizer)
     model = unwrap_model(model)
-    texts = [_render(tokenizer, p, chat_template) for p in prompts]
-    encoded = [tokenizer(t, add_special_tokens=not chat_template)["input_ids"] for t in texts]
-    order = sorted(range(len(texts)), key=lambda i: -len(encoded[i]))
+    encoded = [list(c) for c in contexts]
+    order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     eos_id = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    eos_id = eos_id if eos_id is not None else tokenizer.eos_token_id
+    eos_ids = set(eos_id if isinstance(eos_id, list) else [eos_id])
     device = next(model.parameters()).device
     gen_kwargs: dict[str, Any] = {
         "max_new_tokens": max_new_tokens,
         "do_sample": do_sample,
         "pad_token_id": pad_id,
-        "eos_token_id": eos_id if eos_id is not None else tokenizer.eos_token_id,
+        "eos_token_id": eos_id,
     }
     if do_sample:
         gen_kwargs.update(temperature=temperature, top_p=top_p)
@@ -87,7 +122,7 @@ def generate_completions(
         gen_kwargs.update(temperature=None, top_p=None, top_k=None)
     if synced_gpus:
         gen_kwargs["synced_gpus"] = True
-    results: list[str] = [""] * len(texts)
+    results: list[list[int]] = [[] for _ in encoded]
     was_training = model.training
     devices = [device] if device.type == "cuda" else []
     model.eval()
@@ -105,9 +140,10 @@ def generate_completions(
                     input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
                     attention[row, width - len(ids) :] = 1
                 out = model.generate(input_ids=input_ids.to(device), attention_mask=attention.to(device), **gen_kwargs)
-                new_tokens = out[:, width:]
                 for row, i in enumerate(idx):
-                    results[i] = tokenizer.decode(new_tokens[row], skip_special_tokens=True)
+                    tokens = out[row, width:].tolist()
+                    cut = next((j + 1 for j, t in enumerate(tokens) if t in eos_ids), len(tokens))
+                    results[i] = tokens[:cut]
     finally:
         model.train(was_training)
     return results

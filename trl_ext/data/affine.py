@@ -31,10 +31,12 @@ __all__ = [
     "TRAIN_FILE",
     "VALIDATION_FILE",
     "collect_affine",
+    "episode_seeds",
     "instance_to_row",
     "load_affine_dataset",
     "read_jsonl",
     "row_to_instance",
+    "split_counts",
     "split_sizes",
     "validate_row",
     "write_affine_dataset",
@@ -186,12 +188,30 @@ def split_sizes(num_rows: int, val_fraction: float) -> tuple[int, int]:
     return num_rows - val, val
 
 
+def split_counts(total: int, n: int) -> list[int]:
+    """``total`` spread over ``n`` parts: ``total // n`` each, the remainder one each to the first parts."""
+    base, extra = divmod(total, n)
+    return [base + (1 if i < extra else 0) for i in range(n)]
+
+
+TRAIN_SEED_RANGE = 10**9
+"""Episode seeds of collected (training) episodes lie in ``[0, 10**9)``; held-out episodes use seeds from
+``10**9`` up (:func:`trl_ext.eval.episodes.heldout_seeds`), so the two never meet."""
+
+
+def episode_seeds(name: str, count: int, seed: int) -> list[int]:
+    """``count`` distinct training seeds of environment ``name``, drawn by ``random.Random(f"{seed}:env:{name}")``."""
+    return random.Random(f"{seed}:env:{name}").sample(range(TRAIN_SEED_RANGE), count)
+
+
 def collect_affine(
     tasks: dict[str, dict[str, Any]] | Sequence[str],
     num_samples: int,
     seed: int,
     val_fraction: float = 0.1,
     progress: bool = True,
+    envs: dict[str, dict[str, Any]] | None = None,
+    num_episodes: int = 0,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Generate ``num_samples`` rows over ``tasks`` and split them into ``(train_rows, val_rows)``.
 
@@ -204,28 +224,49 @@ def collect_affine(
     * The rows are then shuffled with ``random.Random(seed)``; the first ``val`` rows are validation
       and the rest train, with sizes from :func:`split_sizes`.
 
+    * Episodes: with ``envs`` (``{name: get_env params}``) and ``num_episodes``, the expert's episodes
+      (:func:`trl_ext.tasks.envs.play.expert_rows`) spread over the environments as the task instances are, the
+      seeds from :func:`episode_seeds`; they join the task rows before the shuffle and split.
+
     The same arguments always give identical output.
     """
     items = list(tasks.items()) if isinstance(tasks, dict) else [(name, {}) for name in tasks]
-    if not items:
-        raise ValueError("tasks must name at least one task")
-    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
+    envs = dict(envs or {})
+    if isinstance(num_episodes, bool) or not isinstance(num_episodes, int) or num_episodes < 0:
+        raise ValueError(f"num_episodes={num_episodes!r} must be an int >= 0")
+    if num_episodes and not envs:
+        raise ValueError(f"num_episodes={num_episodes} but no environments are selected")
+    if not items and not (envs and num_episodes):
+        raise ValueError("tasks must name at least one task (or environments and num_episodes be set)")
+    if items and (isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1):
         raise ValueError(f"num_samples={num_samples!r} must be an int >= 1")
+    if not items:
+        num_samples = 0
     split_sizes(num_samples, val_fraction)  # validate val_fraction before the (possibly long) generation
     built = [(name, get_task(name, **(params or {}))) for name, params in items]
-    base, extra = divmod(num_samples, len(built))
+    counts = split_counts(num_samples, len(built)) if built else []
     rows: list[dict[str, Any]] = []
     seen: set[str] = set()
-    with tqdm(total=num_samples, desc="generating task instances", disable=not progress) as bar:
+    with tqdm(total=num_samples, desc="generating task instances", disable=not progress or not built) as bar:
         for t, (name, task) in enumerate(built):
             rng = random.Random(f"{seed}:{t}:{name}")
-            for _ in range(base + (1 if t < extra else 0)):
+            for _ in range(counts[t]):
                 row = instance_to_row(task.generate(rng, index=len(rows)))
                 if row["id"] in seen:
                     raise ValueError(f"task {name!r} produced duplicate id {row['id']!r}")
                 seen.add(row["id"])
                 rows.append(row)
                 bar.update(1)
+    if envs and num_episodes:
+        from trl_ext.tasks.envs import get_env
+        from trl_ext.tasks.envs.play import expert_rows
+
+        for (name, params), count in zip(envs.items(), split_counts(num_episodes, len(envs))):
+            env = get_env(name, **params)
+            try:
+                rows += expert_rows(env, episode_seeds(name, count, seed), progress=progress)
+            finally:
+                env.close()
     random.Random(seed).shuffle(rows)
     _, val = split_sizes(len(rows), val_fraction)
     return rows[val:], rows[:val]
@@ -294,6 +335,8 @@ def load_or_collect_affine(
     num_samples: int,
     seed: int,
     val_fraction: float = 0.1,
+    envs: dict[str, dict[str, Any]] | None = None,
+    num_episodes: int = 0,
 ):
     """:func:`load_affine_dataset` of ``data_dir``, collecting it there first when it holds no ``train.jsonl``.
 
@@ -305,6 +348,8 @@ def load_or_collect_affine(
     state = PartialState()
     with state.main_process_first():
         if state.is_main_process and not (data_dir / TRAIN_FILE).exists():
-            train, val = collect_affine(task_params, num_samples, seed, val_fraction)
+            train, val = collect_affine(
+                task_params, num_samples, seed, val_fraction, envs=envs, num_episodes=num_episodes
+            )
             write_affine_dataset(data_dir, train, val)
     return load_affine_dataset(data_dir)

@@ -63,6 +63,34 @@ class AffineTaskArguments:
         default=None, metadata={"help": "Programs run at once by the ABD/DED scorers (default: the cores available)."}
     )
 
+    environments: list[str] = field(
+        default_factory=lambda: ["webshop", "alfworld", "babyai", "sciworld", "textcraft"],
+        metadata={"help": "Agent environments of the episodes (the document's five; [] for none)."},
+    )
+    max_episode_length: int = field(
+        default=50, metadata={"help": "Steps before an agent episode is cut (the document's 50)."}
+    )
+
+    def env_params(self, max_episode_length: int | None = None) -> dict[str, dict[str, Any]]:
+        """``{environment name: get_env keyword arguments}`` (``max_episode_length`` overrides the field's);
+        unknown or repeated names are errors."""
+        from trl_ext.tasks.envs import available_envs
+
+        length = self.max_episode_length if max_episode_length is None else max_episode_length
+        known = available_envs()
+        params: dict[str, dict[str, Any]] = {}
+        for name in self.environments:
+            if name in params:
+                raise ValueError(f"--environments lists {name!r} twice")
+            if name not in known:
+                raise ValueError(
+                    f"--environments: unknown environment {name!r}; known environments: {', '.join(known)}"
+                )
+            params[name] = {"max_episode_length": length}
+        if params and (isinstance(length, bool) or not isinstance(length, int) or length < 1):
+            raise ValueError(f"max_episode_length={length!r} must be an int >= 1")
+        return params
+
     def task_params(self) -> dict[str, dict[str, Any]]:
         """``{task name: get_task keyword arguments}``; unknown or repeated task names are errors.
 
@@ -108,6 +136,9 @@ class AffineRecipeArguments(AffineTaskArguments):
         metadata={"help": "Folder with train.jsonl and validation.jsonl; collected there first if missing."},
     )
     num_samples: int = field(default=10000, metadata={"help": "Examples to collect when data_dir is empty."})
+    num_episodes: int = field(
+        default=5000, metadata={"help": "Expert episodes to collect over the environments when data_dir is empty."}
+    )
     collect_seed: int = field(default=42, metadata={"help": "Seed of the data collection."})
     val_fraction: float = field(default=0.1, metadata={"help": "Validation share of the collected data."})
     heldout_samples: int = field(
@@ -116,14 +147,22 @@ class AffineRecipeArguments(AffineTaskArguments):
     heldout_seed: int = field(default=20_261_121, metadata={"help": "Seed of the held-out tasks."})
     heldout_batch_size: int = field(default=8, metadata={"help": "Generation batch size of the evaluations."})
     heldout_max_new_tokens: int = field(default=256, metadata={"help": "Tokens generated per held-out answer."})
+    heldout_episodes: int = field(
+        default=20, metadata={"help": "Held-out episodes played per environment in the evaluations (0: skip)."}
+    )
+    heldout_max_episode_length: int | None = field(
+        default=None, metadata={"help": "Steps of a held-out episode (default: max_episode_length)."}
+    )
+    max_turn_tokens: int = field(default=64, metadata={"help": "Tokens generated per turn of a held-out episode."})
 
     def load_data(self):
         """The task data of ``data_dir`` as a ``DatasetDict``, collected there first when it is empty."""
         from trl_ext.data.affine import load_or_collect_affine
 
         return load_or_collect_affine(
-            self.data_dir, self.task_params(), self.num_samples, self.collect_seed, self.val_fraction
-        )
+            self.data_dir, self.task_params(), self.num_samples, self.collect_seed, self.val_fraction,
+            envs=self.env_params(), num_episodes=self.num_episodes,
+        )  # fmt: skip
 
     def evaluate(self, model_path: str, dtype: str | None = None, load_in_4bit: bool = False) -> dict[str, Any]:
         """Evaluate ``model_path`` on ``heldout_samples`` fresh instances per task; returns the report."""
@@ -138,4 +177,7 @@ class AffineRecipeArguments(AffineTaskArguments):
             max_new_tokens=self.heldout_max_new_tokens,
             dtype=dtype,
             load_in_4bit=load_in_4bit,
+            env_params=self.env_params(self.heldout_max_episode_length),
+            num_episodes=self.heldout_episodes,
+            max_turn_tokens=self.max_turn_tokens,
         )

@@ -13,7 +13,9 @@ Report layout (a plain JSON-serialisable dict; :func:`save_report` writes it wit
       "aggregate": {...},                       # trl_ext.eval.metrics.aggregate(...) over all environments
       "weights": null,                          # or {env: weight} when explicit aggregate weights were given
       "scores": {"sat": [1.0, 0.0, ...], ...},  # per-sample scores, for re-analysis
-      "metadata": {...}                         # free-form, caller supplied (JSON-serialisable)
+      "metadata": {...},                        # free-form, caller supplied (JSON-serialisable)
+      "episodes": {"webshop": {...}, ...},      # optional: agent episodes' return, length, ... (eval/episodes.py)
+      "agentgym_score": 0.4                     # optional: mean success rate over the agent environments
     }
 
 Required on load: ``model``, ``level``, ``environments`` (each entry with every EnvStats field) and
@@ -294,6 +296,14 @@ def format_report(report: Mapping[str, Any], baseline_comparison: Mapping[str, A
 
     rule = "-" * len(line(header))
     out = [f"model: {report['model']}", line(header), rule, *(line(r) for r in rows), rule, line(agg_row)]
+    if report.get("episodes"):
+        out.append(f"agent episodes (AgentGym score {_fmt(report.get('agentgym_score'))}):")
+        for env, ep in report["episodes"].items():
+            out.append(
+                f"  {env}: success {_fmt(ep['success_rate'])}, return {_fmt(ep['mean_return'])} "
+                f"(std {_fmt(ep['std_return'])}), length {_fmt(ep['mean_length'], 2)}, invalid actions "
+                f"{_fmt(ep['invalid_actions_per_episode'], 2)}/episode, truncated {_fmt(ep['truncated_rate'])}"
+            )
     if baseline_comparison is not None:
         bc = baseline_comparison
         out.append(

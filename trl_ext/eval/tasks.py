@@ -45,12 +45,19 @@ def evaluate_model_on_tasks(
     metadata: dict[str, Any] | None = None,
     keep_completions: bool = True,
     show_progress: bool = True,
+    env_params: Mapping[str, Mapping[str, Any]] | None = None,
+    num_episodes: int = 0,
+    episode_seed: int = 0,
+    max_turn_tokens: int = 64,
 ) -> dict[str, Any]:
     """Greedy-generate an answer for every instance, score it and return the evaluation report.
 
     The report is :func:`trl_ext.eval.report.build_report`'s, with per-environment statistics and Beta
     intervals; when ``keep_completions`` it also holds every (id, task, completion, score) under
-    ``"samples"`` for inspection.
+    ``"samples"`` for inspection. With ``env_params`` and ``num_episodes``, every agent environment also plays
+    ``num_episodes`` held-out episodes (:func:`trl_ext.eval.episodes.play_heldout_episodes`, ``max_turn_tokens``
+    per turn, seeds from ``episode_seed``): their successes join the report's environments beside the tasks, and
+    the report gains ``"episodes"`` (return, length, ... per environment) and ``"agentgym_score"``.
     """
     from trl_ext.common.generation import generate_completions
     from trl_ext.eval.report import build_report
@@ -65,7 +72,23 @@ def evaluate_model_on_tasks(
         desc="evaluating",
     )
     scores = score_instances(instances, completions)
+    episodes = None
+    if env_params and num_episodes > 0:
+        from trl_ext.eval.episodes import play_heldout_episodes
+
+        env_scores, episodes, episode_samples = play_heldout_episodes(
+            model, tokenizer, env_params, num_episodes=num_episodes, seed=episode_seed, batch_size=batch_size,
+            max_new_tokens=max_turn_tokens, show_progress=show_progress,
+        )  # fmt: skip
+        scores.update(env_scores)
     report = build_report(model_name, scores, level=level, metadata=dict(metadata or {}))
+    if episodes is not None:
+        from trl_ext.eval.episodes import agentgym_score
+
+        report["episodes"] = episodes
+        report["agentgym_score"] = agentgym_score(episodes)
+        if keep_completions:
+            report["episode_samples"] = episode_samples
     if keep_completions:
         position: dict[str, int] = defaultdict(int)
         samples = []
@@ -95,9 +118,13 @@ def evaluate_heldout(
     level: float = 0.8,
     dtype: str | None = None,
     load_in_4bit: bool = False,
+    env_params: Mapping[str, Mapping[str, Any]] | None = None,
+    num_episodes: int = 0,
+    max_turn_tokens: int = 64,
 ) -> dict[str, Any]:
     """Load ``model_path`` (model or adapter folder, hub id) for inference and evaluate it on
-    ``num_per_task`` fresh instances per task drawn with ``seed``; returns the report (not saved)."""
+    ``num_per_task`` fresh instances per task drawn with ``seed`` and on ``num_episodes`` held-out episodes per
+    environment of ``env_params`` (seeds from ``seed`` too); returns the report (not saved)."""
     from trl_ext.models import load_for_inference, load_tokenizer
 
     model = load_for_inference(model_path, dtype=dtype, load_in_4bit=load_in_4bit)
@@ -111,5 +138,10 @@ def evaluate_heldout(
         batch_size=batch_size,
         max_new_tokens=max_new_tokens,
         level=level,
-        metadata={"task_params": {k: dict(v) for k, v in task_params.items()}, "seed": seed},
-    )
+        metadata={"task_params": {k: dict(v) for k, v in task_params.items()}, "seed": seed,
+                  "env_params": {k: dict(v) for k, v in (env_params or {}).items()}, "num_episodes": num_episodes},
+        env_params=env_params,
+        num_episodes=num_episodes,
+        episode_seed=seed,
+        max_turn_tokens=max_turn_tokens,
+    )  # fmt: skip

@@ -200,7 +200,12 @@ def token_rewards(
 
 
 def gae(
-    rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float, lam: float
+    rewards: torch.Tensor,
+    values: torch.Tensor,
+    mask: torch.Tensor,
+    gamma: float,
+    lam: float,
+    bridge_gaps: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Generalised advantage estimation on ``(B, T)`` tensors; returns ``(advantages, returns)``.
 
@@ -212,7 +217,10 @@ def gae(
 
     i.e. the value and advantage after the last masked token are 0 (the episode ends there). Advantages and
     returns are 0 at masked-out positions. For a mask that is not a prefix, every maximal run of masked tokens
-    is its own episode (a gap ends it); left padding works as is. Vectorised over ``B``, a reverse loop over
+    is its own episode (a gap ends it); left padding works as is. With ``bridge_gaps=True`` the gaps are not
+    episode ends but text the policy did not write (a multi-turn episode's environment turns, docs/ppo.md,
+    "Multi-turn episodes"): ``t+1`` above then means the next masked position of the row, so the masked tokens of
+    a row form one episode, as if the unmasked ones were cut out. Vectorised over ``B``, a reverse loop over
     ``T``. Not whitened (see :func:`masked_whiten`); pass detached rewards and values.
     """
     _check_tensors(rewards=rewards, values=values, mask=mask)
@@ -223,6 +231,11 @@ def gae(
     if not 0.0 <= lam <= 1.0:
         raise ValueError(f"lam must be in [0, 1], got {lam}")
     m = _as_bool(mask)
+    if bridge_gaps:
+        # move each row's masked positions to the front (stable: in order), run GAE on the prefix, put them back
+        order = torch.sort((~m).to(torch.int8), dim=1, stable=True).indices
+        adv_c, ret_c = gae(rewards.gather(1, order), values.gather(1, order), m.gather(1, order), gamma, lam)
+        return torch.zeros_like(adv_c).scatter(1, order, adv_c), torch.zeros_like(ret_c).scatter(1, order, ret_c)
     dtype = torch.promote_types(_compute_dtype(rewards), _compute_dtype(values))
     r = _fill(rewards, m, dtype)
     v = _fill(values, m, dtype)

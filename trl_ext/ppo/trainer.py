@@ -273,10 +273,11 @@ class PPOTrainer(ExtensionStateMixin, LMHeadTileMixin, GRPOTrainer):
         """GRPO's rollout (generation, rewards, reference log-probs), then PPO's values, per-token rewards, GAE and
         KL control; GRPO's group metrics (``frac_reward_zero_std``) are dropped with one completion per prompt."""
         self._capture_rollout, self._rollout_capture = True, None
+        self._rollout_rows = inputs  # for a rollout_func that needs the rows, not only the prompts (EpisodeRollout)
         try:
             out = super()._generate_and_score_completions(inputs)
         finally:
-            self._capture_rollout = False
+            self._capture_rollout, self._rollout_rows = False, None
         captured, self._rollout_capture = self._rollout_capture, None
         mode = "train" if self.model.training else "eval"
         if (self.num_generations if mode == "train" else self.num_generations_eval) == 1:
@@ -316,7 +317,9 @@ class PPOTrainer(ExtensionStateMixin, LMHeadTileMixin, GRPOTrainer):
             rewards[valid] = token_rewards(scores[valid], kl[valid], mask[valid], kl_coef)
         if self.args.whiten_rewards:
             rewards = masked_whiten(rewards, mask, shift_mean=False)
-        advantages, returns = gae(rewards, values * mask, mask, self.args.gamma, self.args.lam)
+        # environment/tool turns inside a completion are not episode ends: GAE runs over the policy's tokens
+        bridge = "tool_mask" in out
+        advantages, returns = gae(rewards, values * mask, mask, self.args.gamma, self.args.lam, bridge_gaps=bridge)
         if self.args.whiten_advantages:
             advantages = masked_whiten(advantages, mask)
         out["advantages"] = advantages

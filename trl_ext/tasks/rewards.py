@@ -13,6 +13,7 @@ from typing import Any
 
 from trl_ext.tasks import Task, TaskInstance, get_task
 from trl_ext.tasks.base import score_by_task
+from trl_ext.tasks.envs.play import is_episode_payload
 
 
 def completion_text(completion: Any) -> str:
@@ -28,7 +29,8 @@ def completion_text(completion: Any) -> str:
 
 
 def make_task_reward(task_params: Mapping[str, Mapping[str, Any]] | None = None) -> Callable[..., list[float]]:
-    """A TRL reward function ``f(prompts, completions, task, payload, **kw) -> list[float]`` in [0, 1].
+    """A TRL reward function ``f(prompts, completions, task, payload, **kw) -> list[float]``: in [0, 1] for a task
+    row; for an agent-episode row, the episode's return (``episode_return``, from the multi-turn rollout).
 
     ``task`` and ``payload`` are the dataset columns of :func:`prompt_only_rows`. Scorers are built once per task
     name with ``task_params`` (the scorer of every built-in task reads everything it needs from the payload).
@@ -36,7 +38,7 @@ def make_task_reward(task_params: Mapping[str, Mapping[str, Any]] | None = None)
     scorers: dict[str, Task] = {}
     params = {k: dict(v) for k, v in (task_params or {}).items()}
 
-    def task_score(prompts, completions, task=None, payload=None, **kwargs) -> list[float]:
+    def task_score(prompts, completions, task=None, payload=None, episode_return=None, **kwargs) -> list[float]:
         if task is None or payload is None:
             raise ValueError(
                 "the task reward needs the dataset columns 'task' and 'payload' (see trl_ext.tasks.rewards."
@@ -50,11 +52,23 @@ def make_task_reward(task_params: Mapping[str, Mapping[str, Any]] | None = None)
                 scorers[name] = get_task(name, **params.get(name, {}))
             return scorers[name]
 
+        episodes = [i for i, raw in enumerate(payload) if is_episode_payload(raw)]
+        rest = [i for i in range(len(payload)) if i not in set(episodes)]
+        scores = [0.0] * len(payload)
+        for i in episodes:  # an agent episode: scored by its return, which the multi-turn rollout reports
+            if episode_return is None or episode_return[i] is None:
+                raise ValueError(
+                    f"row {i} of the batch is an episode of {task[i]!r}, which is scored by its return: roll it out "
+                    "with trl_ext.ppo.EpisodeRollout (the PPO recipe does when the data holds episodes)"
+                )
+            scores[i] = float(episode_return[i])
         instances = [
-            TaskInstance(task=name, id=f"reward-{i}", prompt="", expert_answer="", payload=json.loads(raw))
-            for i, (name, raw) in enumerate(zip(task, payload))
+            TaskInstance(task=task[i], id=f"reward-{i}", prompt="", expert_answer="", payload=json.loads(payload[i]))
+            for i in rest
         ]
-        return score_by_task(instances, [completion_text(c) for c in completions], scorer)
+        for i, score in zip(rest, score_by_task(instances, [completion_text(completions[i]) for i in rest], scorer)):
+            scores[i] = score
+        return scores
 
     return task_score
 

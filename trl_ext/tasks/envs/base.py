@@ -115,7 +115,7 @@ class AgentEnv(ABC):
                 "steps": self.steps, "valid": valid, **self.progress()}  # fmt: skip
         return StepResult(observation, float(reward), self.done, info)
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 (a no-op by default, not abstract)
         """Release what the environment holds (an engine process, a server session); a no-op by default."""
 
     def progress(self) -> dict[str, Any]:
