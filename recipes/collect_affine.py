@@ -66,8 +66,9 @@ def main(args: CollectArguments) -> dict[str, Any]:
     """Collect, split and write the dataset; returns ``{"train": n_train, "validation": n_val, paths...}``."""
     envs = args.env_params() if args.num_episodes else {}
     train_rows, val_rows = collect_affine(
-        task_params(args), args.num_samples, args.seed, args.val_fraction, envs=envs, num_episodes=args.num_episodes
-    )
+        task_params(args), args.num_samples, args.seed, args.val_fraction, envs=envs,
+        num_episodes=args.num_episodes if envs else 0,
+    )  # fmt: skip
     train_path, val_path = write_affine_dataset(args.output_dir, train_rows, val_rows)
     counts = Counter(row["task"] for row in train_rows + val_rows)
     print(f"wrote {len(train_rows)} train rows to {train_path}")

@@ -59,6 +59,9 @@ class PPOAffineArguments(AffineRecipeArguments):
     """Arguments of the PPO recipe: task data (prompts), agent episodes, and the held-out evaluations before and
     after."""
 
+    rollout_max_episode_length: int | None = field(
+        default=None, metadata={"help": "Steps of a PPO episode (default: max_episode_length, the collection's)."}
+    )
     max_context_tokens: int | None = field(
         default=None,
         metadata={"help": "Longest prompt + completion of a PPO episode (default: the model's context length)."},
@@ -94,7 +97,7 @@ def main(script_args: PPOAffineArguments, training_args: PPOConfig, model_args: 
     )
     if training_args.value_init_path is None and has_value_head(init_path):
         training_args.value_init_path = init_path  # continuing a PPO run: keep its value function
-    env_params = script_args.env_params()
+    env_params = script_args.env_params(script_args.rollout_max_episode_length)
     data = script_args.load_data()
     rows = select_rows(prompt_only_rows(data["train"]), task_params, env_params)
     train_dataset = Dataset.from_list(rows)

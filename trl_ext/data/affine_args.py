@@ -70,6 +70,11 @@ class AffineTaskArguments:
     max_episode_length: int = field(
         default=50, metadata={"help": "Steps before an agent episode is cut (the document's 50)."}
     )
+    env_servers: list[str] = field(
+        default_factory=list,
+        metadata={"help": "Environments served over HTTP, as name=url (AgentGym's protocol, e.g. "
+                  "webshop=http://host:36001, or trl-ext-env-server): their episodes run there."},
+    )  # fmt: skip
 
     def env_params(self, max_episode_length: int | None = None) -> dict[str, dict[str, Any]]:
         """``{environment name: get_env keyword arguments}`` (``max_episode_length`` overrides the field's);
@@ -87,6 +92,13 @@ class AffineTaskArguments:
                     f"--environments: unknown environment {name!r}; known environments: {', '.join(known)}"
                 )
             params[name] = {"max_episode_length": length}
+        for entry in self.env_servers:
+            name, sep, url = entry.partition("=")
+            if not sep or not url:
+                raise ValueError(f"--env_servers: {entry!r} is not name=url")
+            if name not in params:
+                raise ValueError(f"--env_servers: {name!r} is not one of --environments {sorted(params)}")
+            params[name]["server_url"] = url
         if params and (isinstance(length, bool) or not isinstance(length, int) or length < 1):
             raise ValueError(f"max_episode_length={length!r} must be an int >= 1")
         return params
@@ -159,9 +171,10 @@ class AffineRecipeArguments(AffineTaskArguments):
         """The task data of ``data_dir`` as a ``DatasetDict``, collected there first when it is empty."""
         from trl_ext.data.affine import load_or_collect_affine
 
+        envs = self.env_params()
         return load_or_collect_affine(
             self.data_dir, self.task_params(), self.num_samples, self.collect_seed, self.val_fraction,
-            envs=self.env_params(), num_episodes=self.num_episodes,
+            envs=envs, num_episodes=self.num_episodes if envs else 0,
         )  # fmt: skip
 
     def evaluate(self, model_path: str, dtype: str | None = None, load_in_4bit: bool = False) -> dict[str, Any]:
