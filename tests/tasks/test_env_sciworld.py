@@ -134,6 +134,31 @@ def test_seeded_resets_are_identical(env):
     assert len({env.reset(seed) for seed in range(8)}) == 8
 
 
+def _episode_key(env, seed: int) -> tuple[str, int]:
+    """The (task, variation) that ``reset(seed)`` loads, drawn as SciWorldEnv._reset draws it."""
+    import random
+
+    rng = random.Random(f"sciworld:{seed}")
+    task = rng.choice(env.tasks)
+    return task, rng.choice(env._variations_of(task))
+
+
+def test_model_play_skips_the_gold_path_and_the_expert_refuses(env):
+    """expert_enabled=False (what the PPO rollout and the evaluation set): same episode, no gold path generated."""
+    first = env.reset(1234)
+    env.expert_enabled = False
+    try:
+        fresh = next(seed for seed in range(10**6, 10**6 + 1000) if _episode_key(env, seed) not in env._golds)
+        observation = env.reset(fresh)
+        assert (env.task, env.variation) not in env._golds and env.gold == [] and observation
+        with pytest.raises(RuntimeError, match="expert_enabled=False"):
+            env.expert_action()
+        assert env.step("look around").info["valid"]
+        assert env.reset(1234) == first  # the observation does not depend on the flag
+    finally:
+        env.expert_enabled = True
+
+
 def test_bad_parameters_name_themselves():
     with pytest.raises(ConfigError, match=r"unknown task\(s\) \['boiling'\]; known: .*find-animal"):
         SciWorldEnv(tasks=["boiling"])

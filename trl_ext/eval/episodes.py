@@ -66,6 +66,8 @@ def play_heldout_episodes(
     for name, params in env_params.items():
         seeds = heldout_seeds(name, num_episodes, seed)
         envs = [get_env(name, **dict(params)) for _ in range(min(batch_size, num_episodes))]
+        for env in envs:
+            env.expert_enabled = False  # only the model plays
         played = []
         try:
             for start in tqdm(range(0, num_episodes, batch_size), desc=f"{name} episodes", disable=not show_progress):

@@ -70,6 +70,7 @@ class EpisodeRollout:
             k = used.get(name, 0)
             if k == len(pool):
                 pool.append(get_env(name, **self.env_params.get(name, {})))
+                pool[-1].expert_enabled = False  # only the policy plays
             envs.append(pool[k])
             used[name] = k + 1
         return envs

@@ -11,7 +11,8 @@ implemented here once:
 * **the episode length limit**: after ``max_episode_length`` steps (default 50, the document's) the episode ends
   with ``info["truncated"] = True``;
 * **the expert**: :meth:`AgentEnv.expert_action` gives the next action of a scripted solver from the current state;
-  :func:`run_episode` plays a policy (the expert by default) to the end.
+  :func:`run_episode` plays a policy (the expert by default) to the end. Model play sets ``expert_enabled = False``
+  so an engine may skip work only the expert needs (SciWorld's gold path, a third of its reset).
 """
 
 from __future__ import annotations
@@ -85,6 +86,7 @@ class AgentEnv(ABC):
         if isinstance(max_episode_length, bool) or not isinstance(max_episode_length, int) or max_episode_length < 1:
             raise ConfigError(f"{self.name}: max_episode_length={max_episode_length!r} must be an int >= 1")
         self.max_episode_length = max_episode_length
+        self.expert_enabled = True  # False: only a model plays, and an engine may skip what the expert needs
         self.steps = 0
         self.invalid_actions = 0
         self.done = True

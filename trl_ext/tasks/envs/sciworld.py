@@ -226,11 +226,12 @@ class SciWorldEnv(AgentEnv):
         self.variation = rng.choice(self._variations_of(self.task))
         engine = self._start()
         key = (self.task, self.variation)
-        engine.load(self.task, self.variation, self.simplification, generateGoldPath=key not in self._golds)
+        gold = self.expert_enabled and key not in self._golds  # a third of a reset: only for the expert
+        engine.load(self.task, self.variation, self.simplification, generateGoldPath=gold)
         look, info = engine.reset()
-        if key not in self._golds:  # the engine draws among equivalent gold paths: keep the first one
+        if gold:  # the engine draws among equivalent gold paths: keep the first one
             self._golds[key] = list(engine.get_gold_action_sequence())
-        self.gold, self.gold_position = self._golds[key], 0
+        self.gold, self.gold_position = self._golds.get(key, []), 0
         self.score = self.best_score = int(info["score"])
         self.engine_reward, self.moves = 0, int(info["moves"])
         return f"{info['taskDesc']}\n\n{look}"
@@ -255,7 +256,13 @@ class SciWorldEnv(AgentEnv):
         return observation, reward, True
 
     def expert_action(self) -> str:
-        """The next action of the engine's gold sequence not yet taken (``look around`` once it is used up)."""
+        """The next action of the engine's gold sequence not yet taken (``look around`` once it is used up).
+
+        Raises:
+            RuntimeError: the episode was reset with ``expert_enabled = False`` (no gold path was generated).
+        """
+        if not self.gold and (self.task, self.variation) not in self._golds:
+            raise RuntimeError("sciworld: no gold path for this episode: it was reset with expert_enabled=False")
         return self.gold[self.gold_position] if self.gold_position < len(self.gold) else "look around"
 
     def look(self) -> str:
