@@ -66,4 +66,4 @@ def get_env(name: str, **params: Any) -> AgentEnv:
 
 
 def _load_builtin() -> None:
-    from trl_ext.tasks.envs import alfworld, webshop  # noqa: F401
+    from trl_ext.tasks.envs import alfworld, babyai, sciworld, textcraft, webshop  # noqa: F401
