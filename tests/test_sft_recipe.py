@@ -14,6 +14,7 @@ from trl_ext.common.loss_log import read_loss_log
 from trl_ext.eval.report import load_report
 
 TINY = str(REPO / "recipes/configs/sft_affine_tiny.yaml")
+ENVS = ("webshop", "alfworld", "babyai", "sciworld", "textcraft")
 
 
 def _sft(tmp_path, *extra: str):
@@ -31,6 +32,7 @@ def tiny_run(tmp_path_factory, tiny_model_path):
         tmp,
         "--output_dir", str(out), "--num_samples", "120", "--max_steps", "12", "--logging_steps", "2",
         "--eval_steps", "6", "--save_steps", "6", "--save_total_limit", "1", "--heldout_samples", "4",
+        "--num_episodes", "10", "--heldout_episodes", "2",
     )  # fmt: skip
     return tmp, out, proc
 
@@ -62,38 +64,48 @@ def test_recipe_writes_adapter_logs_plot_and_report(tiny_run, tiny_model_path):
     assert [r["step"] for r in rows if "eval_loss" in r] == [6.0, 12.0]
     assert (out / "loss_curve.png").stat().st_size > 1000
     report = load_report(out / "eval_results.json")
-    assert set(report["environments"]) == {"sat", "abd", "ded"}  # the tiny config's three tasks, each reported
+    # the tiny config's three tasks and five agent environments, each reported
+    sizes = {k: v["n"] for k, v in report["environments"].items()}
+    assert sizes == {"sat": 4, "abd": 4, "ded": 4, **dict.fromkeys(ENVS, 2)}
     for env in report["environments"].values():
-        assert env["n"] == 4 and 0.0 <= env["ci_low"] < env["ci_high"] <= 1.0
-    assert len(report["samples"]) == 12 and report["aggregate"]["total_samples"] == 12
+        assert 0.0 <= env["ci_low"] < env["ci_high"] <= 1.0
+    assert len(report["samples"]) == 12 and report["aggregate"]["total_samples"] == 22
+    assert set(report["episodes"]) == set(ENVS) and 0.0 <= report["agentgym_score"] <= 1.0
+    assert all(1 <= ep["mean_length"] <= 4 for ep in report["episodes"].values())  # heldout_max_episode_length 4
     splits = {f: [json.loads(x)["task"] for x in (tmp / "data" / f).read_text().splitlines()]
               for f in ("train.jsonl", "validation.jsonl")}  # fmt: skip
-    assert (len(splits["train.jsonl"]), len(splits["validation.jsonl"])) == (108, 12)  # 120 rows, 90/10
+    assert (len(splits["train.jsonl"]), len(splits["validation.jsonl"])) == (117, 13)  # 130 rows, 90/10
     tasks = splits["train.jsonl"] + splits["validation.jsonl"]
-    assert {t: tasks.count(t) for t in set(tasks)} == {"sat": 40, "abd": 40, "ded": 40}  # num_samples // 3 each
+    # num_samples // 3 per task, num_episodes // 5 expert episodes per environment
+    assert {t: tasks.count(t) for t in set(tasks)} == {"sat": 40, "abd": 40, "ded": 40, **dict.fromkeys(ENVS, 2)}
+    assert "assistant_only_loss=True" in proc.stderr  # the episodes' observations carry no loss
 
 
-def test_the_two_stage_pipeline_continues_with_ppo_over_the_three_tasks(tiny_run, tmp_path):
+def test_the_two_stage_pipeline_continues_with_ppo_over_the_tasks_and_environments(tiny_run, tmp_path):
     """Stage 2 from this SFT run: PPO on the SFT data's prompts of SAT, ABD and DED, rewarded by their scorers
-    (ABD/DED run every completion in the sandbox), evaluated before and after on every task."""
+    (ABD/DED run every completion in the sandbox), and on its episode rows, played turn by turn in their
+    environments; evaluated before and after on every task and environment."""
     tmp, sft_out, _ = tiny_run
     out = tmp_path / "ppo"
     proc = run_script(
         ["recipes/ppo_affine.py", "--config", str(REPO / "recipes/configs/ppo_affine_tiny.yaml"),
          "--model_name_or_path", str(sft_out), "--data_dir", str(tmp / "data"), "--output_dir", str(out),
-         "--max_steps", "8", "--logging_steps", "1", "--save_strategy", "no", "--heldout_samples", "3"]
+         "--max_steps", "8", "--logging_steps", "1", "--save_strategy", "no", "--heldout_samples", "3",
+         "--heldout_episodes", "1", "--seed", "3"]
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-4000:]
     prompts = {json.loads(x)["task"] for x in (tmp / "data" / "train.jsonl").read_text().splitlines()}
-    assert prompts == {"sat", "abd", "ded"}
+    assert prompts == {"sat", "abd", "ded", *ENVS}
+    assert "PPO prompts per task / environment" in proc.stderr
     _, rows = read_loss_log(out / "loss_log.csv")
     rewards = [r["reward"] for r in rows if "reward" in r]
-    assert rewards and all(0.0 <= x <= 1.0 for x in rewards)  # one rollout: 8 steps = 4 epochs x 2 mini-batches
+    assert rewards and all(0.0 <= x <= 2.6 for x in rewards)  # one rollout: 8 steps = 4 epochs x 2 mini-batches
+    expected = {"sat": 3, "abd": 3, "ded": 3, **dict.fromkeys(ENVS, 1)}
     for name in ("eval_before.json", "eval_results.json"):
         report = load_report(out / name)
-        assert {k: v["n"] for k, v in report["environments"].items()} == {"sat": 3, "abd": 3, "ded": 3}
-        assert report["aggregate"]["total_samples"] == 9
-    assert set(load_report(out / "eval_results.json")["baseline_comparison"]["environments"]) == {"sat", "abd", "ded"}
+        assert {k: v["n"] for k, v in report["environments"].items()} == expected
+        assert report["aggregate"]["total_samples"] == 14 and set(report["episodes"]) == set(ENVS)
+    assert set(load_report(out / "eval_results.json")["baseline_comparison"]["environments"]) == set(expected)
 
 
 def test_learning_rate_follows_cosine_with_floor(tiny_run):
@@ -120,7 +132,7 @@ def test_learning_rate_follows_cosine_with_floor(tiny_run):
 def test_resume_reproduces_losses(tmp_path, tiny_model_path):
     common = ("--num_samples", "80", "--max_steps", "8", "--logging_steps", "1", "--eval_strategy", "no",
               "--save_steps", "4", "--save_total_limit", "3", "--load_best_model_at_end", "false",
-              "--heldout_samples", "0")  # fmt: skip
+              "--heldout_samples", "0", "--num_episodes", "0")  # fmt: skip
     full = tmp_path / "full"
     _sft(tmp_path, "--output_dir", str(full), *common)
     resumed = tmp_path / "resumed"
@@ -207,7 +219,7 @@ def test_qlora_4bit_loads_quantised_and_trains(tmp_path, tiny_model_path):
     _sft(
         tmp_path, "--output_dir", str(out), "--num_samples", "40", "--load_in_4bit", "true", "--max_steps", "3",
         "--eval_strategy", "no", "--save_strategy", "no", "--load_best_model_at_end", "false", "--logging_steps", "1",
-        "--heldout_samples", "2",
+        "--heldout_samples", "2", "--num_episodes", "0", "--heldout_episodes", "0",
     )  # fmt: skip
     weights = load_file(out / "adapter_model.safetensors")
     assert any(w.abs().max() > 0 for k, w in weights.items() if "lora_B" in k)

@@ -18,7 +18,8 @@ def test_cli_writes_report_and_compares_with_baseline(tmp_path, tiny_model_path)
     proc = run_script(
         ["recipes/evaluate_affine.py", "--model", "tiny", "--sat_n", "5", "--sat_k", "3", "--num_samples", "6",
          "--max_new_tokens", "24", "--batch_size", "4", "--baseline", str(tmp_path / "baseline.json"),
-         "--output", str(out)]
+         "--output", str(out), "--environments", "webshop", "babyai", "--num_episodes", "3",
+         "--max_episode_length", "3", "--max_turn_tokens", "8"]
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = load_report(out)
@@ -26,9 +27,21 @@ def test_cli_writes_report_and_compares_with_baseline(tmp_path, tiny_model_path)
     assert sat["n"] == 6
     assert (sat["ci_low"], sat["ci_high"]) == pytest.approx(beta_interval(sat["total"], 6, 0.8))
     assert [s["task"] for s in report["samples"]] == ["sat"] * 6 + ["abd"] * 6 + ["ded"] * 6  # the default tasks
-    assert {k: v["n"] for k, v in report["environments"].items()} == {"sat": 6, "abd": 6, "ded": 6}
+    sizes = {k: v["n"] for k, v in report["environments"].items()}
+    assert sizes == {"sat": 6, "abd": 6, "ded": 6, "webshop": 3, "babyai": 3}
+    # the episodes: success as the score, return and length per environment, the AgentGym score
+    for env in ("webshop", "babyai"):
+        ep = report["episodes"][env]
+        assert ep["n"] == 3 and ep["success_rate"] == report["environments"][env]["mean"]
+        assert 1 <= ep["mean_length"] <= 3 and 0 <= ep["truncated_rate"] <= 1
+    rates = [report["episodes"][e]["success_rate"] for e in ("webshop", "babyai")]
+    assert report["agentgym_score"] == pytest.approx(sum(rates) / 2)
+    samples = report["episode_samples"]
+    assert [s["env"] for s in samples] == ["webshop"] * 3 + ["babyai"] * 3
+    assert all(s["seed"] >= 10**9 and len(s["actions"]) == s["length"] <= 3 for s in samples)
+    assert "AgentGym score" in proc.stdout
     comparison = report["baseline_comparison"]
-    assert comparison["missing"] == {"only_in_model": ["abd", "ded"], "only_in_baseline": []}
+    assert comparison["missing"] == {"only_in_model": ["abd", "ded", "webshop", "babyai"], "only_in_baseline": []}
     # an untrained model cannot beat a baseline that solved everything
     assert comparison["environments"]["sat"]["winner"] in {"baseline", "tie"}
     assert comparison["dominates"] is False
@@ -43,7 +56,13 @@ def test_scores_are_recomputed_from_completions(tmp_path, tiny_model_path, monke
 
     recipe = load_recipe("evaluate_affine")
     args = recipe.EvaluateArguments(
-        model="tiny", tasks=["sat"], sat_n=[5], sat_k=[3], num_samples=8, output=str(tmp_path / "r.json")
+        model="tiny",
+        tasks=["sat"],
+        sat_n=[5],
+        sat_k=[3],
+        num_samples=8,
+        output=str(tmp_path / "r.json"),
+        num_episodes=0,
     )
     instances = heldout_instances(args.task_params(), 8, args.seed)
     answers = {inst.prompt: inst.expert_answer for inst in instances}

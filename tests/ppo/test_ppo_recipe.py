@@ -37,7 +37,8 @@ def test_recipe_from_sft_adapter(tmp_path, sft_adapter, tiny_model_path):
     proc = run_script(
         ["recipes/ppo_affine.py", "--config", TINY, "--model_name_or_path", str(sft_adapter),
          "--output_dir", str(out), "--data_dir", str(tmp_path / "data"), "--num_samples", "40",
-         "--max_steps", "8", "--logging_steps", "1", "--save_strategy", "no", "--heldout_samples", "4"]
+         "--max_steps", "8", "--logging_steps", "1", "--save_strategy", "no", "--heldout_samples", "4",
+         "--num_episodes", "5", "--heldout_episodes", "1"]
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "[trl_ext] launch: NO x 1 process on cpu" in proc.stdout
@@ -61,6 +62,9 @@ def test_recipe_from_sft_adapter(tmp_path, sft_adapter, tiny_model_path):
     before, after = load_report(out / "eval_before.json"), load_report(out / "eval_results.json")
     for task in ("sat", "abd", "ded"):  # the tiny config's three tasks, rewarded (ABD/DED in the sandbox) and reported
         assert before["environments"][task]["n"] == after["environments"][task]["n"] == 4
+    for env in ("webshop", "alfworld", "babyai", "sciworld", "textcraft"):  # and its five environments
+        assert before["environments"][env]["n"] == after["environments"][env]["n"] == 1
+        assert after["episodes"][env]["mean_length"] <= 4  # heldout_max_episode_length of the tiny config
     comparison = after["baseline_comparison"]
     assert comparison["baseline"] == before["model"] and "sat" in comparison["environments"]
 

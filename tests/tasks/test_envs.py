@@ -3,6 +3,10 @@ episodes) and the WebShop simulator (expert, documented rewards, seeded resets).
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 
 from trl_ext.tasks.envs import available_envs, get_env, parse_action, run_episode
@@ -212,3 +216,29 @@ def test_alfworld_look_inventory_and_examine_are_valid_and_free():
     assert "not carrying" in env.step("inventory").observation
     with pytest.raises(ValueError, match="unknown task type"):
         get_env("alfworld", task_types=["pick_and_eat"])
+
+
+def test_episodes_do_not_depend_on_the_string_hash_seed():
+    """Every environment's episodes are the same in processes with different PYTHONHASHSEED (set iteration order
+    follows it): the first observations, and the expert's episodes except SciWorld's (its engine draws the gold
+    route among equivalent ones on every load)."""
+    code = (
+        "from trl_ext.tasks.envs import get_env, run_episode\n"
+        "out = []\n"
+        "for name in ('webshop', 'alfworld', 'babyai', 'textcraft', 'sciworld'):\n"
+        "    env = get_env(name)\n"
+        "    for seed in (0, 1, 2):\n"
+        "        first = env.reset(seed)\n"
+        "        episode = run_episode(env, seed) if name != 'sciworld' else None\n"
+        "        out.append((first, episode and (episode.actions, episode.observations, episode.rewards)))\n"
+        "    env.close()\n"
+        "print(repr(out))\n"
+    )
+    outputs = set()
+    for hash_seed in ("1", "2"):
+        run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                             env={**os.environ, "PYTHONHASHSEED": hash_seed})  # fmt: skip
+        assert run.returncode == 0, run.stderr[-3000:]
+        outputs.add(run.stdout)
+    assert len(outputs) == 1
+

@@ -37,6 +37,7 @@ the same seed gives the same world, first observation and expert episode.
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import random
 import shutil
@@ -182,6 +183,8 @@ class SciWorldEnv(AgentEnv):
     def _start(self) -> Any:
         """The engine, started on first use (one JVM per instance) with :attr:`java`."""
         if self._engine is None:
+            for name in ("py4j", "scienceworld"):  # per-load INFO lines and logged shutdown races of py4j
+                logging.getLogger(name).setLevel(logging.WARNING)
             try:
                 import scienceworld.scienceworld as sw
             except ImportError as err:

@@ -80,7 +80,9 @@ class WebShopEnv(AgentEnv):
             titles.add((rng.choice(ADJECTIVES), rng.choice(NOUNS)))
         ids = rng.sample(range(10_000, 99_999), self.num_products)
         self.products = {}
-        for pid, (adj, n) in zip(ids, sorted(titles, key=lambda t: rng.random())):
+        order = sorted(titles)  # a set's order follows the string hash seed: sort, then shuffle with the episode's rng
+        rng.shuffle(order)
+        for pid, (adj, n) in zip(ids, order):
             self.products[f"B{pid:05d}"] = {
                 "title": f"{adj} {n}",
                 "colours": sorted(rng.sample(COLOURS, rng.randint(2, 3))),
