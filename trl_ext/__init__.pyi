@@ -31,6 +31,7 @@ from .latent.config import LatentCommConfig
 from .latent.trainer import LatentCommTrainer
 from .models.tiny_model import TinyModelConfig, build_tiny_model, get_tiny_model_path
 from .ppo.config import PPOConfig
+from .ppo.episodes import EpisodeRollout
 from .ppo.trainer import PPOTrainer, load_policy_with_value_head
 from .ppo.value_head import ValueHead
 from .selective.config import SelectiveConfig, SelectiveDPOConfig

@@ -5,8 +5,9 @@ Per token t of a rollout: r_t = −β·KL_t (+ the score at the last token), Â 
 with β fixed or adapted to a target KL.
 
 Public names (imported lazily, listed in ``__init__.pyi``): :class:`PPOConfig`, :class:`PPOTrainer`,
-:class:`ValueHead`, :class:`SeparateValueModel`, :func:`load_policy_with_value_head`, the KL controllers, and the
-pure losses of :mod:`trl_ext.ppo.losses`.
+:class:`ValueHead`, :class:`SeparateValueModel`, :func:`load_policy_with_value_head`, the KL controllers, the
+pure losses of :mod:`trl_ext.ppo.losses`, and :class:`EpisodeRollout` (multi-turn episodes on the agent
+environments, a TRL ``rollout_func``).
 """
 
 import lazy_loader as _lazy

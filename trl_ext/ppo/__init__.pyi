@@ -1,4 +1,5 @@
 from .config import PPOConfig
+from .episodes import EpisodeRollout
 from .kl_control import AdaptiveKLController, FixedKLController, KLController, make_kl_controller
 from .losses import (
     KL_ESTIMATORS,
