@@ -121,7 +121,7 @@ def expert_round(pool: EnvPool, name: str, rnd: int, opts: argparse.Namespace) -
     from trl_ext.tasks.envs import run_episode
 
     env = pool.get(name, 0)
-    env.max_episode_length = opts.expert_max_episode_length
+    env.max_episode_length, env.expert_enabled = opts.expert_max_episode_length, True
     seeds = [opts.seed + max(rnd, 0) * opts.seeds + i for i in range(opts.seeds)]
     pool.current = {}
     failures = sum(not run_episode(env, seed).success for seed in seeds)
@@ -146,8 +146,8 @@ def rollout_round(pool: EnvPool, arm: str, rnd: int, policy: tuple[Any, Any], op
     model, tokenizer = policy
     names = batch_names(arm, opts)
     envs = [pool.get(name, names[:i].count(name)) for i, name in enumerate(names)]
-    for env in envs:
-        env.max_episode_length = opts.max_episode_length
+    for env in envs:  # as EpisodeRollout: only the policy plays (SciWorld then skips its gold path)
+        env.max_episode_length, env.expert_enabled = opts.max_episode_length, False
     seeds = [10_000 + opts.seed + (rnd + 1) * len(names) + i for i in range(len(names))]
     gen_s: list[float] = []
     tokens = [0]

@@ -53,6 +53,18 @@ def test_the_expert_reaches_the_goal_remotely_with_the_in_process_episode(server
     env.close()
 
 
+@pytest.mark.parametrize("name", ["babyai", "textcraft"])
+def test_the_engine_environments_serve_through_the_id_dialect(name):
+    """The real-engine environments behind the generic ``id`` dialect: the expert's episodes over HTTP are the
+    in-process ones, and get_env(..., server_url=...) builds the client (the recipes' --env_servers)."""
+    with running_server(create_app(name)) as url:
+        env = get_env(name, server_url=url)
+        assert isinstance(env, AgentGymEnv) and env.dialect == "id"
+        for seed in range(5):
+            _same(run_episode(get_env(name), seed), run_episode(env, seed))
+        env.close()
+
+
 @pytest.mark.parametrize("name", ENVS)
 def test_step_infos_match_in_process_and_keep_the_server_reward(servers, name):
     local, remote = get_env(name), AgentGymEnv(servers[name], name)

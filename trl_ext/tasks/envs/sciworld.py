@@ -195,6 +195,15 @@ class SciWorldEnv(AgentEnv):
                     if hasattr(self, "_gateway"):
                         super().__del__()
 
+                def step(self, input_str: str) -> tuple[str, int, bool, dict[str, Any]]:
+                    """``ScienceWorldEnv.step`` without the look, inventory, task description and valid-action
+                    list it also fetches from the JVM after every step (4/5 of its time; nothing here uses them)."""
+                    observation = self.server.step(input_str)
+                    score = int(round(100 * self.server.getScore()))
+                    completed = bool(self.server.getCompleted()) or score < 0
+                    reward, self.lastStepScore = score - self.lastStepScore, score
+                    return observation, reward, completed, {"moves": self.get_num_moves(), "score": score}
+
             launch = sw.launch_gateway
             sw.launch_gateway = functools.partial(launch, java_path=self.java)  # ScienceWorldEnv runs plain "java"
             try:
@@ -237,7 +246,7 @@ class SciWorldEnv(AgentEnv):
         self.gold, self.gold_position = self._golds.get(key, []), 0
         self.score = self.best_score = int(info["score"])
         self.engine_reward, self.moves = 0, int(info["moves"])
-        return f"{info['taskDesc']}\n\n{look}"
+        return f"{engine.taskdescription()}\n\n{look}"
 
     def _step(self, action: str) -> tuple[str, float, bool]:
         if self.gold_position < len(self.gold) and action == self.gold[self.gold_position]:
