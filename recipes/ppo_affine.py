@@ -42,11 +42,12 @@ from trl_ext.common.recipes import (
     recipe_parser,
     teardown_distributed,
 )
+from trl_ext.data.affine import check_selection
 from trl_ext.data.affine_args import AffineRecipeArguments
 from trl_ext.eval.report import compare_reports, format_report, save_report
 from trl_ext.models import load_tokenizer
 from trl_ext.models.policy_init import prepare_init_policy
-from trl_ext.ppo.episodes import EpisodeRollout
+from trl_ext.ppo.episodes import EpisodeRollout, check_trainer
 from trl_ext.ppo.value_head import VALUE_FUNCTION_FILES, has_value_head
 from trl_ext.tasks.envs.play import is_episode_payload
 from trl_ext.tasks.rewards import make_task_reward, prompt_only_rows
@@ -68,19 +69,16 @@ class PPOAffineArguments(AffineRecipeArguments):
     )
 
 
-def select_rows(rows: list[dict], task_params: dict, env_params: dict) -> list[dict]:
+def select_rows(rows: list[dict], script_args: PPOAffineArguments, task_params: dict, env_params: dict) -> list[dict]:
     """The rows of the selected tasks and environments (``--tasks``, ``--environments``), with their counts printed;
-    an error naming the data's tasks when none is left."""
-    keep = [row for row in rows if row["task"] in task_params or row["task"] in env_params]
-    counts = Counter(row["task"] for row in keep)
-    if not keep:
-        found = sorted({row["task"] for row in rows})
-        raise ValueError(
-            f"no training rows of the selected tasks {sorted(task_params)} or environments {sorted(env_params)}; "
-            f"the data holds {found}"
-        )
-    logger.info("PPO prompts per task / environment: %s", ", ".join(f"{k} {v}" for k, v in counts.items()))
-    return keep
+    a selected task (or environment, when episodes are asked for) missing from the data is an error naming it."""
+    present = Counter(row["task"] for row in rows)
+    keep = check_selection(present, task_params, env_params, require_envs=script_args.num_episodes > 0,
+                           where=f"data_dir {script_args.data_dir}")  # fmt: skip
+    rows = [row for row in rows if row["task"] in keep]
+    counts = ", ".join(f"{k} {v}" for k, v in present.items() if k in keep)
+    logger.info("PPO prompts per task / environment: %s", counts)
+    return rows
 
 
 def main(script_args: PPOAffineArguments, training_args: PPOConfig, model_args: LoRAModelConfig) -> dict | None:
@@ -99,10 +97,14 @@ def main(script_args: PPOAffineArguments, training_args: PPOConfig, model_args: 
         training_args.value_init_path = init_path  # continuing a PPO run: keep its value function
     env_params = script_args.env_params(script_args.rollout_max_episode_length)
     data = script_args.load_data()
-    rows = select_rows(prompt_only_rows(data["train"]), task_params, env_params)
+    rows = select_rows(prompt_only_rows(data["train"]), script_args, task_params, env_params)
     train_dataset = Dataset.from_list(rows)
     rollout = None
     if any(is_episode_payload(row["payload"]) for row in rows):  # agent episodes: played turn by turn
+        if training_args.use_vllm:
+            raise ValueError(
+                "the data holds agent episodes, which are generated with transformers: set --use_vllm false"
+            )
         rollout = EpisodeRollout(env_params, max_context_tokens=script_args.max_context_tokens)
 
     before = None
@@ -122,6 +124,8 @@ def main(script_args: PPOAffineArguments, training_args: PPOConfig, model_args: 
         callbacks=[LossLogCallback()],
         rollout_func=rollout,
     )
+    if rollout is not None:
+        check_trainer(trainer)  # vLLM, ZeRO-3, FSDP or a tokenizer that cannot render turns: fail before training
     describe_launch(trainer)
     try:
         trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)

@@ -35,6 +35,7 @@ quiet_dependency_noise()  # first: the known-harmless messages of dependencies (
 import json
 import logging
 import sys
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -55,6 +56,7 @@ from trl_ext.common.recipes import (
 )
 from trl_ext.curriculum.config import CURRICULUM_FIELDS, CurriculumArguments, CurriculumSFTConfig
 from trl_ext.curriculum.trainer import CurriculumSFTTrainer
+from trl_ext.data.affine import check_selection
 from trl_ext.data.affine_args import AffineRecipeArguments
 from trl_ext.eval.report import format_report, save_report
 from trl_ext.models import load_tokenizer, resolve_model_name_or_path
@@ -153,6 +155,12 @@ def prepare_data(args: SFTAffineArguments) -> tuple[DatasetDict, dict[str, Datas
     the rows hold agent episodes (multi-turn completions).
     """
     data = args.load_data()
+    envs = args.env_params()
+    present = Counter(data["train"]["task"])
+    keep = check_selection(present, args.task_params(), envs, require_envs=args.num_episodes > 0 and bool(envs),
+                           where=f"data_dir {args.data_dir}")  # fmt: skip
+    if set(present) - keep:
+        data = data.filter(lambda row: row["task"] in keep)
     episodes = any(is_episode_payload(p) for split in data.values() for p in split["payload"])
     curriculum = split_curriculum(data["train"], args.curriculum_split) if args.curriculum_split else None
     data = data.remove_columns([c for c in data["train"].column_names if c not in KEEP_COLUMNS])

@@ -206,6 +206,18 @@ def test_malformed_data_row_is_named(tmp_path, tiny_model_path):
         _main_with(recipe, tmp_path)
 
 
+def test_data_without_the_selected_environments_is_named(tmp_path, tiny_model_path):
+    """A data_dir collected before (SAT only) while the config asks for episodes: an error naming what is missing and
+    what the data holds, before training."""
+    from trl_ext.data.affine import collect_affine, write_affine_dataset
+
+    train, val = collect_affine({"sat": {"n": 5, "k": 3}}, 20, 0, 0.1, progress=False)
+    write_affine_dataset(tmp_path / "d", train, val)
+    recipe = load_recipe("sft_affine")
+    with pytest.raises(ValueError, match=r"holds no rows of \['webshop', 'alfworld', .*\(it holds: sat 18\)"):
+        _main_with(recipe, tmp_path, "--tasks", "sat")
+
+
 def test_qlora_4bit_loads_quantised_and_trains(tmp_path, tiny_model_path):
     import bitsandbytes as bnb
 

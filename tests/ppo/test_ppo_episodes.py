@@ -118,3 +118,36 @@ def test_the_rollout_needs_the_rows():
 
     with pytest.raises(ValueError, match="needs the batch's rows"):
         rollout(["p"], Bare())
+
+
+def test_trainers_that_cannot_play_episodes_are_refused_before_training(rollout_out):
+    """check_trainer (the PPO recipe calls it before training): vLLM, and a tokenizer without a chat template."""
+    import copy
+    from types import SimpleNamespace
+
+    from trl_ext.ppo.episodes import check_trainer
+
+    trainer = rollout_out[0]
+    check_trainer(trainer)  # the tiny trainer can
+    vllm = SimpleNamespace(args=SimpleNamespace(use_vllm=True), accelerator=trainer.accelerator)
+    with pytest.raises(ValueError, match="set use_vllm=False"):
+        check_trainer(vllm)
+    bare = copy.deepcopy(trainer.processing_class)
+    bare.chat_template = None
+    no_template = SimpleNamespace(args=trainer.args, accelerator=trainer.accelerator, processing_class=bare)
+    with pytest.raises(ValueError, match="need a tokenizer with a chat template"):
+        check_trainer(no_template)
+
+
+def test_the_missing_eos_penalty_looks_at_the_policy_tokens_only(rollout_out):
+    """An EOS inside the environment's text (the end of a turn the policy did not finish) is not the policy's."""
+    trainer = rollout_out[0]
+    eos = trainer.eos_token_ids[0]
+    ids = torch.tensor([[5, 6, eos, 7], [5, 6, eos, 7]])
+    mask = torch.tensor([[1, 1, 0, 1], [1, 1, 1, 1]])  # row 0: the EOS is environment text
+    before, trainer.args.missing_eos_penalty = trainer.args.missing_eos_penalty, 0.5
+    try:
+        scores = trainer._scores(torch.ones(2, 1), ids, mask)
+    finally:
+        trainer.args.missing_eos_penalty = before
+    assert scores.tolist() == [0.5, 1.0]

@@ -74,22 +74,40 @@ def _finishes(env) -> bool:
     return probe.step(probe.expert_action()).done
 
 
-def test_play_stops_at_the_context_limit_and_counts_it_truncated(tokenizer):
-    env = get_env("webshop")
-    generate = lambda contexts: [tokenizer("Action: look", add_special_tokens=False)["input_ids"]] * len(contexts)  # noqa: E731
+def test_play_stops_before_a_turn_would_pass_the_context_limit(tokenizer):
+    """A policy that never ends its turns (no EOS): every context plus a full turn stays within the limit, the cut
+    episode counts as truncated, and a first observation that leaves no room for a turn is an error."""
+    turn = tokenizer("Action: look", add_special_tokens=False)["input_ids"]
+    generate = lambda contexts: [list(turn) for _ in contexts]  # noqa: E731
     (free,) = play_episodes([get_env("webshop", max_episode_length=5)], [1], tokenizer, generate)
     assert free.episode.length == 5 and free.episode.truncated and not free.context_limited
-    limit = len(free.prompt_ids) + 40
-    (cut,) = play_episodes([env], [1], tokenizer, generate, max_context_tokens=limit)
+    limit = len(free.prompt_ids) + 60
+    (cut,) = play_episodes([get_env("webshop")], [1], tokenizer, generate, max_new_tokens=len(turn),
+                           max_context_tokens=limit)  # fmt: skip
     assert cut.context_limited and cut.episode.truncated and not cut.episode.success
-    assert len(cut.prompt_ids) + len(cut.completion_ids) < limit
-    assert cut.episode.invalid_actions == cut.episode.length  # "look" is not a WebShop action
+    assert len(cut.prompt_ids) + len(cut.completion_ids) <= limit
+    assert 1 <= cut.episode.length < 5 and cut.episode.invalid_actions == cut.episode.length  # "look": not WebShop's
+    with pytest.raises(ValueError, match=r"webshop seed 1: the prompt is \d+ tokens, so with 12 new tokens"):
+        play_episodes([get_env("webshop")], [1], tokenizer, generate, max_new_tokens=12,
+                      max_context_tokens=len(free.prompt_ids) + 11)  # fmt: skip
 
 
 def test_turn_separator_is_the_template_text_between_turns(tokenizer):
-    sep = turn_separator(tokenizer, "OBS", ended=True)
+    sep = turn_separator(tokenizer, "OBS", ended_with="<|im_end|>")
     assert sep == "\n<|im_start|>user\nOBS<|im_end|>\n<|im_start|>assistant\n"
-    assert turn_separator(tokenizer, "OBS", ended=False) == tokenizer.eos_token + sep
+    assert turn_separator(tokenizer, "OBS") == tokenizer.eos_token + sep  # a turn cut at its token limit
+    assert turn_separator(tokenizer, "OBS", ended_with="<|endoftext|>") == tokenizer.eos_token + sep
+
+
+def test_a_tokenizer_without_a_chat_template_is_named(tokenizer):
+    import copy
+
+    from trl_ext.tasks.envs.play import check_tokenizer
+
+    bare = copy.deepcopy(tokenizer)
+    bare.chat_template = None
+    with pytest.raises(ValueError, match="multi-turn episodes need a tokenizer with a chat template"):
+        check_tokenizer(bare)
 
 
 def test_play_rejects_shared_environments(tokenizer):

@@ -159,6 +159,18 @@ def test_model_play_skips_the_gold_path_and_the_expert_refuses(env):
         env.expert_enabled = True
 
 
+def test_heldout_episodes_play_the_test_variations(env):
+    """The evaluations build SciWorld with heldout_params (split="test"): variations disjoint from training's."""
+    assert SciWorldEnv.heldout_params == {"split": "test"}
+    test = SciWorldEnv(**SciWorldEnv.heldout_params)
+    try:
+        for task in ("find-animal", "power-component"):
+            train_vars, test_vars = set(env._variations_of(task)), set(test._variations_of(task))
+            assert train_vars and test_vars and not train_vars & test_vars, task
+    finally:
+        test.close()
+
+
 def test_bad_parameters_name_themselves():
     with pytest.raises(ConfigError, match=r"unknown task\(s\) \['boiling'\]; known: .*find-animal"):
         SciWorldEnv(tasks=["boiling"])

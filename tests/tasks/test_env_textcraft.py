@@ -20,7 +20,8 @@ SEED = 10  # beetroot soup: planks (a generic ingredient) -> bowl, + beetroot; t
 
 
 def _env(**params) -> TextCraftEnv:
-    env = get_env("textcraft", **params)
+    """The environment over every goal (the seeds below index the whole sorted list; training uses four in five)."""
+    env = get_env("textcraft", **{"goals": "all", **params})
     assert isinstance(env, TextCraftEnv)
     return env
 
@@ -70,6 +71,15 @@ def test_expert_solves_every_goal_of_the_default_list():
         episode = run_episode(env, seed)
         assert episode.success and episode.invalid_actions == 0, (seed, env.goal, episode.observations)
         assert episode.total_reward == pytest.approx(0.15 * len(env.subgoals) + 1.0), seed
+
+
+def test_training_and_heldout_goals_are_disjoint_fifths():
+    every, train, held = _env().goals, get_env("textcraft").goals, get_env("textcraft", goals="heldout").goals
+    assert held == every[::5] and train == [g for i, g in enumerate(every) if i % 5]
+    assert not set(train) & set(held) and len(train) + len(held) == len(every)
+    assert TextCraftEnv.heldout_params == {"goals": "heldout"}  # what the evaluations build
+    with pytest.raises(ValueError, match="goals='test' must be one of train, heldout, all"):
+        get_env("textcraft", goals="test")
 
 
 def test_first_observation_is_the_engine_prompt():

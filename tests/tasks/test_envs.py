@@ -241,4 +241,3 @@ def test_episodes_do_not_depend_on_the_string_hash_seed():
         assert run.returncode == 0, run.stderr[-3000:]
         outputs.add(run.stdout)
     assert len(outputs) == 1
-

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["generate_completions", "generate_token_ids", "unwrap_model"]
+__all__ = ["generate_completions", "generate_token_ids", "stop_token_ids", "unwrap_model"]
 
 Message = dict[str, str]
 
@@ -17,6 +17,17 @@ def unwrap_model(model: Any) -> Any:
     while isinstance(model, (DataParallel, DistributedDataParallel)):
         model = model.module
     return model
+
+
+def stop_token_ids(tokenizer: Any, model: Any = None) -> set[int]:
+    """The ids that end a generation (a turn): the model's ``generation_config.eos_token_id`` (one or a list) and the
+    tokenizer's EOS."""
+    ids: set[int] = set()
+    eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    for value in (eos, getattr(getattr(tokenizer, "tokenizer", tokenizer), "eos_token_id", None)):
+        if value is not None:
+            ids.update(int(i) for i in (value if isinstance(value, (list, tuple)) else [value]))
+    return ids
 
 
 def _render(tokenizer: Any, prompt: str | Sequence[Message], chat_template: bool) -> str:
@@ -104,9 +115,8 @@ def generate_token_ids(
     encoded = [list(c) for c in contexts]
     order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    eos_id = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    eos_id = eos_id if eos_id is not None else tokenizer.eos_token_id
-    eos_ids = set(eos_id if isinstance(eos_id, list) else [eos_id])
+    eos_ids = stop_token_ids(tokenizer, model)
+    eos_id = sorted(eos_ids) if len(eos_ids) > 1 else next(iter(eos_ids), None)
     device = next(model.parameters()).device
     gen_kwargs: dict[str, Any] = {
         "max_new_tokens": max_new_tokens,

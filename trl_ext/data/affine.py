@@ -15,18 +15,20 @@ are skipped; nothing else is.
 from __future__ import annotations
 
 import json
+import logging
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from tqdm.auto import tqdm
 
-from trl_ext.common.errors import MissingPathError
+from trl_ext.common.errors import ConfigError, MissingPathError
 from trl_ext.tasks import TaskInstance, get_task
 
 __all__ = [
     "REQUIRED_FIELDS",
+    "check_selection",
     "ROLES",
     "TRAIN_FILE",
     "VALIDATION_FILE",
@@ -42,6 +44,8 @@ __all__ = [
     "write_affine_dataset",
     "write_jsonl",
 ]
+
+logger = logging.getLogger(__name__)
 
 REQUIRED_FIELDS = ("prompt", "completion", "task", "id", "payload")
 ROLES = frozenset({"system", "user", "assistant", "tool"})
@@ -270,6 +274,37 @@ def collect_affine(
     random.Random(seed).shuffle(rows)
     _, val = split_sizes(len(rows), val_fraction)
     return rows[val:], rows[:val]
+
+
+def check_selection(
+    present: Mapping[str, int],
+    tasks: Collection[str],
+    envs: Collection[str],
+    *,
+    require_envs: bool,
+    where: str,
+) -> set[str]:
+    """The task and environment names to keep of data that holds ``present`` (``{name: row count}``).
+
+    Rows of names that are neither in ``tasks`` nor in ``envs`` are dropped, with a warning naming them. A selected
+    task with no rows is an error, and so is a selected environment with no rows when ``require_envs`` (episodes
+    were asked for): the data in ``where`` was collected with another selection.
+
+    Raises:
+        ConfigError: naming the missing names and what the data holds.
+    """
+    missing = [t for t in tasks if not present.get(t)] + [e for e in envs if require_envs and not present.get(e)]
+    if missing:
+        held = ", ".join(f"{k} {v}" for k, v in sorted(present.items())) or "nothing"
+        raise ConfigError(
+            f"{where} holds no rows of {missing} (it holds: {held}); it was collected with other tasks or "
+            "environments: collect again into an empty --data_dir, or drop them from --tasks / --environments"
+        )
+    keep = set(tasks) | set(envs)
+    dropped = {k: v for k, v in present.items() if k not in keep}
+    if dropped:
+        logger.warning("%s: leaving out the rows of %s (not in --tasks or --environments)", where, dropped)
+    return keep
 
 
 def write_affine_dataset(

@@ -8,7 +8,9 @@ can pass 1), the mean length, the invalid actions per episode and the truncated 
 unweighted mean over the environments of their success rates.
 
 Held-out seeds lie in ``[10**9, 2·10**9)``, training seeds (:func:`trl_ext.data.affine.episode_seeds`) below
-``10**9``: an evaluation never replays a training episode.
+``10**9``; environments whose episodes come from a finite set rather than from the seed alone are built with their
+``heldout_params`` (SciWorld: the engine's test variations; TextCraft: the held-out fifth of its goals), so an
+evaluation plays no training episode.
 """
 
 from __future__ import annotations
@@ -49,13 +51,15 @@ def play_heldout_episodes(
     ``"episodes"`` statistics of the module docstring, and one sample per episode (env, seed, actions, rewards,
     return, success, length).
     """
-    from trl_ext.common.generation import generate_token_ids
-    from trl_ext.tasks.envs import get_env
-    from trl_ext.tasks.envs.play import play_episodes
+    from trl_ext.common.generation import generate_token_ids, stop_token_ids
+    from trl_ext.tasks.envs import env_class, get_env
+    from trl_ext.tasks.envs.play import check_tokenizer, play_episodes
 
     if max_context_tokens is None:
         max_context_tokens = getattr(getattr(model, "config", None), "max_position_embeddings", None)
     tokenizer = getattr(tokenizer, "tokenizer", tokenizer)
+    check_tokenizer(tokenizer)
+    stop_ids = stop_token_ids(tokenizer, model)
 
     def generate(contexts: list[list[int]]) -> list[list[int]]:
         return generate_token_ids(model, tokenizer, contexts, batch_size=len(contexts), max_new_tokens=max_new_tokens)
@@ -65,15 +69,16 @@ def play_heldout_episodes(
     samples: list[dict[str, Any]] = []
     for name, params in env_params.items():
         seeds = heldout_seeds(name, num_episodes, seed)
-        envs = [get_env(name, **dict(params)) for _ in range(min(batch_size, num_episodes))]
+        heldout = {} if "server_url" in params else dict(env_class(name).heldout_params)
+        envs = [get_env(name, **{**heldout, **dict(params)}) for _ in range(min(batch_size, num_episodes))]
         for env in envs:
             env.expert_enabled = False  # only the model plays
         played = []
         try:
             for start in tqdm(range(0, num_episodes, batch_size), desc=f"{name} episodes", disable=not show_progress):
                 chunk = seeds[start : start + batch_size]
-                played += play_episodes(envs[: len(chunk)], chunk, tokenizer, generate,
-                                        max_context_tokens=max_context_tokens)  # fmt: skip
+                played += play_episodes(envs[: len(chunk)], chunk, tokenizer, generate, max_new_tokens=max_new_tokens,
+                                        max_context_tokens=max_context_tokens, stop_ids=stop_ids)  # fmt: skip
         finally:
             for env in envs:
                 env.close()

@@ -29,12 +29,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from trl_ext.common.errors import ConfigError
-from trl_ext.common.generation import generate_token_ids
+from trl_ext.common.generation import generate_token_ids, stop_token_ids
 from trl_ext.tasks.envs import get_env
 from trl_ext.tasks.envs.base import AgentEnv
-from trl_ext.tasks.envs.play import is_episode_payload, play_episodes
+from trl_ext.tasks.envs.play import check_tokenizer, is_episode_payload, play_episodes
 
-__all__ = ["EpisodeRollout"]
+__all__ = ["EpisodeRollout", "check_trainer"]
 
 
 class EpisodeRollout:
@@ -43,8 +43,9 @@ class EpisodeRollout:
     Args:
         env_params: ``{environment name: get_env keyword arguments}`` (e.g. ``{"babyai": {"max_episode_length":
             10}}``); an environment not listed is built with its defaults.
-        max_context_tokens: the longest prompt + completion of an episode; the episode stops (truncated) before the
-            next turn would pass it. ``None``: the model's ``max_position_embeddings`` if it has one.
+        max_context_tokens: the longest prompt + completion of an episode; the episode stops (truncated) when the
+            next observation and a turn of ``max_completion_length`` tokens would not fit in it. ``None``: the
+            model's ``max_position_embeddings`` if it has one.
 
     The trainer must hand over the batch's rows (``trainer._rollout_rows``, set by :class:`~trl_ext.PPOTrainer`)
     since TRL gives a rollout function the prompts only. Generation samples with the trainer's ``temperature``,
@@ -66,6 +67,11 @@ class EpisodeRollout:
         used: dict[str, int] = {}
         envs = []
         for name in names:
+            if self.env_params and name not in self.env_params:
+                raise ConfigError(
+                    f"the batch holds an episode of {name!r}, which is not among the rollout's environments "
+                    f"{sorted(self.env_params)}"
+                )
             pool = self._pool.setdefault(name, [])
             k = used.get(name, 0)
             if k == len(pool):
@@ -89,12 +95,7 @@ class EpisodeRollout:
                 "EpisodeRollout needs the batch's rows (task, payload) beside the prompts: use trl_ext.PPOTrainer, "
                 "which hands them over, or set trainer._rollout_rows before each rollout"
             )
-        plugin = getattr(trainer.accelerator.state, "deepspeed_plugin", None)
-        if getattr(trainer, "is_deepspeed_enabled", False) and plugin is not None and plugin.zero_stage == 3:
-            raise ConfigError(
-                "multi-turn episodes are not supported under DeepSpeed ZeRO-3: the processes would play different "
-                "numbers of turns while ZeRO-3 generation needs every process in every forward; use ZeRO-2 or DDP"
-            )
+        check_trainer(trainer)
         tokenizer = getattr(trainer.processing_class, "tokenizer", trainer.processing_class)
         args = trainer.args
         limit = self.max_context_tokens
@@ -131,9 +132,11 @@ class EpisodeRollout:
                     if key not in payload:
                         raise ConfigError(f"episode row {i} of the batch: payload has no {key!r}: {payload}")
             envs = self._envs([p["env"] for p in payloads])
+            seeds = [int(p["seed"]) for p in payloads]
             played = play_episodes(
-                envs, [int(p["seed"]) for p in payloads], tokenizer, generate, max_context_tokens=limit
-            )
+                envs, seeds, tokenizer, generate, max_new_tokens=args.max_completion_length, max_context_tokens=limit,
+                stop_ids=stop_token_ids(tokenizer, trainer.model),
+            )  # fmt: skip
             for i, p in zip(episode_rows, played):
                 prompt_ids[i], completion_ids[i], env_mask[i] = p.prompt_ids, p.completion_ids, p.env_mask
                 returns[i], successes[i] = p.episode.total_reward, float(p.episode.success)
@@ -145,6 +148,31 @@ class EpisodeRollout:
             "episode_return": returns,
             "episode_success": successes,
         }
+
+
+def check_trainer(trainer: Any) -> None:
+    """Raise :class:`ConfigError` when ``trainer`` cannot play multi-turn episodes: vLLM generation (the rollout
+    generates with transformers and has no sampling log-probs for vLLM's importance-sampling correction), DeepSpeed
+    ZeRO-3 or FSDP (the processes play different numbers of turns, while their forwards must run in step), or a
+    tokenizer that cannot render the conversation turn by turn. The PPO recipe calls it before training."""
+    if getattr(trainer.args, "use_vllm", False):
+        raise ConfigError(
+            "multi-turn episodes are generated with transformers, not vLLM: set use_vllm=False (or train on task "
+            "rows only, with --environments and no episodes in the data)"
+        )
+    state = trainer.accelerator.state
+    plugin = getattr(state, "deepspeed_plugin", None)
+    if getattr(trainer, "is_deepspeed_enabled", False) and plugin is not None and plugin.zero_stage == 3:
+        raise ConfigError(
+            "multi-turn episodes are not supported under DeepSpeed ZeRO-3: the processes would play different "
+            "numbers of turns while ZeRO-3 generation needs every process in every forward; use ZeRO-2 or DDP"
+        )
+    if getattr(trainer, "is_fsdp_enabled", False):
+        raise ConfigError(
+            "multi-turn episodes are not supported under FSDP: the processes would play different numbers of turns "
+            "while FSDP's forwards must run in step on every process; use DDP or DeepSpeed ZeRO-2"
+        )
+    check_tokenizer(trainer.processing_class)
 
 
 def _prompt_ids(tokenizer: Any, prompt: Any) -> list[int]:

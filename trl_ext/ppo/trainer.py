@@ -290,12 +290,12 @@ class PPOTrainer(ExtensionStateMixin, LMHeadTileMixin, GRPOTrainer):
         local = self._last_rewards_per_func[
             self.accelerator.process_index * batch : (self.accelerator.process_index + 1) * batch
         ]
-        scores = self._scores(local, completion_ids)
+        mask = completion_mask if "tool_mask" not in out else completion_mask * out["tool_mask"]
+        scores = self._scores(local, completion_ids, mask)
 
         input_ids = torch.cat([out["prompt_ids"], completion_ids], dim=1)
         attention_mask = torch.cat([out["prompt_mask"], completion_mask], dim=1)
         logits_to_keep = completion_ids.size(1)
-        mask = completion_mask if "tool_mask" not in out else completion_mask * out["tool_mask"]
         if captured is not None and out.get("old_per_token_logps") is captured[0]:
             logps, values = captured  # GRPO's old-log-probs forward, which computed the values too
         else:
@@ -343,8 +343,9 @@ class PPOTrainer(ExtensionStateMixin, LMHeadTileMixin, GRPOTrainer):
             self.kl_ctl.update(mean_kl, gathered.shape[0])
         return out
 
-    def _scores(self, local_rewards: torch.Tensor, completion_ids: torch.Tensor) -> torch.Tensor:
-        """Weighted sum of the reward functions per completion, minus the missing-EOS penalty."""
+    def _scores(self, local_rewards: torch.Tensor, completion_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Weighted sum of the reward functions per completion, minus the missing-EOS penalty (an EOS the policy
+        wrote: ``mask`` excludes padding and environment/tool text, which may hold EOS tokens of its own)."""
         nan_rows = torch.isnan(local_rewards).all(dim=1)
         if nan_rows.any():
             row = int(nan_rows.nonzero()[0, 0])
@@ -357,7 +358,7 @@ class PPOTrainer(ExtensionStateMixin, LMHeadTileMixin, GRPOTrainer):
         scores = (local_rewards * weights.unsqueeze(0)).nansum(dim=1)
         if self.args.missing_eos_penalty is not None:
             eos = torch.tensor(self.eos_token_ids, device=completion_ids.device)
-            has_eos = torch.isin(completion_ids, eos).any(dim=1)
+            has_eos = (torch.isin(completion_ids, eos) & mask.bool()).any(dim=1)
             scores = scores - self.args.missing_eos_penalty * (~has_eos).to(scores.dtype)
         return scores
 

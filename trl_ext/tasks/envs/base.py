@@ -81,6 +81,10 @@ class AgentEnv(ABC):
 
     name: ClassVar[str]
     instructions: ClassVar[str]
+    heldout_params: ClassVar[dict[str, Any]] = {}
+    """Constructor parameters of held-out (evaluation) episodes, for an environment whose episodes come from a finite
+    set (SciWorld's task variations, TextCraft's goals) that training must not share; procedurally generated
+    environments need none (held-out seeds differ from training seeds)."""
 
     def __init__(self, max_episode_length: int = 50) -> None:
         if isinstance(max_episode_length, bool) or not isinstance(max_episode_length, int) or max_episode_length < 1:

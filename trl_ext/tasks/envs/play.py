@@ -30,12 +30,14 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from trl_ext.common.errors import ConfigError
+from trl_ext.common.generation import stop_token_ids
 from trl_ext.tasks.envs.base import AgentEnv, Episode, parse_action, run_episode
 
 __all__ = [
     "EPISODE_KIND",
     "PlayedEpisode",
     "action_message",
+    "check_tokenizer",
     "episode_messages",
     "expert_rows",
     "is_episode_payload",
@@ -99,24 +101,24 @@ def expert_rows(env: AgentEnv, seeds: Sequence[int], *, index: int = 0, progress
 
 
 def _render(tokenizer: Any, messages: list[dict[str, str]], generation_prompt: bool) -> str:
+    if not getattr(tokenizer, "chat_template", None):
+        raise ConfigError(
+            f"multi-turn episodes need a tokenizer with a chat template; {type(tokenizer).__name__} "
+            f"({getattr(tokenizer, 'name_or_path', '?')}) has none"
+        )
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
 
 
-def _eos_text(tokenizer: Any) -> str:
-    eos = getattr(tokenizer, "eos_token", None)
-    if not eos:
-        raise ConfigError("multi-turn episodes need a tokenizer with an eos_token (the end of an assistant turn)")
-    return eos
-
-
-def turn_separator(tokenizer: Any, observation: str, *, ended: bool) -> str:
+def turn_separator(tokenizer: Any, observation: str, *, ended_with: str | None = None) -> str:
     """The text between a policy turn and the next generation: what the chat template renders after an assistant
     message's content up to the next generation prompt, with ``observation`` as the user turn between. When the turn
-    ``ended`` with the tokenizer's EOS token, the part of the template up to and including it is dropped (the policy
-    wrote it).
+    ended with a stop token whose text (``ended_with``, e.g. ``<|im_end|>``) is where the template's text starts, that
+    part is dropped (the policy wrote it); otherwise (a turn cut at its token limit, or a stop token the template does
+    not use) the template's whole end of turn is environment text.
 
     Raises:
-        ConfigError: the chat template does not render a conversation as a prefix of its continuation.
+        ConfigError: the tokenizer has no chat template, or the template does not render a conversation as a prefix of
+            its continuation.
     """
     marker = "\x00TURN\x00"
     base = [{"role": "user", "content": "q"}, {"role": "assistant", "content": marker}]
@@ -128,12 +130,14 @@ def turn_separator(tokenizer: Any, observation: str, *, ended: bool) -> str:
             "environment's turns cannot be appended token by token"
         )
     tail = before[before.index(marker) + len(marker) :] + after[len(before) :]
-    eos = _eos_text(tokenizer)
-    if ended:
-        if not tail.startswith(eos):
-            raise ConfigError(f"the chat template does not end an assistant turn with the EOS token {eos!r}")
-        tail = tail[len(eos) :]
+    if ended_with and tail.startswith(ended_with):
+        tail = tail[len(ended_with) :]
     return tail
+
+
+def check_tokenizer(tokenizer: Any) -> None:
+    """Fail early (before training or an evaluation) when ``tokenizer`` cannot render multi-turn episodes."""
+    turn_separator(getattr(tokenizer, "tokenizer", tokenizer), "observation")
 
 
 @dataclass
@@ -156,26 +160,39 @@ def play_episodes(
     tokenizer: Any,
     generate: Generator,
     *,
+    max_new_tokens: int = 0,
     max_context_tokens: int | None = None,
+    stop_ids: set[int] | None = None,
     progress: bool = False,
     desc: str = "episodes",
 ) -> list[PlayedEpisode]:
     """Play episode ``i`` of ``envs[i]`` from ``seeds[i]``, all side by side: each round generates one turn for every
     unfinished episode in one ``generate`` call, parses the action (:func:`parse_action`), steps the environment and
     appends the observation as environment tokens. An episode ends when its environment says done (success, failure
-    or its ``max_episode_length``) or, with ``max_context_tokens``, when the next context would exceed it
-    (``context_limited``; the episode then counts as truncated). The environments must be distinct objects.
+    or its ``max_episode_length``) or, with ``max_context_tokens``, when the next turn (the observation's tokens and
+    ``max_new_tokens``, the most ``generate`` writes per turn) would not fit in it (``context_limited``; the episode
+    then counts as truncated). ``stop_ids`` are the tokens that end a turn (default the tokenizer's EOS; see
+    :func:`stop_token_ids`). The environments must be distinct objects.
+
+    Raises:
+        ConfigError: a first observation that leaves no room for a turn within ``max_context_tokens`` (naming the
+            environment and the seed), or a tokenizer that cannot render the conversation.
     """
     if len(envs) != len(seeds):
         raise ValueError(f"{len(envs)} environments but {len(seeds)} seeds")
     if len({id(env) for env in envs}) != len(envs):
         raise ValueError("play_episodes needs one environment object per episode (the same object appears twice)")
-    eos_ids = _eos_ids(tokenizer)
+    stop_ids = stop_token_ids(tokenizer) if stop_ids is None else set(stop_ids)
     played: list[PlayedEpisode] = []
     for env, seed in zip(envs, seeds):
         observation = env.reset(int(seed))
         prompt = [{"role": "system", "content": env.instructions}, {"role": "user", "content": observation}]
         ids = tokenizer(_render(tokenizer, prompt, True), add_special_tokens=False)["input_ids"]
+        if max_context_tokens is not None and len(ids) + max_new_tokens > max_context_tokens:
+            raise ConfigError(
+                f"{env.name} seed {seed}: the prompt is {len(ids)} tokens, so with {max_new_tokens} new tokens per "
+                f"turn no turn fits in max_context_tokens={max_context_tokens}"
+            )
         played.append(PlayedEpisode(Episode(env.name, int(seed), observation), list(ids)))
     active = list(range(len(played)))
     bar = tqdm(total=len(played), desc=desc, disable=not progress)
@@ -197,11 +214,11 @@ def play_episodes(
             p.episode.observations.append(result.observation)
             p.episode.rewards.append(result.reward)
             if not result.done:
-                ended = bool(tokens) and tokens[-1] in eos_ids
-                sep = tokenizer(turn_separator(tokenizer, result.observation, ended=ended), add_special_tokens=False)
-                sep_ids = list(sep["input_ids"])
+                ended_with = tokenizer.convert_ids_to_tokens(tokens[-1]) if tokens and tokens[-1] in stop_ids else None
+                sep = turn_separator(tokenizer, result.observation, ended_with=ended_with)
+                sep_ids = list(tokenizer(sep, add_special_tokens=False)["input_ids"])
                 if max_context_tokens is not None and (
-                    len(p.prompt_ids) + len(p.completion_ids) + len(sep_ids) >= max_context_tokens
+                    len(p.prompt_ids) + len(p.completion_ids) + len(sep_ids) + max_new_tokens > max_context_tokens
                 ):
                     p.context_limited = True
                 else:
@@ -216,10 +233,3 @@ def play_episodes(
         active = still
     bar.close()
     return played
-
-
-def _eos_ids(tokenizer: Any) -> set[int]:
-    ids = {tokenizer.convert_tokens_to_ids(_eos_text(tokenizer))}
-    if getattr(tokenizer, "eos_token_id", None) is not None:
-        ids.add(int(tokenizer.eos_token_id))
-    return ids

@@ -116,6 +116,7 @@ class SciWorldEnv(AgentEnv):
     """
 
     name = "sciworld"
+    heldout_params: ClassVar[dict[str, Any]] = {"split": "test"}  # the evaluations play the test variations
     instructions: ClassVar[str] = (
         "You are an agent for science world. Every round I will give you an observation, you have to respond an "
         "action based on the observation to finish the given task. Here are the actions you may take: "

@@ -203,6 +203,10 @@ def _catalogue(minecraft_dir: str) -> _Catalogue:
     return _CATALOGUES[minecraft_dir]
 
 
+GOAL_SPLITS = ("train", "heldout", "all")
+HELDOUT_EVERY = 5
+
+
 @register_env
 class TextCraftEnv(AgentEnv):
     """TextCraft on the ``textcraft`` engine (see the module docstring).
@@ -214,9 +218,12 @@ class TextCraftEnv(AgentEnv):
         max_expert_steps: the longest expert plan of a goal (default 20; the expert fits in the default 50 steps;
             a shorter ``max_episode_length`` suits model play, where the expert does not play).
         max_episode_length: steps before the episode is cut (default 50).
+        goals: ``"train"`` (default: four goals in five), ``"heldout"`` (every fifth goal of the sorted list, what
+            the evaluations play) or ``"all"``.
     """
 
     name = "textcraft"
+    heldout_params: ClassVar[dict[str, Any]] = {"goals": "heldout"}
     instructions: ClassVar[str] = (
         "You are given few useful crafting recipes to craft items in Minecraft. Crafting commands are of the format "
         '"craft [target object] using [input ingredients]".\nEvery round I will give you an observation, you have to '
@@ -237,8 +244,11 @@ class TextCraftEnv(AgentEnv):
         max_depth: int = 4,
         max_expert_steps: int = 20,
         max_episode_length: int = 50,
+        goals: str = "train",
     ) -> None:
         super().__init__(max_episode_length)
+        if goals not in GOAL_SPLITS:
+            raise ConfigError(f"textcraft: goals={goals!r} must be one of {', '.join(GOAL_SPLITS)}")
         for key, value in (("min_depth", min_depth), ("max_depth", max_depth), ("max_expert_steps", max_expert_steps)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"textcraft: {key}={value!r} must be an int >= 1")
@@ -249,7 +259,11 @@ class TextCraftEnv(AgentEnv):
         if not (Path(directory) / "recipes").is_dir():
             raise ConfigError(f"textcraft: minecraft_dir={directory!r} holds no recipes/ folder")
         self.catalogue = _catalogue(directory)
-        self.goals = self.catalogue.goal_list(min_depth, max_depth, max_expert_steps)
+        every = self.catalogue.goal_list(min_depth, max_depth, max_expert_steps)
+        # every fifth goal is held out for the evaluations (heldout_params), the others are the training goals
+        self.goals = {"all": every, "train": [g for i, g in enumerate(every) if i % HELDOUT_EVERY],
+                      "heldout": every[::HELDOUT_EVERY]}[goals]  # fmt: skip
+        self.goal_split = goals
         if not self.goals:
             raise ConfigError(
                 f"textcraft: no goal of depth min_depth={min_depth}..max_depth={max_depth} has an expert plan of "
