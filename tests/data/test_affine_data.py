@@ -289,6 +289,7 @@ def test_recipe_config_and_flags(tmp_path):
     config = tmp_path / "c.yaml"
     config.write_text(
         f"output_dir: {tmp_path / 'out'}\nnum_samples: 12\nsat_preset: document\nsat_n: [10, 12]\ntasks: [sat]\n"
+        "num_episodes: 0\n"  # no agent episodes (the default environments would collect 5000)
     )
     args = recipe.parse_args(["--config", str(config), "--sat_k", "4", "--seed", "3"])
     assert (args.num_samples, args.sat_preset, args.sat_n, args.sat_k, args.seed) == (12, "document", [10, 12], [4], 3)
