@@ -1,7 +1,7 @@
 """The sweep engine (trl_ext.sweep, recipes/sweep.py) with a fake recipe: folders and configs, grid and explicit
-runs, resume, statistics, the Pareto
-front, the plot, a Slurm array through submitit (its local executor, and a stand-in sbatch) with the vary file's
-sbatch defaults, failures and the errors on bad input."""
+runs, derived fields (``${key}`` references), resume, run ids and timestamps, statistics, the Pareto front, the plot,
+the --plotting_path hook, a Slurm array through submitit (its local executor, and a stand-in sbatch) with the vary
+file's sbatch defaults, failures and the errors on bad input."""
 
 from __future__ import annotations
 
@@ -125,7 +125,8 @@ def test_folders_and_merged_configs(done):
 def test_runs_csv_and_summary_match_numpy(done):
     _, out, _ = done
     runs = _read_csv(out / "runs.csv")
-    assert list(runs[0]) == ["combination", "b", "a", "seed", "task", "proxy", "eval.task"]  # no string metric
+    # no string metric; run_id and timestamp are the sweep's, not metrics
+    assert list(runs[0]) == ["combination", "b", "a", "seed", "run_id", "timestamp", "task", "proxy", "eval.task"]
     assert len(runs) == 8
     summary = {row["combination"]: row for row in _read_csv(out / "summary.csv")}
     summary_json = {s["combination"]: s for s in json.loads((out / "summary.json").read_text())["combinations"]}
@@ -652,3 +653,248 @@ def test_command_line_subprocess(tmp_path):
     assert "all 2 runs succeeded" in proc.stdout and "pareto.png" in proc.stdout
     result = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert result["x_metric"] == "eval.task" and result["n_runs"] == 2
+
+
+# -- derived fields: ${key} references resolved per run -----------------------------------------------------------
+
+# A base config with derived fields: a path from the strategy and the seed (the original driver's steering-vector
+# path), references to references in dependency order (tag -> plane_path -> strategy, seed), a nested key, a whole
+# value keeping its type, a format spec, and literal braces (plain, str.format and Jinja style, and the $${ escape).
+DERIVED_BASE = {
+    **BASE,
+    "tag": "${plane_path}|depth=${nested.depth}",
+    "plane_path": "planes/${strategy}_${seed}.safetensors",
+    "strategy": "naive",
+    "nested": {"depth": 2, "label": "d${nested.depth}-s${seed:03d}"},
+    "eval_lr": "${learning_rate}",
+    "literal": "$${not_a_ref} {x} {{ y }} {% z %}",
+}
+DERIVED_VARY = {"grid": {"strategy": ["kl", "dpo"]}, "runs": [{"b": 0.5}, {"b": "${a}"}]}
+
+# A plotting hook: appends what it was called with to plot_calls.jsonl beside the sweep folder.
+PLOT_SCRIPT = """
+import json
+from pathlib import Path
+
+
+def plot(results, output_dir):
+    assert isinstance(output_dir, Path)
+    record = {"output_dir": str(output_dir), "results": results}
+    with open(output_dir.parent / "plot_calls.jsonl", "a") as f:
+        f.write(json.dumps(record) + "\\n")
+"""
+
+
+def _derived_expected(strategy: str, seed: int, b, seed_dir: Path) -> dict:
+    plane = f"planes/{strategy}_{seed}.safetensors"
+    return {
+        **BASE,
+        "b": b,
+        "tag": f"{plane}|depth=2",
+        "plane_path": plane,
+        "strategy": strategy,
+        "nested": {"depth": 2, "label": f"d2-s{seed:03d}"},
+        "eval_lr": 0.001,
+        "literal": "${not_a_ref} {x} {{ y }} {% z %}",
+        "output_dir": str(seed_dir),
+        "seed": seed,
+    }
+
+
+@pytest.fixture(scope="module")
+def derived(sweep, tmp_path_factory):
+    """A sweep with derived fields and a plotting hook: 2 runs x 2 strategies x seeds 0 and 1."""
+    tmp = tmp_path_factory.mktemp("derived")
+    args = _setup(tmp, DERIVED_VARY, base=DERIVED_BASE)
+    plot = _write(tmp / "plot.py", PLOT_SCRIPT)
+    rc = sweep.main([*args, "--seeds", "0", "1", "--plotting_path", str(plot)])
+    return tmp, tmp / "out", rc
+
+
+def test_derived_fields_are_resolved_per_run(sweep, derived):
+    tmp, out, rc = derived
+    assert rc == 0 and len(_calls(tmp)) == 8
+    plan = sweep.plan_sweep(tmp / "fake.py", tmp / "base.yaml", tmp / "vary.yaml", out, [0, 1])
+    names = [c.name for c in plan.combinations]
+    assert names == ["b-0.5_strategy-kl", "b-0.5_strategy-dpo", "b-__a__strategy-kl", "b-__a__strategy-dpo"]
+    for run in plan.runs:
+        b = 0.5 if run.combination.overrides["b"] == 0.5 else 1  # "${a}" (a whole value) takes a's value, an int
+        expected = _derived_expected(run.combination.overrides["strategy"], run.seed, b, run.seed_dir)
+        assert run.config == expected
+        assert yaml.safe_load((run.seed_dir / "config.yaml").read_text()) == expected  # what the recipe read
+        assert run.command[-6:] == ["--config", str(run.seed_dir / "config.yaml"), "--output_dir",
+                                    str(run.seed_dir), "--seed", str(run.seed)]  # fmt: skip
+        assert type(run.config["b"]) is type(b) and run.config["eval_lr"] == 0.001
+    assert len({run.config["plane_path"] for run in plan.runs}) == 4  # strategy x seed
+    # a combination's own config.yaml keeps the references as written (it has no seed)
+    combo = yaml.safe_load((out / "b-__a__strategy-kl" / "config.yaml").read_text())
+    assert combo["plane_path"] == DERIVED_BASE["plane_path"] and combo["b"] == "${a}"
+    # the recipe's results of the first run are there, and a second sweep resumes: nothing is stale
+    assert sweep.pending_runs(plan.runs) == []
+
+
+def test_resolve_references_rules(sweep):
+    resolve = sweep.resolve_references
+    config = {"a": "${b.c}/${d}", "b": {"c": "${d}${d}"}, "d": "x", "n": [1, "${d}", {"k": "${e}"}], "e": 2.5}
+    assert resolve(config) == {"a": "xx/x", "b": {"c": "xx"}, "d": "x", "n": [1, "x", {"k": 2.5}], "e": 2.5}
+    assert config["a"] == "${b.c}/${d}"  # the input is left as it is
+    assert resolve({"l": [1, 2], "m": "${l}", "f": True, "s": "${f}-${missing_ok:>3}", "missing_ok": 7}) == {
+        "l": [1, 2], "m": [1, 2], "f": True, "s": "True-  7", "missing_ok": 7,
+    }  # fmt: skip
+    assert resolve({"p": "$${a}", "q": "$$", "r": "{a} {{a}}", "s": "$a"}) == {
+        "p": "${a}", "q": "$$", "r": "{a} {{a}}", "s": "$a",
+    }  # fmt: skip
+    assert resolve({"a.b": 1, "c": "${a.b}"})["c"] == 1  # a top-level dotted key wins over a nested path
+
+
+@pytest.mark.parametrize(
+    ("base_extra", "vary", "expected"),
+    [
+        ({"x": "${y}", "y": "${x}"}, {"a": [1]}, ["field 'y' refers to '${x}'", "cycle", "x -> y -> x"]),
+        ({"x": "${x}"}, {"a": [1]}, ["field 'x' refers to '${x}'", "cycle", "(x -> x)"]),
+        ({"x": {"y": "${x}"}}, {"a": [1]}, ["field 'x.y' refers to '${x}'", "cycle"]),
+        ({"p": "planes/${stratgy}_${seed}"}, {"a": [1]}, ["field 'p' refers to '${stratgy}'", "not a key"]),
+        ({"p": "${nested.dept}"}, {"a": [1]}, ["field 'p' refers to '${nested.dept}'", "did you mean: nested.depth"]),
+        ({}, {"b": ["${unknown}"]}, ["run b-__unknown_/seed_0: field 'b' refers to '${unknown}'", "not a key"]),
+        ({"p": "${a"}, {"a": [1]}, ["field 'p' has a bad reference", "without a closing", "$${"]),
+        ({"p": "x${nested}"}, {"a": [1]}, ["field 'p' refers to '${nested}', a dict, inside a string"]),
+        ({"p": "${a:q}"}, {"a": [1]}, ["field 'p' refers to '${a:q}': bad format spec"]),
+    ],
+    ids=["cycle", "self", "parent", "unknown", "unknown-nested", "unknown-in-vary", "unterminated", "dict", "spec"],
+)
+def test_bad_references_are_errors_before_any_run(sweep, tmp_path, capsys, base_extra, vary, expected):
+    """A cycle or an unknown name is a user error naming the run, the field and the reference, raised when the plan
+    is built: nothing is written or run."""
+    args = [*_setup(tmp_path, vary, base={**BASE, **base_extra}), "--seeds", "0"]
+    assert sweep.main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("trl-ext-sweep: error: run "), err
+    for text in expected:
+        assert text in err, err
+    assert not (tmp_path / "out").exists() and not _calls(tmp_path)
+    with pytest.raises(sweep.SweepError, match="refers to|bad reference"):
+        sweep.plan_sweep(tmp_path / "fake.py", tmp_path / "base.yaml", tmp_path / "vary.yaml", tmp_path / "o", [0])
+
+
+# -- the plotting hook (--plotting_path) --------------------------------------------------------------------------
+
+
+def _plot_calls(tmp: Path) -> list[dict]:
+    path = tmp / "plot_calls.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def test_plotting_hook_is_called_once_with_the_collected_results(sweep, derived, tmp_path, capsys):
+    tmp, out, _ = derived
+    (call,) = _plot_calls(tmp)
+    assert call["output_dir"] == str(out)
+    results = call["results"]
+    assert results == json.loads((out / "summary.json").read_text())  # what collect() returned and wrote
+    assert results["n_runs"] == 8 and len(results["combinations"]) == 4 and len(results["runs"]) == 8
+    assert {r["combination"] for r in results["runs"]} == {c["combination"] for c in results["combinations"]}
+    for row in results["runs"]:
+        on_disk = json.loads((out / row["combination"] / f"seed_{row['seed']}" / "results.json").read_text())
+        assert (row["run_id"], row["timestamp"]) == (on_disk["run_id"], on_disk["timestamp"])
+        assert row["metrics"]["task"] == on_disk["task"]
+    # --collect_only calls it too (once), here on a copy of the sweep folder
+    copy = shutil.copytree(out, tmp_path / "sweep")
+    plot = _write(tmp_path / "plot.py", PLOT_SCRIPT)
+    assert sweep.main(["--output_dir", str(copy), "--collect_only", "--plotting_path", str(plot)]) == 0
+    (again,) = _plot_calls(tmp_path)
+    assert again["output_dir"] == str(copy) and again["results"]["runs"] == results["runs"]
+    assert f"called plot() of {plot}" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("script", "expected"),
+    [
+        (None, "no such file"),
+        ("def plot(results, output_dir):\n    raise ValueError('no pareto front to draw')\n",
+         "plot() raised ValueError: no pareto front to draw (line 2: raise ValueError('no pareto front to draw'))"),
+        ("def plotting(results, output_dir):\n    pass\n", "defines no function 'plot(results, output_dir)' "
+         "(functions defined: plotting)"),
+        ("plot = 3\n", "defines no function 'plot(results, output_dir)'"),
+        ("def plot(results):\n    pass\n", "'plot' must take two arguments"),
+        ("import no_such_module_for_the_hook\n", "importing it raised ModuleNotFoundError"),
+        ("def plot(results, output_dir)\n", "importing it raised SyntaxError"),
+    ],
+    ids=["missing", "raises", "no-plot", "not-callable", "arity", "import-error", "syntax-error"],
+)  # fmt: skip
+def test_plotting_hook_errors_name_the_script(sweep, done, tmp_path, capsys, script, expected):
+    _, out, _ = done
+    copy = shutil.copytree(out, tmp_path / "sweep")
+    path = tmp_path / "hook.py"
+    if script is not None:
+        _write(path, script)
+    assert sweep.main(["--output_dir", str(copy), "--collect_only", "--plotting_path", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"trl-ext-sweep: error: --plotting_path {path}") and expected in err, err
+
+
+def test_bad_plotting_hook_fails_before_any_run(sweep, tmp_path, capsys):
+    args = [*_setup(tmp_path, {"a": [1, 2]}), "--seeds", "0"]
+    _write(tmp_path / "hook.py", "def draw(results, output_dir):\n    pass\n")
+    assert sweep.main([*args, "--plotting_path", str(tmp_path / "hook.py")]) == 2
+    assert "defines no function 'plot" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists() and not _calls(tmp_path)
+
+
+# -- run ids and timestamps -----------------------------------------------------------------------------------------
+
+
+def test_results_carry_a_stable_run_id_and_a_utc_timestamp(sweep, done, tmp_path):
+    from datetime import datetime, timedelta, timezone
+
+    tmp, out, _ = done
+    ids = {}
+    for name in NAMES:
+        for seed in (0, 2):
+            seed_dir = out / name / f"seed_{seed}"
+            results = json.loads((seed_dir / "results.json").read_text())
+            config = yaml.safe_load((seed_dir / "config.yaml").read_text())
+            assert results["run_id"] == sweep.run_id(config) and len(results["run_id"]) == 12
+            assert int(results["run_id"], 16) >= 0
+            stamp = datetime.fromisoformat(results["timestamp"])
+            assert stamp.utcoffset() == timedelta(0)
+            assert abs(datetime.now(timezone.utc) - stamp) < timedelta(hours=1)
+            assert {"task", "proxy", "eval"} <= set(results)  # the recipe's results are kept
+            ids[(name, seed)] = results["run_id"]
+    assert len(set(ids.values())) == 8  # different seeds and combinations: different ids
+    status = {s["run"]: s for s in json.loads((out / "sweep_status.json").read_text())["runs"]}
+    assert all(status[f"{n}/seed_{s}"]["run_id"] == rid for (n, s), rid in ids.items())
+    runs_csv = {(r["combination"], int(r["seed"])): r for r in _read_csv(out / "runs.csv")}
+    assert all(runs_csv[key]["run_id"] == rid for key, rid in ids.items())
+    # the same config gives the same id: planned again, elsewhere (output_dir is not part of it), or dict by dict
+    plan = sweep.plan_sweep(tmp / "fake.py", tmp / "base.yaml", tmp / "vary.yaml", tmp_path / "elsewhere", [0, 2])
+    assert {(r.combination.name, r.seed): r.run_id for r in plan.runs} == ids
+    config = {"a": 1, "nested": {"x": [1, 2]}, "seed": 0, "output_dir": "/x"}
+    same = {"output_dir": "/y", "seed": 0, "nested": {"x": [1, 2]}, "a": 1}
+    assert sweep.run_id(config) == sweep.run_id(same) != sweep.run_id({**config, "seed": 1})
+
+
+def test_rerun_keeps_the_run_id_and_restamps(sweep, tmp_path):
+    args = [*_setup(tmp_path, {"a": [1]}), "--seeds", "0"]
+    results = tmp_path / "out" / "a-1" / "seed_0" / "results.json"
+    assert sweep.main(args) == 0
+    first = json.loads(results.read_text())
+    _write(results, json.dumps({**first, "timestamp": "2000-01-01T00:00:00+00:00"}))
+    assert sweep.main([*args, "--rerun"]) == 0
+    second = json.loads(results.read_text())
+    assert second["run_id"] == first["run_id"] and second["timestamp"] > "2000"
+    assert list(second) == ["task", "proxy", "eval", "run_id", "timestamp"]
+
+
+def test_collect_computes_the_run_id_of_unstamped_results(sweep, tmp_path):
+    """Results written outside the sweep (no run_id, no timestamp): the collector computes the run id from the run's
+    config.yaml; the timestamp stays empty."""
+    _setup(tmp_path, {"a": [1, 2]})
+    out = tmp_path / "out"
+    plan = sweep.plan_sweep(tmp_path / "fake.py", tmp_path / "base.yaml", tmp_path / "vary.yaml", out, [0])
+    sweep.write_plan(plan, plan.runs, "task", "proxy")
+    for run in plan.runs:
+        _write(run.results_path, json.dumps({"task": 1.0, "proxy": 0.5}))
+    result = sweep.collect(out)
+    assert [(r["run_id"], r["timestamp"]) for r in result["runs"]] == [(run.run_id, None) for run in plan.runs]
+    assert [r["timestamp"] for r in _read_csv(out / "runs.csv")] == ["", ""]
+    with pytest.raises(sweep.SweepError, match="--y_metric run_id: 'run_id' identifies a run"):
+        sweep.collect(out, y_metric="run_id")

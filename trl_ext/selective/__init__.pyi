@@ -1,4 +1,5 @@
 from .config import SelectiveArguments, SelectiveConfig, SelectiveDPOConfig, check_strategy
+from .convert import KEY_MAPPING, Conversion, convert, convert_config, mapping_markdown, write_converted
 from .dpo import SelectiveDPOTrainer
 from .losses import (
     KL_DIRECTIONS,

@@ -1,5 +1,15 @@
 from .cli import main, parse_args, run_sweep
-from .collect import collect, flatten_metrics, pareto_figure, pareto_front, plot_pareto, summarise
+from .collect import (
+    PLOT_FUNCTION,
+    collect,
+    flatten_metrics,
+    load_plotting_hook,
+    pareto_figure,
+    pareto_front,
+    plot_pareto,
+    run_plotting_hook,
+    summarise,
+)
 from .plan import (
     MANIFEST,
     Combination,
@@ -12,8 +22,10 @@ from .plan import (
     make_combinations,
     pending_runs,
     plan_sweep,
+    run_id,
     slurm_defaults,
     write_plan,
 )
-from .run import RunStatus, execute_run, execute_sweep
+from .references import resolve_references
+from .run import RunStatus, execute_run, execute_sweep, stamp_results
 from .slurm import JOBS_FILE, slurm_parameters, submit_slurm

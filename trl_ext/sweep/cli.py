@@ -5,6 +5,7 @@ r"""Sweep a recipe over attribute combinations and seeds, collect ``results.json
     trl-ext-sweep ... --launcher "accelerate launch --config_file accelerate_configs/cpu.yaml"
     trl-ext-sweep ... --slurm --slurm_option partition=gpu --slurm_option gpus=1 --slurm_option time=04:00:00
     trl-ext-sweep --output_dir outputs/sweep_kl --collect_only [--x_metric eval.task --y_metric proxy]
+    trl-ext-sweep ... --plotting_path my_plots.py     # then calls plot(results, output_dir) of my_plots.py
 
 A recipe is run as ``<launcher> <script> --config <yaml> --output_dir <dir> --seed <int>`` (``<launcher>``
 defaults to this Python interpreter) and must write ``<output_dir>/results.json``, a JSON object of metrics
@@ -20,9 +21,14 @@ Runs go one after the other; a run whose ``results.json`` exists is skipped (an 
 ``--rerun``. A failing run is recorded in ``sweep_status.json`` and the sweep goes on; the exit status is then 1
 (2 for bad input). Finally the results are collected into ``runs.csv``, ``summary.csv``, ``summary.json`` and
 ``pareto.png`` (x metric vs y metric, mean ± std over seeds, the Pareto-optimal combinations highlighted; std is
-the sample std, ddof=1, left empty for a single seed). ``--slurm`` submits the runs as one Slurm array job through
-submitit instead of running them (``--slurm_cluster local``: the same array on this machine); ``--collect_only``
-gathers the results once the array is done.
+the sample std, ddof=1, left empty for a single seed); ``--plotting_path script.py`` then calls the script's
+``plot(results, output_dir)`` with the collected results (``summary.json``'s content) and the sweep folder. A string
+value of the base config or the vary file may refer to other keys of the run's config, ``${strategy}`` or
+``${peft.r}`` (``$${`` for a literal ``${``), e.g. ``plane_path: planes/${strategy}_${seed}.pt``: resolved per run,
+an unknown key or a cycle is an error before any run starts. Each run's ``results.json`` gets ``run_id`` (a hash of
+its config) and ``timestamp`` (UTC) when the sweep records it. ``--slurm`` submits the runs as one Slurm array job
+through submitit instead of running them (``--slurm_cluster local``: the same array on this machine);
+``--collect_only`` gathers the results once the array is done.
 """
 
 from __future__ import annotations
@@ -31,12 +37,12 @@ import argparse
 import shlex
 import shutil
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from trl_ext.common.entry import run_main
-from trl_ext.sweep.collect import collect, print_summary
+from trl_ext.sweep.collect import collect, load_plotting_hook, print_summary, run_plotting_hook
 from trl_ext.sweep.plan import STATUS, Run, SweepError, SweepPlan, pending_runs, plan_sweep, write_plan
 from trl_ext.sweep.run import execute_sweep, report_failures
 from trl_ext.sweep.slurm import slurm_parameters, submit_slurm
@@ -62,6 +68,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--y_metric", default="proxy", help="Metric on the y axis (dotted key; default: proxy).")
     parser.add_argument("--minimize_x", action="store_true", help="Lower x is better (default: higher).")
     parser.add_argument("--minimize_y", action="store_true", help="Lower y is better (default: higher).")
+    parser.add_argument(
+        "--plotting_path",
+        help="Python file defining plot(results, output_dir), called once after the results are collected (also "
+        "with --collect_only) with summary.json's content and the sweep folder.",
+    )
     parser.add_argument(
         "--launcher",
         help="Command that runs the script, e.g. 'accelerate launch --config_file ...' (default: this "
@@ -107,22 +118,34 @@ def _dry_run(plan: SweepPlan, pending: Sequence[Run]) -> None:
     print(f"# dry run: {len(pending)} of {len(plan.runs)} runs would execute; nothing was written")
 
 
-def _collect_and_print(args: argparse.Namespace, output_dir: Path) -> dict[str, Any]:
-    """Collect ``output_dir`` with the metric options of ``args`` and print the summary."""
+def _collect_and_print(
+    args: argparse.Namespace, output_dir: Path, hook: Callable[..., Any] | None = None
+) -> dict[str, Any]:
+    """Collect ``output_dir`` with the metric options of ``args``, print the summary, then call the plotting hook of
+    ``--plotting_path`` (``hook``: its ``plot`` function, already loaded) if one was given."""
     result = collect(output_dir, args.x_metric, args.y_metric, args.minimize_x, args.minimize_y)
     print_summary(result, output_dir)
+    if args.plotting_path:
+        run_plotting_hook(args.plotting_path, result, output_dir, hook)
+        print(f"called plot() of {Path(args.plotting_path).resolve()}")
     return result
+
+
+def _plotting_hook(args: argparse.Namespace) -> Callable[..., Any] | None:
+    """The ``plot`` function of ``--plotting_path``, loaded before anything runs so that a bad script fails early."""
+    return load_plotting_hook(args.plotting_path) if args.plotting_path else None
 
 
 def run_sweep(args: argparse.Namespace) -> int:
     """Do what the parsed command line asks; returns the exit status (1 if a run failed)."""
     if args.collect_only:
-        _collect_and_print(args, Path(args.output_dir).resolve())
+        _collect_and_print(args, Path(args.output_dir).resolve(), _plotting_hook(args))
         return 0
     _require_inputs(args)
     plan = plan_sweep(
         args.script, args.base_config, args.vary, args.output_dir, args.seeds, args.launcher, args.allow_new_keys
     )
+    hook = _plotting_hook(args)
     pending = pending_runs(plan.runs, rerun=args.rerun)
     if args.dry_run:
         _dry_run(plan, pending)
@@ -135,7 +158,8 @@ def run_sweep(args: argparse.Namespace) -> int:
         write_plan(plan, pending, args.x_metric, args.y_metric)
         jobs = submit_slurm(plan, pending, args.slurm_option, args.slurm_max_parallel, cluster=args.slurm_cluster)
         print(f"submitted {len(pending)} runs as one array job ({jobs[0].job_id.split('_')[0]}) through submitit")
-        collect_cmd = shlex.join(["trl-ext-sweep", "--output_dir", str(plan.output_dir), "--collect_only"])
+        plotting = ["--plotting_path", str(Path(args.plotting_path).resolve())] if args.plotting_path else []
+        collect_cmd = shlex.join(["trl-ext-sweep", "--output_dir", str(plan.output_dir), "--collect_only", *plotting])
         print(f"when it has finished, collect with:\n  {collect_cmd}")
         if args.slurm_cluster == "local":
             for job in jobs:  # the local executor: wait here, as a finished array would have
@@ -146,7 +170,7 @@ def run_sweep(args: argparse.Namespace) -> int:
     write_plan(plan, pending, args.x_metric, args.y_metric)
     statuses = execute_sweep(plan, pending)
     try:
-        _collect_and_print(args, plan.output_dir)
+        _collect_and_print(args, plan.output_dir, hook)
     finally:  # the failures come last, even when collecting fails
         failed = report_failures(statuses)
     if failed:

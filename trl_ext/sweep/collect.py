@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import csv
+import importlib.util
+import inspect
 import itertools
 import json
 import math
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+import traceback
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from trl_ext.sweep.plan import MANIFEST, RESULTS, SEED_DIR_PATTERN, SweepError
+from trl_ext.sweep.plan import CONFIG, MANIFEST, RESULTS, SEED_DIR_PATTERN, SweepError, load_yaml, run_id
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -21,8 +24,11 @@ if TYPE_CHECKING:
 
 
 # Top-level keys of ``results.json`` that identify a run rather than measure it: a recipe may echo its ``--seed``
-# (recipes/selective_generalisation.py does), but the run's seed is its ``seed_<N>`` folder, never a metric to average.
-NON_METRIC_KEYS = frozenset({"seed"})
+# (recipes/selective_generalisation.py does), but the run's seed is its ``seed_<N>`` folder, never a metric to average;
+# ``run_id`` and ``timestamp`` are added by the sweep when it records a run (trl_ext.sweep.run.stamp_results).
+NON_METRIC_KEYS = frozenset({"seed", "run_id", "timestamp"})
+PLOT_FUNCTION = "plot"
+"""The function a ``--plotting_path`` script defines: ``plot(results, output_dir)`` (:func:`run_plotting_hook`)."""
 
 
 def flatten_metrics(data: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
@@ -78,16 +84,38 @@ def _seed_dirs(run_dir: Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
-def read_results(seed_dir: Path, required: Sequence[str]) -> dict[str, float]:
-    """The flattened numeric metrics of ``<seed_dir>/results.json``, without the :data:`NON_METRIC_KEYS` (``seed``);
-    an error names the folder and a missing key."""
-    path = seed_dir / RESULTS
+def _load_results(seed_dir: Path) -> dict[str, Any]:
+    """``<seed_dir>/results.json`` as a dict; an error names the folder."""
     try:
-        data = json.loads(path.read_text())
+        data = json.loads((seed_dir / RESULTS).read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise SweepError(f"run folder {seed_dir}: {RESULTS} is not valid JSON: {err}") from err
     if not isinstance(data, dict):
         raise SweepError(f"run folder {seed_dir}: {RESULTS} is not a JSON object")
+    return data
+
+
+def run_identity(seed_dir: Path, data: Mapping[str, Any]) -> tuple[str | None, str | None]:
+    """``(run_id, timestamp)`` of a run from its ``results.json`` content ``data``. Results the sweep did not record
+    (written by hand, or by a sweep older than these keys) have no timestamp (``None``), and their run id is computed
+    from ``<seed_dir>/config.yaml`` (:func:`~trl_ext.sweep.plan.run_id`; ``None`` without a readable one)."""
+    rid, timestamp = data.get("run_id"), data.get("timestamp")
+    if not isinstance(rid, str):
+        rid = None
+        try:
+            config = load_yaml(seed_dir / CONFIG, "run config")
+        except SweepError:
+            config = None
+        if isinstance(config, Mapping):
+            rid = run_id(config)
+    return rid, timestamp if isinstance(timestamp, str) else None
+
+
+def read_results(seed_dir: Path, required: Sequence[str], data: Mapping[str, Any] | None = None) -> dict[str, float]:
+    """The flattened numeric metrics of ``<seed_dir>/results.json`` (or of its content ``data``, already read),
+    without the :data:`NON_METRIC_KEYS` (``seed``, ``run_id``, ``timestamp``); an error names the folder and a
+    missing key."""
+    data = _load_results(seed_dir) if data is None else data
     metrics = flatten_metrics({k: v for k, v in data.items() if k not in NON_METRIC_KEYS})
     for key in required:
         if key not in metrics:
@@ -101,8 +129,9 @@ def read_results(seed_dir: Path, required: Sequence[str]) -> dict[str, float]:
 def collect_rows(output_dir: Path, manifest: Mapping[str, Any], required: Sequence[str]) -> tuple[list, list]:
     """Read every ``seed_*/results.json`` of the manifest's combinations.
 
-    Returns ``(rows, missing)``: one row ``{"combination", "attributes", "seed", "metrics"}`` per results file,
-    and the ``<combination>/seed_<N>`` labels of the manifest's seeds that have no results.
+    Returns ``(rows, missing)``: one row ``{"combination", "attributes", "seed", "run_id", "timestamp", "metrics"}``
+    per results file (:func:`run_identity`), and the ``<combination>/seed_<N>`` labels of the manifest's seeds that
+    have no results.
     """
     rows, missing = [], []
     for combo in manifest["combinations"]:
@@ -110,9 +139,18 @@ def collect_rows(output_dir: Path, manifest: Mapping[str, Any], required: Sequen
         with_results = {seed for seed, d in found if (d / RESULTS).is_file()}
         for seed, seed_dir in found:
             if seed in with_results:
-                metrics = read_results(seed_dir, required)
+                data = _load_results(seed_dir)
+                metrics = read_results(seed_dir, required, data)
+                rid, timestamp = run_identity(seed_dir, data)
                 rows.append(
-                    {"combination": combo["name"], "attributes": combo["attributes"], "seed": seed, "metrics": metrics}
+                    {
+                        "combination": combo["name"],
+                        "attributes": combo["attributes"],
+                        "seed": seed,
+                        "run_id": rid,
+                        "timestamp": timestamp,
+                        "metrics": metrics,
+                    }
                 )
         expected = set(manifest.get("seeds", [])) | {seed for seed, _ in found}
         missing.extend(f"{combo['name']}/seed_{s}" for s in sorted(expected - with_results))
@@ -176,10 +214,15 @@ def _write_csv(path: Path, columns: Sequence[str], records: Iterable[Mapping[str
 
 
 def write_runs_csv(path: Path, rows: Sequence[Mapping[str, Any]], attributes: Sequence[str]) -> None:
-    """``runs.csv``: combination, attributes, seed and every numeric metric (dotted keys) of each run."""
+    """``runs.csv``: combination, attributes, seed, run_id, timestamp and every numeric metric (dotted keys) of each
+    run."""
     metric_names = list(dict.fromkeys(k for r in rows for k in r["metrics"]))
-    records = [{"combination": r["combination"], **r["attributes"], "seed": r["seed"], **r["metrics"]} for r in rows]
-    _write_csv(path, ["combination", *attributes, "seed", *metric_names], records)
+    identity = ("seed", "run_id", "timestamp")
+    records = [
+        {"combination": r["combination"], **r["attributes"], **{k: r.get(k) for k in identity}, **r["metrics"]}
+        for r in rows
+    ]
+    _write_csv(path, ["combination", *attributes, *identity, *metric_names], records)
 
 
 def write_summary_csv(path: Path, summary: Sequence[Mapping[str, Any]], attributes: Sequence[str]) -> None:
@@ -327,11 +370,13 @@ def collect(
     Every ``seed_*/results.json`` of the manifest's combinations is read (each must have ``x_metric`` and
     ``y_metric``); runs without results are listed under ``missing``. A ``seed`` key in a results file is not a
     metric (:data:`NON_METRIC_KEYS`): the seeds of a combination are its ``seeds`` list and ``n_seeds``, and no
-    ``seed`` mean or std is written. Returns the ``summary.json`` content.
+    ``seed`` mean or std is written (nor of ``run_id`` and ``timestamp``). Returns the ``summary.json`` content: the
+    settings, ``missing``, ``pareto``, ``combinations`` (one summary per combination) and ``runs`` (one row per run:
+    combination, attributes, seed, run_id, timestamp, metrics), what a ``--plotting_path`` hook receives.
     """
     for flag, metric in (("x_metric", x_metric), ("y_metric", y_metric)):
         if metric in NON_METRIC_KEYS:
-            raise SweepError(f"--{flag} {metric}: '{metric}' identifies a run (its seed_<N> folder), not a metric")
+            raise SweepError(f"--{flag} {metric}: '{metric}' identifies a run, not a metric")
     output_dir = Path(output_dir).resolve()
     manifest = load_manifest(output_dir)
     rows, missing = collect_rows(output_dir, manifest, [x_metric, y_metric])
@@ -354,6 +399,7 @@ def collect(
         "missing": missing,
         "pareto": [s["combination"] for s in summary if s["pareto"]],
         "combinations": summary,
+        "runs": rows,
     }
     (output_dir / "summary.json").write_text(json.dumps(_json_safe(result), indent=2) + "\n")
     return result
@@ -376,3 +422,77 @@ def print_summary(result: Mapping[str, Any], output_dir: Path) -> None:
         print(f"{len(result['missing'])} runs have no {RESULTS}: {', '.join(result['missing'])}", file=sys.stderr)
     names = ", ".join(("runs.csv", "summary.csv", "summary.json", "pareto.png"))
     print(f"wrote {names} to {output_dir}")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The plotting hook (--plotting_path)
+
+
+def load_plotting_hook(path: str | Path) -> Callable[..., Any]:
+    """Import the Python file ``path`` as a module (``importlib``, under the private name
+    ``_trl_ext_sweep_plotting_<stem>``) and return its ``plot`` function (:data:`PLOT_FUNCTION`).
+
+    Raises:
+        SweepError: the file is missing or not a ``.py`` file, importing it raises, or it has no callable ``plot``
+            taking two arguments; the message names the script.
+    """
+    path = Path(path).resolve()
+    what = f"--plotting_path {path}"
+    if not path.is_file():
+        raise SweepError(f"{what}: no such file")
+    if path.suffix != ".py":
+        raise SweepError(f"{what}: not a Python file (.py)")
+    spec = importlib.util.spec_from_file_location(f"_trl_ext_sweep_plotting_{path.stem}", path)
+    if spec is None or spec.loader is None:
+        raise SweepError(f"{what}: cannot be imported")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # as an import would (dataclasses and pickle look the module up there)
+    try:
+        spec.loader.exec_module(module)
+    except Exception as err:  # the user's module, anything may go wrong: name the script
+        del sys.modules[spec.name]
+        raise SweepError(f"{what}: importing it raised {_where_raised(err, path)}") from err
+    hook = getattr(module, PLOT_FUNCTION, None)
+    if not callable(hook):
+        defined = ", ".join(n for n, v in vars(module).items() if inspect.isfunction(v) and not n.startswith("_"))
+        raise SweepError(
+            f"{what} defines no function '{PLOT_FUNCTION}(results, output_dir)' "
+            f"(functions defined: {defined or 'none'})"
+        )
+    try:
+        inspect.signature(hook).bind(None, None)
+    except TypeError:
+        raise SweepError(f"{what}: '{PLOT_FUNCTION}' must take two arguments: plot(results, output_dir)") from None
+    except ValueError:  # no signature to inspect (a builtin): let the call tell
+        pass
+    return hook
+
+
+def _where_raised(err: BaseException, path: Path) -> str:
+    """``Type: message`` of ``err``, with the line of ``path`` it was raised from (the innermost such frame)."""
+    text = f"{type(err).__name__}: {err}"
+    frames = [f for f in traceback.extract_tb(err.__traceback__) if Path(f.filename).resolve() == path]
+    if isinstance(err, SyntaxError) and err.lineno is not None:
+        return f"{text} (line {err.lineno})"
+    return f"{text} (line {frames[-1].lineno}: {frames[-1].line})" if frames else text
+
+
+def run_plotting_hook(
+    path: str | Path, results: Mapping[str, Any], output_dir: str | Path, hook: Callable[..., Any] | None = None
+) -> Any:
+    """Call ``plot(results, output_dir)`` of the script ``path`` (:func:`load_plotting_hook`; ``hook``: the function
+    already loaded from it) once, with the collected
+    ``results`` (what :func:`collect` returns: the ``summary.json`` content, per-combination summaries under
+    ``combinations`` and per-run rows under ``runs``) and the sweep folder as a :class:`~pathlib.Path`; returns
+    what it returns.
+
+    Raises:
+        SweepError: loading fails (see :func:`load_plotting_hook`) or ``plot`` raises; the message names the script,
+            the exception and the script's line it came from.
+    """
+    path = Path(path).resolve()
+    hook = load_plotting_hook(path) if hook is None else hook
+    try:
+        return hook(results, Path(output_dir))
+    except Exception as err:  # the user's code: name the script
+        raise SweepError(f"--plotting_path {path}: {PLOT_FUNCTION}() raised {_where_raised(err, path)}") from err

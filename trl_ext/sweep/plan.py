@@ -28,6 +28,7 @@ MAX_NAME_LENGTH = 100
 RESERVED_KEYS = ("output_dir", "seed")  # set by the sweep itself for every run
 VARY_FORM_KEYS = ("grid", "runs", "slurm")  # the keys of the mapping form of a vary file
 SEED_DIR_PATTERN = re.compile(r"^seed_(-?\d+)$")
+RUN_ID_LENGTH = 12  # hex digits of the SHA-256 of a run's config (:func:`run_id`)
 
 
 class SweepError(UserInputError):
@@ -358,6 +359,11 @@ class Run:
         """``<seed_dir>/log.txt``, the run's stdout and stderr."""
         return self.seed_dir / LOG
 
+    @property
+    def run_id(self) -> str:
+        """The run's id: :func:`run_id` of its (resolved) config."""
+        return run_id(self.config)
+
 
 @dataclass
 class SweepPlan:
@@ -430,11 +436,25 @@ def plan_sweep(
 
 
 def _make_run(plan: SweepPlan, combo: Combination, seed: int) -> Run:
-    """The run of ``combo`` at ``seed``: folder ``<output_dir>/<combo>/seed_<seed>``, its config and command."""
+    """The run of ``combo`` at ``seed``: folder ``<output_dir>/<combo>/seed_<seed>``, its config (base config, then
+    the combination's attributes, then ``output_dir`` and ``seed``, then the derived fields resolved:
+    :func:`resolve_references`) and command."""
     seed_dir = plan.output_dir / combo.name / f"seed_{seed}"
-    config = merge_config(plan.base_config, combo.overrides, output_dir=str(seed_dir), seed=seed)
+    merged = merge_config(plan.base_config, combo.overrides, output_dir=str(seed_dir), seed=seed)
+    from trl_ext.sweep.references import resolve_references  # (it raises this module's SweepError)
+
+    config = resolve_references(merged, where=f"run {combo.name}/seed_{seed}")
     command = build_command(plan.launcher, plan.script, seed_dir / CONFIG, seed_dir, seed)
     return Run(combo, seed, seed_dir, config, command)
+
+
+def run_id(config: Mapping[str, Any]) -> str:
+    """A run's id: the first 12 hex digits of the SHA-256 of the canonical JSON of its config without
+    ``output_dir`` (sorted keys, no spaces). The same config gives the same id wherever the sweep folder is; two
+    seeds of a combination, or two combinations, give different ids."""
+    identity = {k: v for k, v in config.items() if k != "output_dir"}
+    text = json.dumps(identity, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:RUN_ID_LENGTH]
 
 
 def _same_config(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
@@ -464,6 +484,9 @@ def pending_runs(runs: Sequence[Run], rerun: bool = False) -> list[Run]:
 
 def write_plan(plan: SweepPlan, pending: Sequence[Run], x_metric: str, y_metric: str) -> None:
     """Write the combination and seed ``config.yaml`` files and the manifest ``sweep.json``.
+
+    A combination's ``config.yaml`` keeps the ``${...}`` references as written (it has no seed to resolve them
+    with); each seed's ``config.yaml`` is the run's config, references resolved.
 
     Results of the runs about to execute (re-run or stale) are first renamed to ``results.previous.json`` so that
     a failing re-run never leaves old results to be collected.

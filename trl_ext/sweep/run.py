@@ -9,9 +9,14 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 from trl_ext.sweep.plan import RESULTS, STATUS, Run, SweepPlan
+
+RUN_KEYS = ("run_id", "timestamp")
+"""The keys the sweep adds to every successful run's ``results.json`` (:func:`stamp_results`)."""
 
 # ----------------------------------------------------------------------------------------------------------------
 # Local execution
@@ -29,6 +34,7 @@ class RunStatus:
     log: str | None = None
     seconds: float | None = None
     reason: str | None = None
+    run_id: str | None = None
 
 
 def _check_results_file(path: Path) -> str | None:
@@ -42,9 +48,25 @@ def _check_results_file(path: Path) -> str | None:
     return None if isinstance(data, dict) else f"{RESULTS} is not a JSON object"
 
 
+def utc_timestamp() -> str:
+    """Now, in UTC, as ISO 8601 to the second: ``2025-01-31T12:00:00+00:00``."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def stamp_results(run: Run, timestamp: str | None = None) -> dict[str, Any]:
+    """Add ``run_id`` (:attr:`Run.run_id`) and ``timestamp`` (UTC ISO 8601, default now) to the run's
+    ``results.json`` (a JSON object, checked by the caller), replacing keys of those names; returns the new content.
+    The other keys keep their order and values."""
+    data = json.loads(run.results_path.read_text())
+    data.update(run_id=run.run_id, timestamp=timestamp or utc_timestamp())
+    run.results_path.write_text(json.dumps(data, indent=2) + "\n")
+    return data
+
+
 def execute_run(run: Run) -> RunStatus:
     """Run one recipe with stdout and stderr in ``<seed_dir>/log.txt``; failed if it exits non-zero or wrote no
-    results.json (the log starts with the command line)."""
+    results.json (the log starts with the command line). A successful run's ``results.json`` gets the run's
+    ``run_id`` and the ``timestamp`` at which it was recorded (:func:`stamp_results`)."""
     run.seed_dir.mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
     with open(run.log_path, "w") as log:
@@ -62,7 +84,11 @@ def execute_run(run: Run) -> RunStatus:
     if reason is None:
         reason = _check_results_file(run.results_path)
     status = "ok" if reason is None else "failed"
-    return RunStatus(run.label, run.combination.name, run.seed, status, returncode, str(run.log_path), seconds, reason)
+    if status == "ok":
+        stamp_results(run)
+    return RunStatus(
+        run.label, run.combination.name, run.seed, status, returncode, str(run.log_path), seconds, reason, run.run_id
+    )
 
 
 def write_status(path: Path, statuses: Sequence[RunStatus]) -> None:
@@ -83,7 +109,11 @@ def execute_sweep(plan: SweepPlan, pending: Sequence[Run]) -> list[RunStatus]:
     with tqdm(total=len(plan.runs), desc="sweep", unit="run", dynamic_ncols=True) as bar:
         for run in plan.runs:
             if run.label not in todo:
-                statuses.append(RunStatus(run.label, run.combination.name, run.seed, "skipped", log=str(run.log_path)))
+                statuses.append(
+                    RunStatus(
+                        run.label, run.combination.name, run.seed, "skipped", log=str(run.log_path), run_id=run.run_id
+                    )
+                )
                 bar.update()
                 continue
             bar.set_postfix_str(run.label)
