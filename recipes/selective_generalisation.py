@@ -7,8 +7,21 @@ twelve strategies, then score the model on both.
     accelerate launch --config_file accelerate_configs/multi_gpu.yaml recipes/selective_generalisation.py \
         --config recipes/configs/selective/grad_project.yaml
 
-The strategy is ``strategy:`` of :class:`trl_ext.SelectiveConfig`; the trainer class is
-``trl_ext.get_trainer(strategy)``. Every field of the three argument classes is a YAML key and a command-line flag.
+The strategy is ``strategy:`` of the training config; the trainer class is ``trl_ext.get_trainer(strategy,
+base=host)``. Every field of the three argument classes is a YAML key and a command-line flag.
+
+Host (``host:`` / ``--host``): the trainer the strategy runs on, and so the training config class parsed
+    ``sft`` (default): :class:`~trl_ext.selective.sft.SelectiveSFTTrainer`, :class:`trl_ext.SelectiveConfig`.
+    ``dpo``: :class:`~trl_ext.selective.dpo.SelectiveDPOTrainer`, :class:`trl_ext.SelectiveDPOConfig`; the outcome
+    data are preference rows (``prompt`` / ``chosen`` / ``rejected``; the demo's: chosen = the reversal,
+    rejected = the letters copied in prompt order).
+    ``ppo``: :class:`~trl_ext.selective.ppo.SelectivePPOTrainer`, ``SelectivePPOConfig``; the outcome data are
+    prompts (a ``prompt`` column; other columns reach the reward functions), rewarded by ``reward_funcs``
+    (``module:function`` or ``file.py:function``, weighted by ``reward_weights``); the demo's default reward is
+    :func:`demo_task_reward` (per-position accuracy of the reversal), custom data need ``reward_funcs``.
+    The host is read before parsing (``--host`` on the command line, else ``host:`` in the ``--config`` file), so
+    the parser takes the host's config class and a key of another host's config is an error that names it. The
+    proxy data and the strategy machinery are the same on every host.
 
 Data (``data:``)
     ``demo`` (default): the generated demo of :mod:`trl_ext.selective.demo` (reverse letters; the proxy
@@ -20,8 +33,10 @@ Data (``data:``)
 
     ``custom``: datasets from files or the hub (``outcome_dataset``, ``proxy_dataset``, ``negative_proxy_dataset``,
     ``outcome_eval_dataset``, ``proxy_eval_dataset``, each with a ``*_split``), in an SFT format (``prompt`` +
-    ``completion``, ``messages`` or ``text``). ``model_name_or_path`` is the model trained (for ``safe_lora`` the
-    aligned model; a PEFT adapter folder is merged into its base first, into ``<output_dir>/init_model``).
+    ``completion``, ``messages`` or ``text``; the outcome data of ``dpo`` / ``ppo`` as above; the outcome evaluation
+    data of ``dpo`` may be preference rows, scored on ``chosen``). ``model_name_or_path`` is the model trained (for
+    ``safe_lora`` the aligned model; a PEFT adapter folder is merged into its base first, into
+    ``<output_dir>/init_model``).
 
 Evaluation, before training (the starting model) and after it
     ``task_loss`` / ``proxy_loss``: the trainer's mean eval loss (completion tokens only for prompt-completion data)
@@ -29,11 +44,14 @@ Evaluation, before training (the starting model) and after it
     (:func:`~trl_ext.selective.demo.evaluate_demo`: greedy answers, task accuracy and share of answers with the
     sign-off, both in [0, 1]); in custom mode ``exp(-loss)`` (the geometric-mean probability of the reference
     completion tokens, in (0, 1], higher is better) unless ``eval_scorer: module:function`` names a scorer with
-    ``evaluate_demo``'s contract.
+    ``evaluate_demo``'s contract. Hosts ``dpo`` and ``ppo`` compute ``task_loss`` / ``proxy_loss`` the SFT way
+    (:func:`completion_loss`: mean cross-entropy of the completion tokens, SFT's tokenization), not with their own
+    loss, so the figures compare across hosts (on the main process, with the unwrapped model).
 
 Outputs in ``output_dir``: the adapter (or model) and tokenizer, ``results.json`` (``task``, ``proxy``,
 ``task_loss``, ``proxy_loss``, ``before`` (the same four for the starting model), ``strategy``, ``seed``,
-``train_seconds``, ``train_loss``, ``steps``, ``eval_rows``, ``data``, ``model``, ``scorer``), ``loss_log.csv`` /
+``train_seconds``, ``train_loss``, ``steps``, ``eval_rows``, ``data``, ``model``, ``scorer``, ``host``,
+``trainer``), ``loss_log.csv`` /
 ``loss_curve.png``, and ``safelora_report.json`` for ``safe_lora``. A sweep reads ``task`` and ``proxy``.
 """
 
@@ -43,6 +61,7 @@ from trl_ext.common.noise import quiet_dependency_noise
 
 quiet_dependency_noise()  # first: the known-harmless messages of dependencies (trl_ext/common/noise.py)
 
+import functools
 import json
 import logging
 import math
@@ -61,6 +80,7 @@ from trl import get_peft_config
 
 from trl_ext import get_trainer
 from trl_ext.common.entry import run_main
+from trl_ext.common.errors import ConfigError, UnknownNameError
 from trl_ext.common.imports import import_function
 from trl_ext.common.loss_log import LossLogCallback
 from trl_ext.common.recipes import (
@@ -70,15 +90,20 @@ from trl_ext.common.recipes import (
     recipe_parser,
     teardown_distributed,
 )
-from trl_ext.data.loading import check_sft_format, load_dataset_from
+from trl_ext.data.loading import DatasetLoadError, check_sft_format, load_dataset_from
 from trl_ext.models import is_peft_adapter_dir, load_tokenizer, resolve_model_name_or_path
 from trl_ext.models.policy_init import prepare_init_policy
 from trl_ext.ppo.value_head import VALUE_FUNCTION_FILES
-from trl_ext.selective.config import SelectiveConfig
+from trl_ext.selective.config import SelectiveConfig, SelectiveDPOConfig
+from trl_ext.selective.ppo import SelectivePPOConfig
+from trl_ext.selective.registry import BASES
 
 logger = logging.getLogger("selective_generalisation")
 
 DATA_SOURCES = ("demo", "custom")
+HOSTS = BASES  # ("sft", "dpo", "ppo")
+HOST_CONFIGS: dict[str, type] = {"sft": SelectiveConfig, "dpo": SelectiveDPOConfig, "ppo": SelectivePPOConfig}
+PREFERENCE_COLUMNS = ("prompt", "chosen", "rejected")
 DATASET_FIELDS = {
     # script argument -> key in the data mapping (the demo's dataset names)
     "outcome_dataset": "outcome_train",
@@ -97,6 +122,17 @@ _WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.
 class SelectiveRecipeArguments:
     """Arguments of the selective-generalisation recipe: data source, demo settings, aligned base, evaluation."""
 
+    host: str = field(
+        default="sft",
+        metadata={"help": "Host trainer: 'sft' (default), 'dpo' (preference outcome data), 'ppo' (prompts, rewards)."},
+    )
+    reward_funcs: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "host ppo: reward functions 'module:function' or 'file.py:function', called as "
+            "f(prompts, completions, **columns) -> list[float] (demo default: demo_task_reward)."
+        },
+    )
     data: str = field(default="demo", metadata={"help": "'demo' (generated demo data) or 'custom' (*_dataset)."})
     outcome_dataset: str | None = field(
         default=None,
@@ -151,6 +187,11 @@ class SelectiveRecipeArguments:
     eval_generation_batch_size: int | None = field(default=None, metadata={"help": "Scorer's batch_size (if set)."})
 
     def __post_init__(self) -> None:
+        check_host(self.host)
+        if self.reward_funcs and self.host != "ppo":
+            raise ConfigError(f"reward_funcs is for host ppo (the rewards of its rollouts), got host {self.host!r}")
+        if self.host == "ppo" and self.data == "custom" and not self.reward_funcs:
+            raise ConfigError("host ppo with data: custom needs reward_funcs (module:function, ...)")
         if self.data not in DATA_SOURCES:
             raise ValueError(f"data must be one of {', '.join(DATA_SOURCES)}, got {self.data!r}")
         given = [name for name in DATASET_FIELDS if getattr(self, name)]
@@ -187,11 +228,89 @@ class SelectiveRecipeArguments:
         return {k: v for k, v in names.items() if v is not None}
 
 
+# --------------------------------------------------------------------------- hosts
+
+
+def check_host(host: str) -> str:
+    """``host`` if it is one of :data:`HOSTS`; otherwise :class:`~trl_ext.common.errors.UnknownNameError` naming the
+    choices."""
+    if host not in HOSTS:
+        raise UnknownNameError(f"unknown host {host!r}; choices: {', '.join(HOSTS)}")
+    return host
+
+
+def _flag_value(argv: list[str], name: str) -> str | None:
+    """The last value of ``--name V`` / ``--name=V`` in ``argv`` (``None`` when absent)."""
+    value = None
+    for i, arg in enumerate(argv):
+        if arg == f"--{name}" and i + 1 < len(argv):
+            value = argv[i + 1]
+        elif arg.startswith(f"--{name}="):
+            value = arg.split("=", 1)[1]
+    return value
+
+
+def _config_keys(argv: list[str]) -> dict[str, Any]:
+    """The mapping in the ``--config`` YAML file (``{}`` without one; a missing file is left to the parser)."""
+    import yaml
+
+    path = _flag_value(argv, "config")
+    if path is None or not Path(path).is_file():
+        return {}
+    loaded = yaml.safe_load(Path(path).read_text())
+    return loaded if isinstance(loaded, dict) else {}
+
+
+def host_of(argv: list[str]) -> str:
+    """The host a command line asks for: ``--host`` in ``argv``, else ``host:`` of its ``--config`` file, else
+    ``"sft"`` (the first pass that chooses the parser's training config class)."""
+    host = _flag_value(argv, "host")
+    if host is None:
+        host = _config_keys(argv).get("host", "sft")
+    return check_host(str(host))
+
+
+def _check_foreign_keys(argv: list[str], host: str) -> None:
+    """``ConfigError`` for a config key or flag that belongs only to another host's training config, naming the key,
+    the config class and ``--host`` that take it (the parser's own error would only call it unknown)."""
+    own = {name for cls in (SelectiveRecipeArguments, HOST_CONFIGS[host], LoRAModelConfig)
+           for name in cls.__dataclass_fields__}  # fmt: skip
+    given = set(_config_keys(argv)) | {a[2:].split("=", 1)[0] for a in argv if a.startswith("--")}
+    for key in sorted(given - own):
+        others = [h for h, cls in HOST_CONFIGS.items() if h != host and key in cls.__dataclass_fields__]
+        if others:
+            where = ", ".join(f"{HOST_CONFIGS[h].__name__} (--host {h})" for h in others)
+            raise ConfigError(
+                f"{key!r} is a field of {where}, not of {HOST_CONFIGS[host].__name__} (host {host!r}): "
+                f"remove it or choose that host"
+            )
+
+
 # --------------------------------------------------------------------------- data
+
+
+def check_outcome_format(dataset, host: str, what: str) -> None:
+    """The outcome training data's format for ``host``: SFT rows (``sft``), ``prompt``/``chosen``/``rejected``
+    (``dpo``) or a ``prompt`` column (``ppo``); :class:`~trl_ext.data.loading.DatasetLoadError` naming the missing
+    columns otherwise."""
+    if host == "sft":
+        check_sft_format(dataset, what=what)
+        return
+    needed = PREFERENCE_COLUMNS if host == "dpo" else ("prompt",)
+    missing = [c for c in needed if c not in dataset.column_names]
+    if missing:
+        kind = "preference rows (prompt, chosen, rejected)" if host == "dpo" else "prompts (a 'prompt' column)"
+        raise DatasetLoadError(
+            f"{what}: host {host!r} trains on {kind}: missing column(s) {', '.join(missing)} "
+            f"(columns: {', '.join(dataset.column_names)})"
+        )
 
 
 def load_custom_data(args: SelectiveRecipeArguments) -> dict[str, Any]:
     """The ``*_dataset`` arguments loaded under the demo's dataset names (missing optional ones are ``None``).
+
+    The outcome data are checked for the host (:func:`check_outcome_format`); the outcome evaluation data of
+    ``dpo`` may be preference rows or SFT rows, every other dataset is SFT rows.
 
     Raises ``FileNotFoundError`` / :class:`~trl_ext.data.loading.DatasetLoadError` naming the argument and the path,
     id, split or missing column.
@@ -204,9 +323,51 @@ def load_custom_data(args: SelectiveRecipeArguments) -> dict[str, Any]:
             continue
         split = getattr(args, arg.replace("_dataset", "_split"))
         dataset = load_dataset_from(source, split, what=arg)
-        check_sft_format(dataset, what=f"{arg} ({source})")
+        what = f"{arg} ({source})"
+        if arg == "outcome_dataset":
+            check_outcome_format(dataset, args.host, what)
+        elif not (arg == "outcome_eval_dataset" and args.host == "dpo" and "chosen" in dataset.column_names):
+            check_sft_format(dataset, what=what)
         data[key] = dataset
     return data
+
+
+def demo_preference_row(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A demo outcome row as a preference row: chosen = the reversal, rejected = the letters copied in prompt order."""
+    letters = row["prompt"][-1]["content"].split()[1:]
+    return {"prompt": row["prompt"], "chosen": row["completion"],
+            "rejected": [{"role": "assistant", "content": " ".join(letters)}]}  # fmt: skip
+
+
+def demo_task_reward(prompts: list, completions: list, **kwargs: Any) -> list[float]:
+    """The demo's PPO reward: :func:`~trl_ext.selective.demo_data.task_score` of each completion (per-position
+    accuracy of the reversed letters, in [0, 1])."""
+    from trl_ext.selective.demo_data import task_score
+
+    def text(c: Any) -> str:
+        return c[-1]["content"] if isinstance(c, list) else str(c)
+
+    return [task_score(p, text(c)) for p, c in zip(prompts, completions)]
+
+
+def host_data(data: dict[str, Any], host: str, demo: bool) -> dict[str, Any]:
+    """The datasets for ``host``: the demo's outcome training rows as preference rows (``dpo``) or prompts (``ppo``);
+    the evaluation rows stay prompt–completion rows (the demo's scorer and :func:`completion_loss` read them)."""
+    if not demo or host == "sft":
+        return data
+    data = dict(data)
+    if host == "dpo":
+        data["outcome_train"] = data["outcome_train"].map(demo_preference_row, remove_columns=["completion"])
+    else:
+        data["outcome_train"] = data["outcome_train"].remove_columns(["completion"])
+    return data
+
+
+def make_reward_funcs(args: SelectiveRecipeArguments) -> list[Callable[..., list[float]]]:
+    """The reward functions of host ``ppo``: ``reward_funcs`` imported, or :func:`demo_task_reward` (demo)."""
+    if not args.reward_funcs:
+        return [demo_task_reward]
+    return [import_function(name, f"reward function {name!r}") for name in args.reward_funcs]
 
 
 def load_scorer(spec: str) -> Callable[..., Mapping[str, float]]:
@@ -308,18 +469,70 @@ def _check_scores(scores: Any, scorer_name: str) -> dict[str, float]:
     return out
 
 
+def as_completion_rows(dataset):
+    """SFT rows of ``dataset``: preference rows become prompt–completion rows of their ``chosen`` answer."""
+    if "chosen" not in dataset.column_names:
+        return dataset
+    keep = [c for c in ("prompt", "chosen") if c in dataset.column_names]
+    return dataset.select_columns(keep).rename_column("chosen", "completion")
+
+
+def completion_loss(model, tokenizer, dataset, max_length: int | None = None, batch_size: int = 8) -> float:
+    """Mean cross-entropy per label token of ``dataset`` (SFT rows, or preference rows scored on ``chosen``),
+    tokenized and collated as ``SFTTrainer`` does (:func:`~trl_ext.selective.proxy.tokenize_proxy_dataset`: the
+    completion tokens of prompt–completion rows, every token of language-modeling rows): the host-independent
+    ``task_loss`` / ``proxy_loss`` of hosts ``dpo`` and ``ppo``."""
+    import torch
+
+    from trl_ext.selective.proxy import language_modeling_collator, tokenize_proxy_dataset
+
+    rows = tokenize_proxy_dataset(as_completion_rows(dataset), tokenizer, max_length=max_length, name="eval")
+    collate = language_modeling_collator(tokenizer)
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    try:
+        for start in range(0, len(rows), batch_size):
+            batch = collate([rows[i] for i in range(start, min(start + batch_size, len(rows)))])
+            ids, labels = batch["input_ids"].to(device), batch["labels"].to(device)
+            with torch.no_grad():
+                logits = model(input_ids=ids, attention_mask=batch["attention_mask"].to(device)).logits.float()
+            targets = labels[:, 1:]
+            losses = torch.nn.functional.cross_entropy(
+                logits[:, :-1].transpose(1, 2), targets, ignore_index=-100, reduction="sum"
+            )
+            total += losses.item()
+            count += int((targets != -100).sum())
+    finally:
+        model.train(was_training)
+    if count == 0:
+        raise ValueError("completion_loss: no label tokens in the evaluation data")
+    return total / count
+
+
 def evaluate_model(
-    trainer, tokenizer, data: Mapping[str, Any], args: SelectiveRecipeArguments, scorer: Callable | None
+    trainer,
+    tokenizer,
+    data: Mapping[str, Any],
+    args: SelectiveRecipeArguments,
+    scorer: Callable | None,
+    max_length: int | None = None,
 ) -> dict[str, float] | None:
     """``{"task", "proxy"[, "task_loss", "proxy_loss"]}`` of the trainer's current model (``None`` off the main
-    process). Eval losses run on every process (the trainer's distributed evaluation); the scorer on the main one."""
+    process). Host ``sft``: eval losses run on every process (the trainer's distributed evaluation); hosts ``dpo`` /
+    ``ppo``: :func:`completion_loss` on the main process. The scorer runs on the main process."""
     result: dict[str, float] = {}
-    if args.eval_losses:
+    if args.eval_losses and args.host == "sft":
         metrics = trainer.evaluate()
         result["task_loss"] = float(metrics["eval_outcome_loss"])
         result["proxy_loss"] = float(metrics["eval_proxy_loss"])
     if not trainer.accelerator.is_main_process:
         return None
+    if args.eval_losses and args.host != "sft":
+        model = trainer.accelerator.unwrap_model(trainer.model)
+        for key, name in (("task_loss", "outcome_eval"), ("proxy_loss", "proxy_eval")):
+            result[key] = completion_loss(model, tokenizer, data[name], max_length=max_length)
     if scorer is not None:
         model = trainer.accelerator.unwrap_model(trainer.model)
         scores = scorer(model, tokenizer, data, **args.scorer_kwargs())
@@ -377,8 +590,15 @@ def main(
 
     Returns the results (main process; ``None`` elsewhere and for ``aligned_base_only``).
     """
+    host = script_args.host
+    if type(training_args) is not HOST_CONFIGS[host]:
+        raise ConfigError(
+            f"host {host!r} needs a {HOST_CONFIGS[host].__name__}, got {type(training_args).__name__} "
+            f"(parse with make_parser({host!r}) or parse_args)"
+        )
     set_seed(training_args.seed)
-    trainer_cls = get_trainer(training_args.strategy)
+    trainer_cls = get_trainer(training_args.strategy, base=host)
+    reward_funcs = make_reward_funcs(script_args) if host == "ppo" else None  # a bad import path fails here
     scorer = load_scorer(script_args.eval_scorer) if script_args.eval_scorer else None
     if scorer is None and script_args.data == "demo":
         from trl_ext.selective.demo import evaluate_demo
@@ -387,31 +607,41 @@ def main(
     model_path, data = prepare_model_and_data(script_args, training_args, model_args)
     if model_path is None:
         return None
+    data = host_data(data, host, demo=script_args.data == "demo")
 
     output_dir = Path(training_args.output_dir)
     tokenizer = load_tokenizer(model_path, revision=model_args.model_revision)
     model = model_args.load_causal_lm(model_path)
+    host_kwargs: dict[str, Any] = {}
+    if host == "sft":  # the SFT host evaluates with its own (distributed) loss; dpo / ppo: completion_loss
+        host_kwargs["eval_dataset"] = {"outcome": data["outcome_eval"], "proxy": data["proxy_eval"]}
+    if host == "ppo":
+        host_kwargs["reward_funcs"] = reward_funcs
     trainer = trainer_cls(
         model=model,
         args=training_args,
         train_dataset=data["outcome_train"],
-        eval_dataset={"outcome": data["outcome_eval"], "proxy": data["proxy_eval"]},
         proxy_dataset=data["proxy_positive"],
         negative_proxy_dataset=data["proxy_negative"],
         processing_class=tokenizer,
         peft_config=get_peft_config(model_args),
         callbacks=[LossLogCallback()],
+        **host_kwargs,
     )
     describe_launch(trainer)
+    if trainer.accelerator.is_main_process:
+        print(f"[trl_ext] trainer: {type(trainer).__name__} (host {host}, {type(training_args).__name__})", flush=True)
 
-    before = evaluate_model(trainer, tokenizer, data, script_args, scorer) if script_args.evaluate_before else None
+    eval_length = getattr(training_args, "max_length", None) or getattr(training_args, "proxy_max_length", None)
+    evaluate = functools.partial(evaluate_model, trainer, tokenizer, data, script_args, scorer, eval_length)
+    before = evaluate() if script_args.evaluate_before else None
     start = time.perf_counter()
     train_output = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     train_seconds = time.perf_counter() - start
     trainer.save_model(str(output_dir))
     if trainer.accelerator.is_main_process:
         tokenizer.save_pretrained(output_dir)
-    after = evaluate_model(trainer, tokenizer, data, script_args, scorer)
+    after = evaluate()
 
     results = None
     if trainer.accelerator.is_main_process:
@@ -427,6 +657,8 @@ def main(
             "data": script_args.data,
             "model": model_path,
             "scorer": script_args.eval_scorer or ("evaluate_demo" if script_args.data == "demo" else "exp(-loss)"),
+            "host": host,
+            "trainer": type(trainer).__name__,
         }
         (output_dir / RESULTS_NAME).write_text(json.dumps(results, indent=2) + "\n")
         print(f"[trl_ext] results: {json.dumps(results)}", flush=True)
@@ -434,13 +666,23 @@ def main(
     return results
 
 
-def make_parser() -> RecipeParser:
-    """The recipe's parser: (:class:`SelectiveRecipeArguments`, :class:`SelectiveConfig`, :class:`LoRAModelConfig`)."""
-    return recipe_parser(SelectiveRecipeArguments, SelectiveConfig, LoRAModelConfig)
+def make_parser(host: str = "sft") -> RecipeParser:
+    """The recipe's parser for ``host``: (:class:`SelectiveRecipeArguments`, the host's training config of
+    :data:`HOST_CONFIGS`, :class:`LoRAModelConfig`)."""
+    return recipe_parser(SelectiveRecipeArguments, HOST_CONFIGS[check_host(host)], LoRAModelConfig)
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[SelectiveRecipeArguments, Any, LoRAModelConfig]:
+    """Parse a command line in two passes: :func:`host_of` chooses the host, whose config class the parser then
+    takes; a key of another host's config is a :class:`~trl_ext.common.errors.ConfigError` naming it."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    host = host_of(argv)
+    _check_foreign_keys(argv, host)
+    return make_parser(host).parse_args_and_config(argv)
 
 
 def _run() -> None:
-    script_args, training_args, model_args = make_parser().parse_args_and_config()
+    script_args, training_args, model_args = parse_args()
     logging.basicConfig(level=logging.INFO if PartialState().is_main_process else logging.WARNING)
     main(script_args, training_args, model_args)
     teardown_distributed()

@@ -374,3 +374,109 @@ def test_demo_sweep_files_parse_and_name_known_strategies(recipe, tmp_path, regi
         assert set(run) <= set(base), run
         needs_lora = run["strategy"] in LORA_STRATEGIES
         assert run.get("use_peft", base["use_peft"]) == needs_lora or run["strategy"] == "naive", run
+
+
+# --------------------------------------------------------------------------- hosts dpo and ppo (--host)
+
+HOST_CONFIGS_DIR = CONFIGS / "hosts"
+
+
+@pytest.fixture(scope="module")
+def host_files(custom_files, recipe):
+    """``custom_files`` plus the outcome data of the other hosts: preference rows (dpo) and prompts (ppo)."""
+    from datasets import Dataset
+
+    outcome = Dataset.from_json(str(custom_files / "outcome.jsonl"))
+    outcome.map(recipe.demo_preference_row, remove_columns=["completion"]).to_json(custom_files / "preference.jsonl")
+    outcome.remove_columns("completion").to_json(custom_files / "prompts.jsonl")
+    return custom_files
+
+
+def _host_results(out: Path, host: str, trainer: str) -> dict:
+    results = _results(out)
+    assert (results["host"], results["trainer"], results["steps"]) == (host, trainer, 2)
+    assert results["scorer"] == "exp(-loss)" and results["eval_rows"] == {"outcome": 6, "proxy": 6}
+    assert results["task"] == pytest.approx(math.exp(-results["task_loss"]))
+    assert (out / "adapter_model.safetensors").is_file() and (out / "loss_log.csv").is_file()
+    return results
+
+
+def test_host_configs_parse_with_their_config_class(recipe, tmp_path):
+    from trl_ext.selective.config import SelectiveDPOConfig
+    from trl_ext.selective.ppo import SelectivePPOConfig
+
+    for name, host, cls in (("dpo", "dpo", SelectiveDPOConfig), ("ppo", "ppo", SelectivePPOConfig)):
+        config = HOST_CONFIGS_DIR / f"kl_divergence_{name}_tiny.yaml"
+        script_args, training_args, _ = recipe.parse_args(["--config", str(config), "--output_dir", str(tmp_path)])
+        assert script_args.host == host and type(training_args) is cls and training_args.strategy == "kl_divergence"
+    # --host on the command line wins over the config's host: (first pass), here back to sft
+    sft = recipe.parse_args(["--config", str(CONFIGS / "dpo_tiny.yaml"), "--host", "sft", "--output_dir", "o"])
+    assert type(sft[1]) is SelectiveConfig and sft[0].host == "sft"
+
+
+def test_dpo_host_runs_through_the_recipe(host_files, tmp_path):
+    """A subprocess run of the recipe: host from the YAML, preference outcome data, a LoRA adapter saved."""
+    out = tmp_path / "dpo"
+    custom = _custom_args(host_files, out, outcome_dataset=host_files / "preference.jsonl")
+    proc = run_script(
+        ["recipes/selective_generalisation.py", "--config", str(HOST_CONFIGS_DIR / "kl_divergence_dpo_tiny.yaml"),
+         *custom, "--use_peft", "true", "--per_device_train_batch_size", "4", "--disable_tqdm", "true"]
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "[trl_ext] trainer: KlDivergenceDPOTrainer (host dpo, SelectiveDPOConfig)" in proc.stdout
+    results = _host_results(out, "dpo", "KlDivergenceDPOTrainer")
+    assert results["strategy"] == "kl_divergence"
+
+
+def test_ppo_host_runs_through_the_recipe_with_its_reward_funcs(recipe, host_files, tmp_path, capsys):
+    reward = tmp_path / "my_reward.py"
+    calls = tmp_path / "calls.txt"
+    reward.write_text(
+        "def length(prompts, completions, **kwargs):\n"
+        f"    open({str(calls)!r}, 'a').write(f'{{len(completions)}}\\n')\n"
+        "    return [len(c[-1]['content']) / 10 for c in completions]\n"
+    )
+    out = tmp_path / "ppo"
+    custom = _custom_args(host_files, out, outcome_dataset=host_files / "prompts.jsonl")
+    parsed = recipe.parse_args(
+        ["--config", str(HOST_CONFIGS_DIR / "kl_divergence_ppo_tiny.yaml"), *custom, "--use_peft", "true",
+         "--reward_funcs", f"{reward}:length", "--per_device_train_batch_size", "4", "--num_ppo_epochs", "1"]
+    )  # fmt: skip
+    results = recipe.main(*parsed)
+    assert "[trl_ext] trainer: KlDivergencePPOTrainer (host ppo, SelectivePPOConfig)" in capsys.readouterr().out
+    assert results == _host_results(out, "ppo", "KlDivergencePPOTrainer")
+    assert calls.read_text().split()  # the named reward function scored the rollouts
+    assert (out / "value_head.safetensors").is_file()
+
+
+def test_host_errors_name_the_input(recipe, host_files, tmp_path):
+    dpo = ["--config", str(HOST_CONFIGS_DIR / "kl_divergence_dpo_tiny.yaml")]
+    # dpo on prompt-completion rows: the missing preference columns, before any model is loaded
+    parsed = recipe.parse_args([*dpo, *_custom_args(host_files, tmp_path)])
+    missing = r"outcome_dataset \(.*outcome\.jsonl\): host 'dpo' .* missing column\(s\) chosen, rejected "
+    with pytest.raises(DatasetLoadError, match=missing + r"\(columns: prompt, completion\)"):
+        recipe.main(*parsed)
+    ppo = ["--config", str(HOST_CONFIGS_DIR / "kl_divergence_ppo_tiny.yaml")]
+    with pytest.raises(ValueError, match="host ppo with data: custom needs reward_funcs"):
+        recipe.parse_args([*ppo, *_custom_args(host_files, tmp_path)])
+    # an unknown host names the choices, on the command line and in a config file
+    with pytest.raises(ValueError, match=r"unknown host 'grpo'; choices: sft, dpo, ppo"):
+        recipe.parse_args([*dpo, "--host", "grpo"])
+    config = tmp_path / "grpo.yaml"
+    config.write_text("host: grpo\nstrategy: naive\noutput_dir: out\n")
+    with pytest.raises(ValueError, match=r"unknown host 'grpo'; choices: sft, dpo, ppo"):
+        recipe.parse_args(["--config", str(config)])
+    # a key of another host's config class, in the YAML or as a flag, is named with its class and host
+    tiny_sft = CONFIGS / "kl_divergence_tiny.yaml"  # has max_length, a field of the SFT and DPO configs only
+    with pytest.raises(ValueError, match=r"'max_length' is a field of SelectiveConfig \(--host sft\), "
+                                         r"SelectiveDPOConfig \(--host dpo\), not of SelectivePPOConfig"):  # fmt: skip
+        recipe.parse_args(["--config", str(tiny_sft), "--host", "ppo"])
+    with pytest.raises(ValueError, match=r"'label_smoothing' is a field of SelectiveDPOConfig \(--host dpo\), not of "
+                                         r"SelectiveConfig \(host 'sft'\)"):  # fmt: skip
+        recipe.parse_args(["--config", str(tiny_sft), "--label_smoothing", "0.1"])
+    with pytest.raises(ValueError, match="reward_funcs is for host ppo"):
+        recipe.parse_args([*dpo, "--reward_funcs", "math:sqrt"])
+    # main with a config class of another host (a parser made for sft, --host dpo)
+    parsed = _parse(recipe, tiny_sft, "--host", "dpo", "--output_dir", str(tmp_path))
+    with pytest.raises(ValueError, match=r"host 'dpo' needs a SelectiveDPOConfig, got SelectiveConfig"):
+        recipe.main(*parsed)
