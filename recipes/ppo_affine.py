@@ -13,6 +13,20 @@ EpisodeRollout`: the episode's return is the score, the observations carry no lo
 and episodes before (``eval_before.json``) and after (``eval_results.json``, with the comparison
 to the starting policy) and writes ``loss_log.csv`` / ``loss_curve.png``. Every field of the argument classes is
 a YAML key and a command-line flag.
+
+Rewards: the task reward (each row's scorer; an episode's return) and the functions of ``--reward_funcs
+module:function [file.py:function ...]``, *added* to it as further TRL reward functions (summed with
+``reward_weights``, logged as ``rewards/<name>/mean``); ``--task_reward false`` *replaces* the task reward by them.
+They are called like TRL's reward functions, ``f(prompts, completions, **columns) -> list[float]``, with the
+``task``, ``payload`` and (multi-turn) ``episode_return`` columns. ``--malformed_penalty X`` gives a task answer
+from which the scorer reads no answer (:func:`trl_ext.tasks.rewards.is_malformed`) the reward −X instead of 0.
+
+The document's ``num_rollouts`` / ``rollout_batch_size`` (completions per rollout and process): a rollout is
+``per_device_train_batch_size x num_mini_batches`` completions per process, reused ``num_ppo_epochs`` times, so
+``rollout_batch_size`` sets ``per_device_train_batch_size = rollout_batch_size / num_mini_batches`` and
+``num_rollouts`` sets ``max_steps = num_rollouts x num_ppo_epochs x num_mini_batches / gradient_accumulation_steps``
+(:func:`apply_rollout_args`, printed at the start). A value of those fields set away from its default that disagrees
+is an error (drop it, or ``--max_steps -1``). ``--wandb_project NAME`` tracks the run in W&B.
 """
 
 from __future__ import annotations
@@ -25,8 +39,10 @@ import json
 import logging
 import sys
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from accelerate import PartialState
 from datasets import Dataset
@@ -35,6 +51,8 @@ from trl import get_peft_config
 
 from trl_ext import PPOConfig, PPOTrainer
 from trl_ext.common.entry import run_main
+from trl_ext.common.errors import ConfigError
+from trl_ext.common.imports import import_function
 from trl_ext.common.loss_log import LossLogCallback
 from trl_ext.common.recipes import (
     LoRAModelConfig,
@@ -67,6 +85,114 @@ class PPOAffineArguments(AffineRecipeArguments):
         default=None,
         metadata={"help": "Longest prompt + completion of a PPO episode (default: the model's context length)."},
     )
+    reward_funcs: list[str] = field(
+        default_factory=list,
+        metadata={"help": "Extra reward functions, 'package.module:function' or 'file.py:function', added to the task "
+                  "reward (or replacing it with --task_reward false)."},
+    )  # fmt: skip
+    task_reward: bool = field(
+        default=True, metadata={"help": "Reward with the task scorers / episode returns (false: --reward_funcs only)."}
+    )
+    malformed_penalty: float = field(
+        default=0.0,
+        metadata={"help": "Reward -X for a task answer the scorer reads no answer from (no SAT assignment, no ABD "
+                  "<INPUT> block, no DED code block) instead of 0."},
+    )  # fmt: skip
+    num_rollouts: int | None = field(
+        default=None,
+        metadata={"help": "Rollouts of the run (the document's 100): sets max_steps = num_rollouts x num_ppo_epochs "
+                  "x num_mini_batches / gradient_accumulation_steps."},
+    )  # fmt: skip
+    rollout_batch_size: int | None = field(
+        default=None,
+        metadata={"help": "Completions (episodes) per rollout and process (the document's 4): sets "
+                  "per_device_train_batch_size = rollout_batch_size / num_mini_batches."},
+    )  # fmt: skip
+
+
+def build_reward_funcs(script_args: PPOAffineArguments, task_params: dict) -> list[Callable[..., list[float]]]:
+    """The reward functions of the run: the task reward (with ``malformed_penalty``) unless ``task_reward`` is off,
+    then the ``reward_funcs`` imported by name. Errors (:class:`ConfigError`, naming the function) for a name that does
+    not import, for no reward function at all, and for a penalty without the task reward."""
+    funcs: list[Callable[..., list[float]]] = []
+    if script_args.task_reward:
+        try:
+            funcs.append(make_task_reward(task_params, malformed_penalty=script_args.malformed_penalty))
+        except ValueError as err:
+            raise ConfigError(str(err)) from err
+    elif script_args.malformed_penalty:
+        raise ConfigError("--malformed_penalty is applied by the task reward: it needs --task_reward true")
+    for spec in script_args.reward_funcs:
+        funcs.append(import_function(spec, what=f"--reward_funcs {spec!r}", error=ConfigError))
+    if not funcs:
+        raise ConfigError("no reward function: --task_reward false needs --reward_funcs module:function [...]")
+    return funcs
+
+
+def _default(training_args: Any, name: str) -> Any:
+    return type(training_args).__dataclass_fields__[name].default
+
+
+def apply_rollout_args(script_args: PPOAffineArguments, training_args: PPOConfig) -> str | None:
+    """Map ``num_rollouts`` / ``rollout_batch_size`` onto the trainer's batching and return the mapping as text
+    (``None`` when neither is set).
+
+    With ``M = num_mini_batches`` (``steps_per_generation``), ``E = num_ppo_epochs`` (``num_iterations``) and ``GA =
+    gradient_accumulation_steps``: ``per_device_train_batch_size = rollout_batch_size / M`` (and the generation
+    batch ``= per_device_train_batch_size x processes x M``), ``max_steps = num_rollouts x E x M / GA``. Non-integer
+    results and a ``per_device_train_batch_size`` or ``max_steps`` set to another value than its default that
+    disagrees are :class:`ConfigError`.
+    """
+    rollouts, batch = script_args.num_rollouts, script_args.rollout_batch_size
+    if rollouts is None and batch is None:
+        return None
+    minis, epochs = training_args.steps_per_generation, training_args.num_iterations
+    accumulation = training_args.gradient_accumulation_steps
+    parts = []
+    for name, value in (("num_rollouts", rollouts), ("rollout_batch_size", batch)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ConfigError(f"{name} must be an int >= 1, got {value!r}")
+    if batch is not None:
+        if batch % minis:
+            raise ConfigError(f"rollout_batch_size={batch} is not a multiple of num_mini_batches={minis}")
+        per_device = batch // minis
+        current = training_args.per_device_train_batch_size
+        if current not in (per_device, _default(training_args, "per_device_train_batch_size")):
+            raise ConfigError(
+                f"rollout_batch_size={batch} with num_mini_batches={minis} means per_device_train_batch_size="
+                f"{per_device}, but per_device_train_batch_size={current} is set: set only one"
+            )
+        generation = per_device * training_args.world_size * minis
+        if generation % training_args.num_generations:
+            raise ConfigError(
+                f"rollout_batch_size={batch}: the generation batch {generation} is not a multiple of "
+                f"num_generations={training_args.num_generations}"
+            )
+        training_args.per_device_train_batch_size = per_device
+        training_args.generation_batch_size = generation
+        parts.append(
+            f"rollout_batch_size={batch} -> per_device_train_batch_size={per_device} x num_mini_batches={minis} "
+            f"(x {training_args.world_size} process(es): {generation} completions per rollout)"
+        )
+    if rollouts is not None:
+        micro = rollouts * epochs * minis
+        if micro % accumulation:
+            raise ConfigError(
+                f"num_rollouts={rollouts} x num_ppo_epochs={epochs} x num_mini_batches={minis} = {micro} mini-batches "
+                f"is not a multiple of gradient_accumulation_steps={accumulation}"
+            )
+        steps = micro // accumulation
+        if training_args.max_steps not in (steps, _default(training_args, "max_steps")):
+            raise ConfigError(
+                f"num_rollouts={rollouts} means max_steps={steps}, but max_steps={training_args.max_steps} is set: "
+                "set only one (e.g. --max_steps -1)"
+            )
+        training_args.max_steps = steps
+        parts.append(
+            f"num_rollouts={rollouts} -> max_steps={steps} (= {rollouts} x num_ppo_epochs={epochs} x "
+            f"num_mini_batches={minis} / gradient_accumulation_steps={accumulation})"
+        )
+    return "; ".join(parts)
 
 
 def select_rows(rows: list[dict], script_args: PPOAffineArguments, task_params: dict, env_params: dict) -> list[dict]:
@@ -86,6 +212,11 @@ def main(script_args: PPOAffineArguments, training_args: PPOConfig, model_args: 
     task_params = script_args.task_params()  # fail early on unknown tasks
     output_dir = Path(training_args.output_dir)
     state = PartialState()
+    reward_funcs = build_reward_funcs(script_args, task_params)  # fail early on a bad name
+    mapping = apply_rollout_args(script_args, training_args)
+    if mapping and state.is_main_process:
+        print(f"[trl_ext] rollouts: {mapping}", flush=True)
+    script_args.apply_wandb(training_args)  # before the trainer: it builds its reporters from report_to
 
     init_path = prepare_init_policy(
         model_args.model_name_or_path,
@@ -116,7 +247,7 @@ def main(script_args: PPOAffineArguments, training_args: PPOConfig, model_args: 
     model = model_args.load_causal_lm(init_path)
     trainer = PPOTrainer(
         model=model,
-        reward_funcs=make_task_reward(task_params),
+        reward_funcs=reward_funcs,
         args=training_args,
         train_dataset=train_dataset,
         processing_class=load_tokenizer(init_path, padding_side="left"),

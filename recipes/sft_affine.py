@@ -24,6 +24,14 @@ columns.
 Validation and the held-out evaluation use all the data, as without a split::
 
     accelerate launch recipes/sft_affine.py --config recipes/configs/sft_affine_curriculum_tiny.yaml
+
+Perplexity: every evaluation also logs ``eval_perplexity = exp(eval_loss)`` (a column of ``loss_log.csv``, in the
+trainer state's log history and in every reporter, e.g. W&B); ``eval_results.json`` gets a ``validation`` section
+with the validation loss and perplexity of the saved model (the best checkpoint with ``load_best_model_at_end``,
+else the last evaluation). ``--early_stopping_patience N`` stops training after N evaluations without an
+improvement of ``metric_for_best_model`` by more than ``--early_stopping_threshold`` (transformers'
+``EarlyStoppingCallback``; needs evaluation, ``load_best_model_at_end`` and ``metric_for_best_model``).
+``--wandb_project NAME`` tracks the run in W&B.
 """
 
 from __future__ import annotations
@@ -34,6 +42,7 @@ quiet_dependency_noise()  # first: the known-harmless messages of dependencies (
 
 import json
 import logging
+import math
 import sys
 from collections import Counter
 from dataclasses import dataclass, field
@@ -41,7 +50,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from accelerate import PartialState
-from transformers import set_seed
+from transformers import EarlyStoppingCallback, TrainerCallback, set_seed
 from trl import SFTConfig, SFTTrainer, get_peft_config
 
 from trl_ext.common.entry import run_main
@@ -86,6 +95,105 @@ class SFTAffineArguments(AffineRecipeArguments):
             "SAT sizes). Needs at least 2 datasets; tuned by the curriculum_* and difficulty_* fields."
         },
     )
+    early_stopping_patience: int | None = field(
+        default=None,
+        metadata={
+            "help": "Stop after this many evaluations without improvement of metric_for_best_model (None: off). "
+            "Needs eval_strategy, load_best_model_at_end and metric_for_best_model."
+        },
+    )
+    early_stopping_threshold: float = field(
+        default=0.0,
+        metadata={"help": "Early stopping: smallest change of metric_for_best_model that counts as an improvement."},
+    )
+
+
+def perplexity(loss: float) -> float:
+    """``exp(loss)`` of a mean token cross-entropy (nats); ``inf`` where it overflows."""
+    try:
+        return math.exp(loss)
+    except OverflowError:
+        return math.inf
+
+
+class PerplexityCallback(TrainerCallback):
+    """Add ``eval_perplexity = exp(eval_loss)`` to every evaluation's metrics and log.
+
+    ``on_evaluate`` adds it to the metrics ``Trainer.evaluate`` returns (so ``metric_for_best_model`` may name it);
+    the trainer logs the metrics *before* ``on_evaluate``, so ``on_log`` adds it to the logged dict too (and to the
+    log-history entry just written). Put it first among the callbacks (:func:`add_perplexity_callback`) so that
+    every reporter after it (``loss_log.csv``, W&B, TensorBoard) sees the value.
+    """
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs and "eval_loss" in logs and "eval_perplexity" not in logs:
+            logs["eval_perplexity"] = perplexity(logs["eval_loss"])
+            last = state.log_history[-1] if state.log_history else None
+            if last is not None and last.get("eval_loss") == logs["eval_loss"]:
+                last["eval_perplexity"] = logs["eval_perplexity"]
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        if metrics and "eval_loss" in metrics:
+            metrics["eval_perplexity"] = perplexity(metrics["eval_loss"])
+
+
+def add_perplexity_callback(trainer: Any) -> PerplexityCallback:
+    """Put a :class:`PerplexityCallback` first in ``trainer``'s callbacks (before the reporters); returns it."""
+    callback = PerplexityCallback()
+    trainer.callback_handler.callbacks.insert(0, callback)
+    return callback
+
+
+def early_stopping_callback(script_args: SFTAffineArguments, training_args: SFTConfig) -> EarlyStoppingCallback | None:
+    """transformers' ``EarlyStoppingCallback`` for ``--early_stopping_patience`` (``None`` when unset); a
+    ``ValueError`` naming the missing setting when the training arguments cannot support it (checked before any model
+    is loaded: transformers would only assert at the start of training)."""
+    patience = script_args.early_stopping_patience
+    if patience is None:
+        return None
+    if isinstance(patience, bool) or not isinstance(patience, int) or patience < 1:
+        raise ValueError(f"early_stopping_patience must be an int >= 1, got {patience!r}")
+    if script_args.early_stopping_threshold < 0:
+        raise ValueError(f"early_stopping_threshold must be >= 0, got {script_args.early_stopping_threshold}")
+    missing = []
+    if str(getattr(training_args.eval_strategy, "value", training_args.eval_strategy)) == "no":
+        missing.append("an eval_strategy ('steps' or 'epoch', not 'no')")
+    if not training_args.load_best_model_at_end:
+        missing.append("load_best_model_at_end: true")
+    if not training_args.metric_for_best_model:
+        missing.append("metric_for_best_model (e.g. eval_loss)")
+    if missing:
+        raise ValueError(f"early_stopping_patience={patience} needs {', '.join(missing)}")
+    return EarlyStoppingCallback(
+        early_stopping_patience=patience, early_stopping_threshold=script_args.early_stopping_threshold
+    )
+
+
+def validation_summary(state: Any, load_best_model_at_end: bool) -> dict[str, Any] | None:
+    """The validation loss and perplexity of the saved model from the trainer state: the evaluation of the best
+    checkpoint when the best model was loaded at the end, else the last evaluation; ``None`` without evaluations.
+
+    Keys: ``eval_loss``, ``eval_perplexity`` (``None`` where ``exp`` overflows), ``step``, ``selected``
+    (``"best"`` or ``"last"``), ``evaluations`` (how many were run)."""
+    evals = [entry for entry in state.log_history if "eval_loss" in entry]
+    if not evals:
+        return None
+    chosen, selected = evals[-1], "last"
+    best = getattr(state, "best_model_checkpoint", None)
+    if load_best_model_at_end and best:
+        step = Path(best).name.rpartition("-")[2]
+        match = [e for e in evals if step.isdigit() and e.get("step") == int(step)]
+        if match:
+            chosen, selected = match[-1], "best"
+    loss = float(chosen["eval_loss"])
+    ppl = perplexity(loss)
+    return {
+        "eval_loss": loss,
+        "eval_perplexity": ppl if math.isfinite(ppl) else None,  # reports are strict JSON: no inf
+        "step": int(chosen.get("step", 0)),
+        "selected": selected,
+        "evaluations": len(evals),
+    }
 
 
 def parse_curriculum_split(split: str) -> tuple[str, str | None]:
@@ -185,6 +293,8 @@ def main(script_args: SFTAffineArguments, training_args: SFTConfig, model_args: 
     set_seed(training_args.seed)
     apply_min_lr_ratio(training_args, script_args.min_lr_ratio)
     script_args.task_params()  # fail early on unknown tasks
+    early_stop = early_stopping_callback(script_args, training_args)  # fail early on a setting it cannot use
+    script_args.apply_wandb(training_args)  # before the trainer: it builds its reporters from report_to
     split = script_args.curriculum_split
     if split:
         parse_curriculum_split(split)  # fail early on an unknown split kind
@@ -213,9 +323,10 @@ def main(script_args: SFTAffineArguments, training_args: SFTConfig, model_args: 
         eval_dataset=data["validation"] if training_args.eval_strategy != "no" else None,
         processing_class=tokenizer,
         peft_config=get_peft_config(model_args),
-        callbacks=[LossLogCallback()],
+        callbacks=[LossLogCallback(), *([early_stop] if early_stop is not None else [])],
         **curriculum_kw,
     )
+    add_perplexity_callback(trainer)
     describe_launch(trainer)
     if curriculum is not None and trainer.accelerator.is_main_process:
         sizes = ", ".join(f"{name} ({len(d)} rows)" for name, d in curriculum.items())
@@ -223,18 +334,32 @@ def main(script_args: SFTAffineArguments, training_args: SFTConfig, model_args: 
     with vocab_tile(resolve_vocab_tile(None, trainer.accelerator.device)):  # narrow LM-head tiles on CPU
         trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     trainer.save_model(training_args.output_dir)
+    if early_stop is not None and trainer.state.global_step < trainer.state.max_steps:
+        logger.info("early stopping at step %d of %d", trainer.state.global_step, trainer.state.max_steps)
 
     report = None
+    validation = validation_summary(trainer.state, training_args.load_best_model_at_end)
     if script_args.heldout_samples > 0 and trainer.accelerator.is_main_process:
-        report = evaluate_saved_model(training_args.output_dir, script_args, model_args)
+        report = evaluate_saved_model(training_args.output_dir, script_args, model_args, validation)
     trainer.accelerator.wait_for_everyone()
     return report
 
 
-def evaluate_saved_model(model_dir: str, script_args: SFTAffineArguments, model_args: LoRAModelConfig) -> dict:
+def evaluate_saved_model(
+    model_dir: str,
+    script_args: SFTAffineArguments,
+    model_args: LoRAModelConfig,
+    validation: dict[str, Any] | None = None,
+) -> dict:
     """Reload the saved model (adapter + base, as trained: same dtype, 4-bit for QLoRA) on the accelerator,
-    evaluate it on held-out tasks and write ``eval_results.json`` beside it."""
+    evaluate it on held-out tasks and write ``eval_results.json`` beside it (with ``validation``, the
+    :func:`validation_summary` of the run, as its ``validation`` section)."""
     report = script_args.evaluate(model_dir, dtype=model_args.dtype, load_in_4bit=model_args.load_in_4bit)
+    if validation is not None:
+        report["validation"] = validation
+        ppl = validation["eval_perplexity"]
+        print(f"validation: loss {validation['eval_loss']:.4f}, perplexity {ppl if ppl is None else round(ppl, 4)} "
+              f"({validation['selected']} evaluation, step {validation['step']})")  # fmt: skip
     save_report(report, Path(model_dir) / "eval_results.json")
     print(format_report(report))
     return report

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 
 import pytest
 import yaml
@@ -236,3 +237,97 @@ def test_qlora_4bit_loads_quantised_and_trains(tmp_path, tiny_model_path):
     weights = load_file(out / "adapter_model.safetensors")
     assert any(w.abs().max() > 0 for k, w in weights.items() if "lora_B" in k)
     assert load_report(out / "eval_results.json")["environments"]["sat"]["n"] == 2
+
+
+# ---- perplexity, early stopping, W&B (issue 19) ------------------------------------------------------
+
+
+def test_every_evaluation_logs_perplexity_and_the_report_has_the_validation_section(tiny_run):
+    _, out, proc = tiny_run
+    columns, rows = read_loss_log(out / "loss_log.csv")
+    assert "eval_perplexity" in columns
+    evals = [r for r in rows if "eval_loss" in r]
+    assert len(evals) == 2
+    for row in evals:
+        assert row["eval_perplexity"] == pytest.approx(math.exp(row["eval_loss"]), rel=1e-9)
+    # the trainer state's log history has it too (the checkpoint's, written at step 12)
+    state_file = out / "checkpoint-12" / "trainer_state.json"
+    history = [e for e in json.loads(state_file.read_text())["log_history"] if "eval_loss" in e]
+    assert all(e["eval_perplexity"] == pytest.approx(math.exp(e["eval_loss"])) for e in history)
+    validation = load_report(out / "eval_results.json")["validation"]
+    best = min(evals, key=lambda r: r["eval_loss"])  # load_best_model_at_end: the saved model is the best one
+    assert validation["selected"] == "best" and validation["step"] == best["step"]
+    assert validation["eval_loss"] == pytest.approx(best["eval_loss"])
+    assert validation["eval_perplexity"] == pytest.approx(math.exp(best["eval_loss"]))
+    assert validation["evaluations"] == 2 and "validation: loss" in proc.stdout
+
+
+def test_early_stopping_stops_before_max_steps(tmp_path, tiny_model_path):
+    """Patience 1 with a threshold no change can pass: the second evaluation counts as no improvement, so training
+    stops there (step 4 of 12)."""
+    out = tmp_path / "es"
+    proc = _sft(
+        tmp_path, "--output_dir", str(out), "--num_samples", "40", "--max_steps", "12", "--logging_steps", "1",
+        "--eval_steps", "2", "--save_steps", "2", "--save_total_limit", "1", "--early_stopping_patience", "1",
+        "--early_stopping_threshold", "1e9", "--heldout_samples", "0", "--num_episodes", "0",
+    )  # fmt: skip
+    _, rows = read_loss_log(out / "loss_log.csv")
+    assert max(r["step"] for r in rows) == 4.0
+    assert [r["step"] for r in rows if "eval_loss" in r] == [2.0, 4.0]
+    state = json.loads((out / "checkpoint-4" / "trainer_state.json").read_text())
+    assert (state["global_step"], state["max_steps"]) == (4, 12)
+    assert "early stopping at step 4 of 12" in proc.stderr
+
+
+def test_early_stopping_without_evaluation_is_an_error_before_training(tmp_path):
+    recipe = load_recipe("sft_affine")
+    with pytest.raises(ValueError, match=r"early_stopping_patience=2 needs an eval_strategy .*load_best_model_at_end"):
+        _main_with(recipe, tmp_path, "--early_stopping_patience", "2", "--eval_strategy", "no",
+                   "--load_best_model_at_end", "false")  # fmt: skip
+    with pytest.raises(ValueError, match="early_stopping_patience must be an int >= 1, got 0"):
+        _main_with(recipe, tmp_path, "--early_stopping_patience", "0")
+    assert not (tmp_path / "o").exists()  # nothing trained
+
+
+def test_wandb_project_sets_the_env_and_report_to(monkeypatch):
+    from types import SimpleNamespace
+
+    from trl_ext.data.affine_args import AffineRecipeArguments, apply_wandb_project
+
+    monkeypatch.delenv("WANDB_PROJECT", raising=False)
+    args = SimpleNamespace(report_to=[])
+    apply_wandb_project(None, args)
+    assert args.report_to == [] and "WANDB_PROJECT" not in os.environ
+    apply_wandb_project("affine-training", args)
+    assert args.report_to == ["wandb"] and os.environ["WANDB_PROJECT"] == "affine-training"
+    args = SimpleNamespace(report_to=["tensorboard"])
+    AffineRecipeArguments(wandb_project="p2").apply_wandb(args)
+    assert args.report_to == ["tensorboard", "wandb"] and os.environ["WANDB_PROJECT"] == "p2"
+    for given, expected in (("none", ["wandb"]), (["wandb"], ["wandb"]), (["all"], ["all"])):
+        args = SimpleNamespace(report_to=given)
+        apply_wandb_project("p3", args)
+        assert args.report_to == expected
+
+
+def test_wandb_project_reaches_the_trainer_of_the_recipe(tmp_path, monkeypatch):
+    """The recipe applies --wandb_project before the trainer is built: its reporters include W&B."""
+    from transformers.integrations import WandbCallback
+
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    recipe = load_recipe("sft_affine")
+    built = {}
+
+    class Stop(Exception):
+        pass
+
+    def fake_describe(trainer):
+        built["callbacks"] = [type(c) for c in trainer.callback_handler.callbacks]
+        raise Stop
+
+    monkeypatch.setattr(recipe, "describe_launch", fake_describe)
+    monkeypatch.delenv("WANDB_PROJECT", raising=False)
+    with pytest.raises(Stop):
+        _main_with(recipe, tmp_path, "--wandb_project", "affine-test", "--num_samples", "20", "--num_episodes", "0",
+                   "--tasks", "sat")  # fmt: skip
+    assert WandbCallback in built["callbacks"] and os.environ["WANDB_PROJECT"] == "affine-test"
+    assert built["callbacks"][0] is recipe.PerplexityCallback  # first: every reporter sees the perplexity

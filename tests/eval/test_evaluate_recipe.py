@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 
 import pytest
 
@@ -83,8 +85,9 @@ def test_errors_name_the_offending_input(tmp_path, tiny_model_path):
     from trl_ext.models import ModelNotFoundError
 
     recipe = load_recipe("evaluate_affine")
+    nowhere = {"rl_output": str(tmp_path / "no_rl"), "sft_output": str(tmp_path / "no_sft")}
     with pytest.raises(ValueError, match="--model is required"):
-        recipe.main(recipe.EvaluateArguments())
+        recipe.main(recipe.EvaluateArguments(**nowhere))
     with pytest.raises(FileNotFoundError, match="missing_baseline.json"):
         recipe.main(recipe.EvaluateArguments(model="tiny", baseline=str(tmp_path / "missing_baseline.json")))
     with pytest.raises(ModelNotFoundError, match="./nowhere/model"):
@@ -95,3 +98,67 @@ def test_errors_name_the_offending_input(tmp_path, tiny_model_path):
     rows.write_text('{"id": "p1", "program": "print(1)", "inputs": "", "output": "1", "prompt": "Print 1."}\n')
     with pytest.raises(ValueError, match=r"row 0 \(id 'p1'\): missing column\(s\) \['test_cases'\]"):
         recipe.main(recipe.EvaluateArguments(model="tiny", tasks=["abd"], program_dataset=str(rows)))
+
+
+# ---- without --model: the newest of the RL and SFT outputs, else the base model (issue 19) -----------
+
+
+def _saved(folder, mtime: float, adapter: bool = True):
+    folder.mkdir(parents=True, exist_ok=True)
+    names = ("adapter_config.json", "adapter_model.safetensors") if adapter else ("config.json", "model.safetensors")
+    for name in names:
+        (folder / name).write_text("{}")
+        os.utime(folder / name, (mtime, mtime))
+    return folder
+
+
+def test_choose_model_takes_the_newest_trained_output(tmp_path):
+    recipe = load_recipe("evaluate_affine")
+    rl, sft = tmp_path / "outputs" / "ppo_affine", tmp_path / "outputs" / "sft_affine"
+    # only the SFT output holds a model (the RL folder has checkpoints only)
+    _saved(sft, 1_000_000)
+    (rl / "checkpoint-4").mkdir(parents=True)
+    choice = recipe.choose_model(str(rl), str(sft), base_model="tiny")
+    assert (choice.path, choice.stage) == (str(sft), "SFT")
+    assert f"no saved model in the RL output {rl}" in choice.reason
+    # PPO saved after SFT: RL
+    _saved(rl, 2_000_000)
+    choice = recipe.choose_model(str(rl), str(sft))
+    assert (choice.path, choice.stage) == (str(rl), "RL") and f"newer than the SFT output {sft}" in choice.reason
+    # SFT retrained after the PPO run: SFT
+    _saved(sft, 3_000_000, adapter=False)
+    choice = recipe.choose_model(str(rl), str(sft))
+    assert (choice.path, choice.stage) == (str(sft), "SFT") and f"newer than the RL output {rl}" in choice.reason
+    # the same time: RL first, as in the document's order RL -> SFT -> base
+    _saved(rl, 3_000_000)
+    assert recipe.choose_model(str(rl), str(sft)).stage == "RL"
+
+
+def test_choose_model_falls_back_to_the_base_model_or_names_where_it_looked(tmp_path):
+    recipe = load_recipe("evaluate_affine")
+    rl, sft = str(tmp_path / "rl"), str(tmp_path / "sft")
+    choice = recipe.choose_model(rl, sft, base_model="tiny")
+    assert (choice.path, choice.stage) == ("tiny", "base") and rl in choice.reason and sft in choice.reason
+    with pytest.raises(ValueError, match=re.escape(f"'{rl}' (--rl_output) and the SFT output '{sft}' (--sft_output)")):
+        recipe.choose_model(rl, sft)
+
+
+def test_main_without_model_evaluates_the_chosen_one_and_says_why(tmp_path, monkeypatch, capsys):
+    recipe = load_recipe("evaluate_affine")
+    sft = _saved(tmp_path / "sft", 1_000_000)
+    seen = {}
+
+    def fake_evaluate(model_path, task_params, **kwargs):
+        seen["model"] = kwargs["model_name"]
+        return build_report(kwargs["model_name"], {"sat": [1.0, 0.0]})
+
+    monkeypatch.setattr(recipe, "evaluate_heldout", fake_evaluate)
+    monkeypatch.setattr(recipe, "resolve_model_name_or_path", lambda name: name)
+    args = recipe.EvaluateArguments(
+        rl_output=str(tmp_path / "rl"), sft_output=str(sft), tasks=["sat"], num_episodes=0, num_samples=2
+    )
+    report = recipe.main(args)
+    assert seen["model"] == str(sft) and report["model"] == str(sft)
+    out = capsys.readouterr().out
+    assert f"--model not given: evaluating {sft} (the SFT output, saved" in out
+    assert (sft / "eval_results.json").exists()

@@ -85,3 +85,122 @@ def test_tiny_config_parses_and_errors_are_named(tmp_path):
         recipe.main(script_args, training_args, model_args)
     with pytest.raises(ValueError, match="--clip_rnge"):
         parser.parse_args_and_config(["--config", TINY, "--clip_rnge", "0.3"])
+
+
+# ---- custom reward functions, malformed-answer penalty, num_rollouts / rollout_batch_size (issue 19) ----
+
+
+def _parse(recipe, *argv: str):
+    from trl_ext import PPOConfig
+    from trl_ext.common.recipes import LoRAModelConfig, recipe_parser
+
+    parser = recipe_parser(recipe.PPOAffineArguments, PPOConfig, LoRAModelConfig)
+    return parser.parse_args_and_config(["--config", TINY, *argv])
+
+
+def test_malformed_penalty_through_the_task_reward():
+    from trl_ext.tasks import get_task
+    from trl_ext.tasks.rewards import is_malformed, make_task_reward
+
+    inst = get_task("sat", n=5, k=3).generate_many(1, seed=0)[0]
+    reward = make_task_reward({"sat": {"n": 5, "k": 3}}, malformed_penalty=0.5)
+    completions = [inst.expert_answer, "x1=True", "I cannot solve this.", [{"role": "assistant", "content": ""}]]
+    scores = reward(
+        prompts=[""] * 4, completions=completions, task=["sat"] * 4, payload=[json.dumps(inst.payload)] * 4
+    )
+    assert scores == [1.0, 0.0, -0.5, -0.5]  # right, well-formed but wrong, no assignment at all, empty
+    plain = make_task_reward({"sat": {"n": 5, "k": 3}})
+    assert plain(prompts=[""] * 4, completions=completions, task=["sat"] * 4,
+                 payload=[json.dumps(inst.payload)] * 4) == [1.0, 0.0, 0.0, 0.0]  # fmt: skip
+    # ABD / DED: no <INPUT> block, no fenced code block
+    assert is_malformed("abd", "the input is 5") and not is_malformed("abd", "<INPUT>\n5\n</INPUT>")
+    assert is_malformed("ded", "print(1)") and not is_malformed("ded", "```python\nprint(1)\n```")
+    with pytest.raises(ValueError, match=r"task\(s\) \['sudoku'\] have no malformed-answer check"):
+        make_task_reward({"sudoku": {}}, malformed_penalty=1.0)
+    with pytest.raises(ValueError, match="malformed_penalty must be a finite number >= 0, got -1"):
+        make_task_reward({"sat": {}}, malformed_penalty=-1)
+
+
+def test_reward_funcs_by_name_added_or_replacing_and_bad_names_are_named(tmp_path):
+    from trl_ext.common.errors import ConfigError
+
+    recipe = load_recipe("ppo_affine")
+    module = tmp_path / "my_rewards.py"
+    module.write_text("def brevity(prompts, completions, **kw):\n    return [-len(c) / 100 for c in completions]\n")
+    spec = f"{module}:brevity"
+    script_args, _, _ = _parse(recipe, "--reward_funcs", spec, "trl_ext.tasks.rewards:make_task_reward")
+    funcs = recipe.build_reward_funcs(script_args, script_args.task_params())
+    assert [f.__name__ for f in funcs] == ["task_score", "brevity", "make_task_reward"]  # added after the task reward
+    assert funcs[1]([""], ["abcd"]) == [-0.04]
+    script_args, _, _ = _parse(recipe, "--reward_funcs", spec, "--task_reward", "false")
+    assert [f.__name__ for f in recipe.build_reward_funcs(script_args, {})] == ["brevity"]  # replacing it
+    cases = {
+        ("--reward_funcs", "no_such_module_xyz:f"): "--reward_funcs 'no_such_module_xyz:f': cannot import module",
+        ("--reward_funcs", "trl_ext.tasks.rewards:nope"): "has no function 'nope'",
+        ("--task_reward", "false"): "no reward function: --task_reward false needs --reward_funcs",
+        ("--task_reward", "false", "--reward_funcs", spec, "--malformed_penalty", "1"): "needs --task_reward true",
+    }
+    for argv, message in cases.items():
+        script_args, _, _ = _parse(recipe, *argv)
+        with pytest.raises(ConfigError, match=message):
+            recipe.build_reward_funcs(script_args, {})
+    # in the recipe: before anything is loaded (the missing model would be the next error)
+    script_args, training_args, model_args = _parse(
+        recipe, "--output_dir", str(tmp_path / "o"), "--model_name_or_path", "./missing/sft",
+        "--reward_funcs", "trl_ext.tasks.rewards:nope",
+    )  # fmt: skip
+    with pytest.raises(ConfigError, match="has no function 'nope'"):
+        recipe.main(script_args, training_args, model_args)
+
+
+def test_num_rollouts_and_rollout_batch_size_map_onto_the_batching(tmp_path):
+    from trl_ext.common.errors import ConfigError
+
+    recipe = load_recipe("ppo_affine")
+    # the tiny config: num_mini_batches 2, num_ppo_epochs 4, per_device_train_batch_size 8, max_steps 160
+    script_args, training_args, _ = _parse(recipe, "--num_rollouts", "3", "--rollout_batch_size", "4",
+                                           "--max_steps", "-1")  # fmt: skip
+    text = recipe.apply_rollout_args(script_args, training_args)
+    assert (training_args.per_device_train_batch_size, training_args.generation_batch_size) == (2, 4)
+    assert training_args.max_steps == 24  # 3 rollouts x 4 epochs x 2 mini-batches
+    assert "per_device_train_batch_size=2 x num_mini_batches=2" in text and "max_steps=24" in text
+    script_args, training_args, _ = _parse(recipe, "--num_rollouts", "20")  # agrees with max_steps 160
+    assert recipe.apply_rollout_args(script_args, training_args) and training_args.max_steps == 160
+    script_args, training_args, _ = _parse(recipe, "--gradient_accumulation_steps", "2", "--num_rollouts", "3",
+                                           "--max_steps", "-1")  # fmt: skip
+    recipe.apply_rollout_args(script_args, training_args)
+    assert training_args.max_steps == 12
+    script_args, training_args, _ = _parse(recipe)
+    assert recipe.apply_rollout_args(script_args, training_args) is None and training_args.max_steps == 160
+    cases = {
+        ("--num_rollouts", "3"): "num_rollouts=3 means max_steps=24, but max_steps=160 is set",
+        ("--rollout_batch_size", "5"): "rollout_batch_size=5 is not a multiple of num_mini_batches=2",
+        ("--rollout_batch_size", "4", "--per_device_train_batch_size", "3"): "per_device_train_batch_size=3 is set",
+        ("--rollout_batch_size", "0"): "rollout_batch_size must be an int >= 1",
+    }
+    for argv, message in cases.items():
+        script_args, training_args, _ = _parse(recipe, *argv)
+        with pytest.raises(ConfigError, match=message):
+            recipe.apply_rollout_args(script_args, training_args)
+
+
+def test_recipe_with_rollouts_custom_reward_and_penalty(tmp_path, tiny_model_path):
+    """One tiny run: 1 rollout of 4 completions (2 per mini-batch x 2), the task reward with the penalty and a custom
+    reward by file name, both logged."""
+    module = tmp_path / "my_rewards.py"
+    module.write_text("def brevity(prompts, completions, **kw):\n    return [-len(c) / 100 for c in completions]\n")
+    out = tmp_path / "ppo"
+    proc = run_script(
+        ["recipes/ppo_affine.py", "--config", TINY, "--model_name_or_path", "tiny", "--output_dir", str(out),
+         "--data_dir", str(tmp_path / "data"), "--tasks", "sat", "--num_samples", "20", "--num_episodes", "0",
+         "--heldout_samples", "0", "--heldout_episodes", "0", "--save_strategy", "no", "--logging_steps", "1",
+         "--num_rollouts", "1", "--rollout_batch_size", "4", "--max_steps", "-1",
+         "--reward_funcs", f"{module}:brevity", "--malformed_penalty", "0.5"]
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "[trl_ext] rollouts: rollout_batch_size=4 -> per_device_train_batch_size=2" in proc.stdout
+    columns, rows = read_loss_log(out / "loss_log.csv")
+    assert max(r["step"] for r in rows) == 8.0  # 1 rollout x 4 epochs x 2 mini-batches
+    assert "rewards/brevity/mean" in columns and "rewards/task_score/mean" in columns
+    task_scores = [r["rewards/task_score/mean"] for r in rows if "rewards/task_score/mean" in r]
+    assert task_scores and all(-0.5 <= x <= 1.0 for x in task_scores)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -166,6 +167,15 @@ class AffineRecipeArguments(AffineTaskArguments):
         default=None, metadata={"help": "Steps of a held-out episode (default: max_episode_length)."}
     )
     max_turn_tokens: int = field(default=64, metadata={"help": "Tokens generated per turn of a held-out episode."})
+    wandb_project: str | None = field(
+        default=None,
+        metadata={"help": "Track the run in this Weights & Biases project (sets WANDB_PROJECT, adds wandb to "
+                  "report_to; WANDB_MODE=offline works without an account)."},
+    )  # fmt: skip
+
+    def apply_wandb(self, training_args: Any) -> None:
+        """:func:`apply_wandb_project` with ``wandb_project``; call it before the trainer is built."""
+        apply_wandb_project(self.wandb_project, training_args)
 
     def load_data(self):
         """The task data of ``data_dir`` as a ``DatasetDict``, collected there first when it is empty."""
@@ -194,3 +204,27 @@ class AffineRecipeArguments(AffineTaskArguments):
             num_episodes=self.heldout_episodes,
             max_turn_tokens=self.max_turn_tokens,
         )
+
+
+def apply_wandb_project(project: str | None, training_args: Any) -> None:
+    """Send the run to the Weights & Biases project ``project`` (the document's ``tracking.wandb_project``).
+
+    Sets ``WANDB_PROJECT`` (read by transformers' ``WandbCallback`` when the run starts) and adds ``"wandb"`` to
+    ``training_args.report_to`` (other reporters are kept; ``"none"`` is dropped). Must run before the trainer is
+    built: the trainer creates its reporting callbacks from ``report_to`` in its constructor. ``None`` or ``""``
+    changes nothing. A missing ``wandb`` package is a ``ValueError`` here, before any model is loaded.
+    """
+    if not project:
+        return
+    from transformers.integrations import is_wandb_available
+
+    if not is_wandb_available():
+        raise ValueError(f"--wandb_project {project!r} needs the wandb package: pip install wandb")
+    os.environ["WANDB_PROJECT"] = project
+    report_to = training_args.report_to
+    if report_to is None or isinstance(report_to, str):
+        report_to = [] if report_to in (None, "none") else [report_to]
+    report_to = [r for r in report_to if r != "none"]
+    if "all" not in report_to and "wandb" not in report_to:
+        report_to.append("wandb")
+    training_args.report_to = report_to
