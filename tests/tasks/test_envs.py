@@ -219,18 +219,19 @@ def test_alfworld_look_inventory_and_examine_are_valid_and_free():
 
 
 def test_episodes_do_not_depend_on_the_string_hash_seed():
-    """Every environment's episodes are the same in processes with different PYTHONHASHSEED (set iteration order
-    follows it): the first observations, and the expert's episodes except SciWorld's (its engine draws the gold
-    route among equivalent ones on every load)."""
+    """The Python-side environments' episodes (first observations and expert episodes) are the same in processes with
+    different PYTHONHASHSEED (set iteration order follows it). SciWorld is left out: its world lives in the JVM, which
+    the hash seed does not reach, and across JVM starts its observations have been seen to differ once in a while
+    (docs/tasks.md); its seeded resets within a process are tested in test_env_sciworld.py."""
     code = (
         "from trl_ext.tasks.envs import get_env, run_episode\n"
         "out = []\n"
-        "for name in ('webshop', 'alfworld', 'babyai', 'textcraft', 'sciworld'):\n"
+        "for name in ('webshop', 'alfworld', 'babyai', 'textcraft'):\n"
         "    env = get_env(name)\n"
         "    for seed in (0, 1, 2):\n"
         "        first = env.reset(seed)\n"
-        "        episode = run_episode(env, seed) if name != 'sciworld' else None\n"
-        "        out.append((first, episode and (episode.actions, episode.observations, episode.rewards)))\n"
+        "        episode = run_episode(env, seed)\n"
+        "        out.append((first, episode.actions, episode.observations, episode.rewards))\n"
         "    env.close()\n"
         "print(repr(out))\n"
     )
