@@ -35,7 +35,10 @@ def test_cli_writes_report_and_compares_with_baseline(tmp_path, tiny_model_path)
     for env in ("webshop", "babyai"):
         ep = report["episodes"][env]
         assert ep["n"] == 3 and ep["success_rate"] == report["environments"][env]["mean"]
-        assert 1 <= ep["mean_length"] <= 3 and 0 <= ep["truncated_rate"] <= 1
+        lengths = [x["length"] for x in report["episode_samples"] if x["env"] == env]
+        assert ep["mean_length"] == pytest.approx(sum(lengths) / 3) and max(lengths) <= 3  # max_episode_length 3
+        # an episode that ends before its 3 steps is done, not truncated
+        assert ep["truncated_rate"] <= sum(length == 3 for length in lengths) / 3
     rates = [report["episodes"][e]["success_rate"] for e in ("webshop", "babyai")]
     assert report["agentgym_score"] == pytest.approx(sum(rates) / 2)
     samples = report["episode_samples"]
